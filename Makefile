@@ -1,0 +1,40 @@
+# `make demo` and `make test` do all set-up on a fresh machine: create .venv if missing, install, run.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+# Tests and the demo use the shared CIFAR-10 archive when it is there; the decode cache stays in the repo.
+SHARED_CIFAR := $(abspath ../shared/data/cifar10-jpeg.tar.gz)
+ifneq ($(wildcard $(SHARED_CIFAR)),)
+export PFLNAS_DATA ?= $(SHARED_CIFAR)
+endif
+export PFLNAS_CACHE ?= $(CURDIR)/.cache/pflnas
+
+.PHONY: install test lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(PY) -m ruff check pflnas tests benchmarks search_spaces
+	$(PY) -m ruff format --check pflnas tests benchmarks search_spaces
+
+test: install lint
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) -m pflnas search --space cell_v1 --preset quick --out runs/demo-search --overwrite
+	$(PY) -m pflnas arch show runs/demo-search/found.json
+	$(PY) -m pflnas profile --arch runs/demo-search/found.json --json
+	@echo "demo: found architecture at runs/demo-search/found.json, per-epoch records in runs/demo-search/metrics.jsonl"
+
+bench: install
+	$(PY) benchmarks/search_step.py
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,5 @@
+import sys
+
+from pflnas.cli.main import main
+
+sys.exit(main())

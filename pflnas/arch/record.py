@@ -1,0 +1,305 @@
+"""The found.json record: a versioned, strictly validated description of a found architecture.
+
+Schema version 1 (documented in docs/found_json.md)::
+
+    {
+      "schema_version": 1,
+      "space": {"name", "kind", "ops", "nodes", "alpha_mode", "layers", ...},   # the resolved space
+      "cells": [{"name": "cell0", "type": "normal", "concat": [2, 3, 4, 5],
+                 "edges": [{"node": 2, "source": 0, "op": "max_pool_3x3"}, ...]}, ...],
+      "probabilities": {"cell0.edge2<-0": {"conv_3x3": 0.21, ...}, ...},
+      "param_free_share": 0.5,
+      "provenance": {...}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pflnas.arch.labels import edge_label
+from pflnas.errors import ArchitectureError, ConfigError
+from pflnas.ops import get_op, list_ops
+from pflnas.spaces.config import SpaceConfig, list_spaces, load_space, space_from_dict
+from pflnas.utils_io import atomic_write_json
+
+SCHEMA_VERSION = 1
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a found.json is kilobytes; refuse to parse anything absurd
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One kept edge: intermediate ``node`` receives ``op(source)``."""
+
+    node: int
+    source: int
+    op: str
+
+
+@dataclass(frozen=True)
+class CellArch:
+    """The chosen edges of one alpha group (a cell, or a shared normal/reduce cell)."""
+
+    name: str
+    type: str
+    edges: tuple[Edge, ...]
+    concat: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A found architecture of a cell space. Build with :func:`load_architecture` or the derivation."""
+
+    space: SpaceConfig
+    cells: tuple[CellArch, ...]
+    probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_cells(self.space, self.cells)
+
+    # --- derived facts ----------------------------------------------------------------------------
+    def cell(self, name: str) -> CellArch:
+        for c in self.cells:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def kept_edges(self) -> list[tuple[CellArch, Edge]]:
+        return [(c, e) for c in self.cells for e in c.edges]
+
+    def param_free_share(self) -> float:
+        """Share of kept non-``none`` edges whose op is parameter-free at that edge's stride.
+
+        ``none`` edges (NB201) are neither a parameter-free op nor a trainable one, so they are excluded
+        from both counts. Returns NaN when there is no such edge.
+        """
+        counted = [
+            get_op(e.op).param_free(self.space.edge_stride(c.type, e.source))
+            for c, e in self.kept_edges()
+            if not get_op(e.op).is_zero
+        ]
+        return sum(counted) / len(counted) if counted else math.nan
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, e in self.kept_edges():
+            counts[e.op] = counts.get(e.op, 0) + 1
+        return counts
+
+    # --- (de)serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        share = self.param_free_share()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "space": self.space.to_dict(),
+            "cells": [
+                {
+                    "name": c.name,
+                    "type": c.type,
+                    "concat": list(c.concat),
+                    "edges": [{"node": e.node, "source": e.source, "op": e.op} for e in c.edges],
+                }
+                for c in self.cells
+            ],
+            "probabilities": self.probabilities,
+            "param_free_share": None if math.isnan(share) else round(share, 6),
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: str = "architecture") -> Architecture:
+        return _parse(data, origin)
+
+
+def expected_groups(space: SpaceConfig) -> list[tuple[str, str]]:
+    return space.alpha_groups()
+
+
+def validate_cells(space: SpaceConfig, cells: tuple[CellArch, ...]) -> None:
+    """Raise ArchitectureError unless ``cells`` is a consistent architecture of ``space``."""
+    expected = expected_groups(space)
+    if len(cells) != len(expected):
+        raise ArchitectureError(
+            f"wrong number of cells: space {space.name!r} ({space.alpha_mode} alphas, {space.layers} layers) "
+            f"has {len(expected)} cell groups, the record has {len(cells)}"
+        )
+    for cell, (name, ctype) in zip(cells, expected):
+        if cell.name != name or cell.type != ctype:
+            raise ArchitectureError(
+                f"cell {cell.name!r} ({cell.type}) is out of place: "
+                f"expected {name!r} ({ctype}) at that position"
+            )
+        _validate_cell(space, cell)
+
+
+def _validate_cell(space: SpaceConfig, cell: CellArch) -> None:
+    nodes = set(space.node_ids())
+    where = f"cell {cell.name!r}"
+    for e in cell.edges:
+        if e.op not in space.ops:
+            hint = "" if e.op in list_ops() else " (not a registered op)"
+            raise ArchitectureError(
+                f"{where}: op {e.op!r}{hint} is not a candidate of space {space.name!r} "
+                f"({', '.join(space.ops)})"
+            )
+        if e.node not in nodes:
+            raise ArchitectureError(
+                f"{where}: edge into node {e.node}, but the space's intermediate nodes are {sorted(nodes)}"
+            )
+        if not 0 <= e.source < e.node:
+            raise ArchitectureError(
+                f"{where}: edge {e.node}<-{e.source} reads a missing or later node "
+                f"(sources must be 0..{e.node - 1})"
+            )
+    per_node = {n: [e for e in cell.edges if e.node == n] for n in nodes}
+    keep = space.keep_edges
+    for n, edges in per_node.items():
+        want = keep if keep is not None else n
+        if len(edges) != want:
+            raise ArchitectureError(
+                f"{where}: node {n} has {len(edges)} incoming edges, the space keeps {want}"
+            )
+        if keep is None and sorted(e.source for e in edges) != list(range(n)):
+            raise ArchitectureError(
+                f"{where}: node {n} must have exactly one edge from each of nodes 0..{n - 1}"
+            )
+        if keep is not None and any(get_op(e.op).is_zero for e in edges):
+            raise ArchitectureError(f"{where}: node {n} keeps a 'none' edge; kept edges must carry an op")
+    if tuple(cell.concat) != space.concat():
+        raise ArchitectureError(f"{where}: concat {list(cell.concat)} should be {list(space.concat())}")
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+def _need(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in mapping:
+        raise ArchitectureError(f"{where}: missing key {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ArchitectureError(f"{where}: {key!r} must be a {names}, got {type(value).__name__}")
+    return value
+
+
+def _parse_space(raw: Any) -> SpaceConfig:
+    if not isinstance(raw, dict):
+        raise ArchitectureError("'space' must be an object with the resolved search space")
+    try:
+        space = space_from_dict(raw, "space")
+    except (ConfigError, TypeError) as exc:
+        raise ArchitectureError(f"invalid 'space': {exc}") from None
+    if space.name in list_spaces():
+        builtin = load_space(space.name)
+        if builtin.kind != space.kind or not set(space.ops) <= set(builtin.ops):
+            raise ArchitectureError(
+                f"the record names space {space.name!r} but its kind/ops "
+                f"({space.kind}: {', '.join(space.ops)}) are not those of the built-in space "
+                f"({builtin.kind}: {', '.join(builtin.ops)})"
+            )
+    return space
+
+
+def _parse(data: Any, origin: str) -> Architecture:
+    if not isinstance(data, dict):
+        raise ArchitectureError(f"{origin}: the top level must be a JSON object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ArchitectureError(
+            f"{origin}: unsupported schema_version {version!r}; this pflnas reads version {SCHEMA_VERSION}"
+        )
+    known = {"schema_version", "space", "cells", "probabilities", "param_free_share", "provenance"}
+    extra = sorted(set(data) - known)
+    if extra:
+        raise ArchitectureError(f"{origin}: unknown key(s) {extra}; allowed: {sorted(known)}")
+    try:
+        space = _parse_space(data.get("space"))
+        raw_cells = _need(data, "cells", list, origin)
+        cells = []
+        for i, rc in enumerate(raw_cells):
+            where = f"cells[{i}]"
+            if not isinstance(rc, dict):
+                raise ArchitectureError(f"{where} must be an object")
+            edges = []
+            for j, re_ in enumerate(_need(rc, "edges", list, where)):
+                ew = f"{where}.edges[{j}]"
+                if not isinstance(re_, dict):
+                    raise ArchitectureError(f"{ew} must be an object")
+                edges.append(
+                    Edge(
+                        _need(re_, "node", int, ew), _need(re_, "source", int, ew), _need(re_, "op", str, ew)
+                    )
+                )
+            concat = _need(rc, "concat", list, where)
+            if not all(isinstance(c, int) and not isinstance(c, bool) for c in concat):
+                raise ArchitectureError(f"{where}: 'concat' must be a list of node ids")
+            cells.append(
+                CellArch(
+                    _need(rc, "name", str, where), _need(rc, "type", str, where), tuple(edges), tuple(concat)
+                )
+            )
+        share = data.get("param_free_share")
+        if share is not None and (not isinstance(share, (int, float)) or isinstance(share, bool)):
+            raise ArchitectureError("'param_free_share' must be a number or null")
+        probs = data.get("probabilities", {})
+        _check_probabilities(probs, space)
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise ArchitectureError("'provenance' must be an object")
+        return Architecture(space, tuple(cells), probs, provenance)
+    except ArchitectureError as exc:
+        raise ArchitectureError(f"{origin}: {exc}") from None
+
+
+def _check_probabilities(probs: Any, space: SpaceConfig) -> None:
+    if not isinstance(probs, dict):
+        raise ArchitectureError("'probabilities' must map edge labels to {op: probability}")
+    labels = {edge_label(g, n, s) for g, _ in space.alpha_groups() for n, s in space.edges()}
+    for label, dist in probs.items():
+        if label not in labels:
+            raise ArchitectureError(
+                f"probabilities: {label!r} is not an edge of this space (labels look like {min(labels)!r})"
+            )
+        if not isinstance(dist, dict) or not dist:
+            raise ArchitectureError(
+                f"probabilities[{label!r}] must be a non-empty object of op -> probability"
+            )
+        for op, p in dist.items():
+            if op not in space.ops:
+                raise ArchitectureError(f"probabilities[{label!r}]: op {op!r} is not in space {space.name!r}")
+            if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+                raise ArchitectureError(f"probabilities[{label!r}][{op!r}] must be a number in [0, 1]")
+        if abs(sum(dist.values()) - 1.0) > 1e-3:
+            raise ArchitectureError(f"probabilities[{label!r}] sums to {sum(dist.values()):.4f}, not 1")
+
+
+def load_architecture(path: str | Path) -> Architecture:
+    """Read and validate a found.json; any problem raises ArchitectureError with one clear line."""
+    p = Path(path)
+    if not p.exists():
+        raise ArchitectureError(f"{p}: no such file")
+    if not p.is_file():
+        raise ArchitectureError(f"{p}: not a file")
+    size = p.stat().st_size
+    if size == 0:
+        raise ArchitectureError(f"{p}: the file is empty; expected a found.json written by 'pflnas search'")
+    if size > MAX_FILE_BYTES:
+        raise ArchitectureError(
+            f"{p}: {size} bytes is far too large for a found.json (limit {MAX_FILE_BYTES})"
+        )
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ArchitectureError(f"{p}: not a text file; expected JSON") from None
+    except json.JSONDecodeError as exc:
+        raise ArchitectureError(
+            f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    return Architecture.from_dict(data, str(p))
+
+
+def save_architecture(arch: Architecture, path: str | Path) -> Path:
+    return atomic_write_json(path, arch.to_dict())

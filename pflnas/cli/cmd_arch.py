@@ -1,0 +1,142 @@
+"""``pflnas arch``: show, validate and import architecture records (found.json)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pflnas.arch.darts_genotype import architecture_from_genotype
+from pflnas.arch.record import Architecture, load_architecture, save_architecture
+from pflnas.errors import ConfigError
+from pflnas.ops import get_op
+
+Action = Callable[[argparse.Namespace], int]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("arch", help="show, validate or import an architecture record (found.json)")
+    actions = p.add_subparsers(dest="arch_command", metavar="ACTION")
+    actions.required = True
+
+    show = actions.add_parser("show", help="print a readable summary of a found.json")
+    show.add_argument("file", type=Path, metavar="FILE")
+    show.set_defaults(action=_show)
+
+    validate = actions.add_parser("validate", help="check a found.json; exit 0 if it is valid, 2 if not")
+    validate.add_argument("file", type=Path, metavar="FILE")
+    validate.set_defaults(action=_validate)
+
+    imp = actions.add_parser(
+        "from-darts", help="turn a DARTS genotype string into a found.json (shared normal/reduce cells)"
+    )
+    imp.add_argument(
+        "genotype", help="Genotype(normal=[...], normal_concat=..., reduce=[...], reduce_concat=...)"
+    )
+    imp.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the record")
+    imp.add_argument("--space", default="darts", help="a DARTS-cell space holding the ops (default: darts)")
+    imp.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    imp.set_defaults(action=_from_darts)
+
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    action: Action = args.action
+    return action(args)
+
+
+# --- actions ------------------------------------------------------------------------------------------
+def _show(args: argparse.Namespace) -> int:
+    print(format_architecture(load_architecture(args.file), str(args.file)))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    arch = load_architecture(args.file)
+    edges = len(arch.kept_edges())
+    print(
+        f"ok: {args.file}: space {arch.space.name} ({arch.space.kind}, {arch.space.alpha_mode} alphas), "
+        f"{len(arch.cells)} cells, {edges} kept edges, parameter-free share {_share(arch)}"
+    )
+    return 0
+
+
+def _from_darts(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name such as {out / 'found.json'}")
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} already exists; pass --force to overwrite it")
+    arch = architecture_from_genotype(args.genotype, args.space)
+    save_architecture(arch, out)
+    edges = len(arch.kept_edges())
+    print(f"wrote {out}: space {arch.space.name}, {edges} edges, parameter-free share {_share(arch)}")
+    return 0
+
+
+# --- the readable summary -----------------------------------------------------------------------------
+def _share(arch: Architecture) -> str:
+    share = arch.param_free_share()
+    return "n/a" if math.isnan(share) else f"{share:.3f}"
+
+
+def _edge_note(arch: Architecture, cell_type: str, source: int, op: str) -> str:
+    spec = get_op(op)
+    if spec.is_zero:
+        return "no connection"
+    stride = arch.space.edge_stride(cell_type, source)
+    notes = [f"stride {stride}"] if stride != 1 else []
+    if spec.param_free(stride):
+        notes.append("parameter-free")
+    return ", ".join(notes)
+
+
+def _short(value: Any, width: int = 70) -> str:
+    if isinstance(value, dict):
+        return f"{{{len(value)} keys}}"
+    if isinstance(value, list):
+        return f"[{len(value)} items]"
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_architecture(arch: Architecture, title: str = "architecture") -> str:
+    """A readable multi-line summary: space, every cell's edges (``node <- source: op``), op counts,
+    the parameter-free share and the provenance."""
+    space = arch.space
+    lines = [
+        title,
+        f"  space        {space.name} ({space.kind}): {space.nodes} nodes, ops {', '.join(space.ops)}",
+        f"  alphas       {space.alpha_mode}; search network of {space.layers} layers, "
+        f"{len(arch.cells)} record cells, {len(arch.kept_edges())} kept edges",
+        "",
+    ]
+    width = max((len(e.op) for _, e in arch.kept_edges()), default=0)
+    for cell in arch.cells:
+        lines.append(f"  cell {cell.name} ({cell.type})")
+        for e in cell.edges:
+            note = _edge_note(arch, cell.type, e.source, e.op)
+            lines.append(f"    {e.node} <- {e.source}: {e.op:<{width}}  {note}".rstrip())
+        nodes = " ".join(map(str, cell.concat))
+        lines.append(
+            f"    output: concat of nodes {nodes}" if len(cell.concat) > 1 else f"    output: node {nodes}"
+        )
+    counts = sorted(arch.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    counted = [(c, e) for c, e in arch.kept_edges() if not get_op(e.op).is_zero]
+    free = sum(get_op(e.op).param_free(space.edge_stride(c.type, e.source)) for c, e in counted)
+    lines += [
+        "",
+        f"  op counts    {', '.join(f'{op} {n}' for op, n in counts)}",
+        f"  param-free   {free} of {len(counted)} kept edges with an op (share {_share(arch)})",
+        f"  probabilities  {f'{len(arch.probabilities)} edges' if arch.probabilities else 'none recorded'}",
+    ]
+    if arch.provenance:
+        lines.append("  provenance")
+        lines += [f"    {key}: {_short(value)}" for key, value in arch.provenance.items()]
+    else:
+        lines.append("  provenance   none recorded")
+    return "\n".join(lines)

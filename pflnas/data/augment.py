@@ -1,0 +1,25 @@
+"""Batched, exact CIFAR augmentation on uint8 images: zero-padded random crop and horizontal flip."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+    """Crop each image of a B×C×H×W batch at ``offsets`` from its zero-padded copy, then mirror it.
+
+    Image ``b`` becomes ``padded[b, :, oy:oy+H, ox:ox+W]`` with ``(oy, ox) = offsets[b]`` (each in
+    ``0..2*pad``), where ``padded`` is the image with ``pad`` zero pixels on every side (torchvision's
+    ``RandomCrop(H, padding=pad)``), flipped left-right where ``flips[b]`` is true. One gather for the whole
+    batch, no loop over images; dtype and device are kept.
+    """
+    b, c, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad)) if pad else images
+    width = w + 2 * pad
+    cols = torch.arange(w, device=images.device)
+    cols = torch.where(flips.view(b, 1), (w - 1 - cols).view(1, w), cols.view(1, w))  # B×W, mirrored if flip
+    rows = offsets[:, 0:1] + torch.arange(h, device=images.device)  # B×H
+    cols = offsets[:, 1:2] + cols
+    flat = (rows.view(b, h, 1) * width + cols.view(b, 1, w)).view(b, 1, h * w).expand(b, c, h * w)
+    return torch.gather(padded.reshape(b, c, -1), 2, flat).view(b, c, h, w)

@@ -1,0 +1,133 @@
+"""``BatchLoader``: batches of an in-memory uint8 data set, augmented and normalized on the device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from pflnas.data.augment import crop_flip
+from pflnas.errors import ConfigError
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator whose stream depends only on ``(seed, epoch)`` (mixed by numpy's SeedSequence)."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class BatchLoader:
+    """Iterate over ``(x, y)`` batches of ``images[indices]`` / ``labels[indices]``.
+
+    ``images`` is a uint8 N×C×H×W tensor (CPU or already on ``device``), ``labels`` int64 of length N;
+    ``indices`` selects the samples (all when None). Each pass yields ``x`` float32 normalized as
+    ``(pixel / 255 - mean) / std`` on ``device`` (channels_last if asked) and ``y`` int64 on ``device``.
+
+    Contract: the sample order and the augmentation of a pass depend only on ``(seed, epoch)``, never on
+    the global RNG, so a run resumed at epoch e reproduces it exactly. The epoch is set with
+    :meth:`set_epoch` (as with ``DistributedSampler``); two passes without it are identical. All random
+    draws happen on the CPU, so they are the same on every device. With ``augment``, each image is
+    cropped back to H×W from a copy zero-padded by ``pad`` pixels and (with ``flip``) mirrored with
+    probability 0.5, on the device, for the whole batch at once. ``len()`` is the number of batches.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor | None,
+        batch_size: int,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: bool,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        pad: int = 4,
+        flip: bool = True,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"images must be a uint8 N×C×H×W tensor, got {images.dtype} {tuple(images.shape)}"
+            )
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        channels = images.shape[1]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean and std need {channels} values each, got {len(mean)} and {len(std)}")
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        if pad < 0 or seed < 0:
+            raise ConfigError(f"pad and seed must be >= 0, got pad={pad}, seed={seed}")
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.indices = torch.arange(images.shape[0]) if indices is None else indices.to(torch.int64).cpu()
+        self.batch_size = batch_size
+        self.augment, self.shuffle, self.drop_last = augment, shuffle, drop_last
+        self.seed = seed
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.pad, self.flip = pad, flip
+        shape = (1, channels, 1, 1)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
+        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
+        self._pin = self.device.type == "cuda" and images.device.type == "cpu"
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order and augmentation the next passes use."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.indices)
+
+    def __len__(self) -> int:
+        n, bs = self.num_samples, self.batch_size
+        return n // bs if self.drop_last else math.ceil(n / bs)
+
+    def draws(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This epoch's (order, crop offsets, flip mask) for all samples, in the order they are yielded.
+
+        Order is a permutation of ``indices`` (unchanged when not shuffling); offsets are (oy, ox) in
+        ``0..2*pad`` and flips booleans, both zero when not augmenting.
+        """
+        generator = epoch_generator(self.seed, self.epoch)
+        n = self.num_samples
+        order = self.indices[torch.randperm(n, generator=generator)] if self.shuffle else self.indices
+        offsets = torch.zeros(n, 2, dtype=torch.int64)
+        flips = torch.zeros(n, dtype=torch.bool)
+        if self.augment:
+            offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator)
+            if self.flip:
+                flips = torch.rand(n, generator=generator) < 0.5
+        return order, offsets, flips
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order, offsets, flips = self.draws()
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            # index_select: several times faster than advanced indexing on CPU
+            x = self._to_device(self.images.index_select(0, idx.to(self.images.device)))
+            y = self._to_device(self.labels.index_select(0, idx.to(self.labels.device)))
+            if self.augment:
+                batch = slice(start, start + len(idx))
+                x = crop_flip(x, offsets[batch].to(self.device), flips[batch].to(self.device), self.pad)
+            x = x.float().div_(255).sub_(self._mean).div_(self._std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if t.device == self.device:
+            return t
+        if self._pin:
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=self._pin)

@@ -1,0 +1,13 @@
+"""Search strategies behind one interface, looked up by name."""
+
+from pflnas.strategies import darts as _darts  # noqa: F401  (registers darts, darts2)
+from pflnas.strategies.base import (
+    Batch,
+    StepContext,
+    Strategy,
+    create_strategy,
+    list_strategies,
+    register_strategy,
+)
+
+__all__ = ["Batch", "StepContext", "Strategy", "create_strategy", "list_strategies", "register_strategy"]

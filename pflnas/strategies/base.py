@@ -1,0 +1,103 @@
+"""The strategy interface.
+
+A strategy owns how architecture weights are turned into mixing weights and how they are updated. The
+training loop owns data, the weight optimizer, AMP, devices and DDP: it hands the strategy batches that are
+already on the device and a :class:`StepContext` with a loss closure (which applies the loop's autocast) and,
+for second-order methods, the loop's virtual weight step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from pflnas.arch.derive import derive_architecture
+from pflnas.arch.record import Architecture
+from pflnas.configs import ArchOptimConfig
+from pflnas.errors import ConfigError
+from pflnas.supernet.network import Supernet
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class StepContext:
+    """What the loop gives a strategy for one architecture step.
+
+    ``loss(batch)`` runs the supernet forward and the criterion under the loop's autocast and returns a
+    scalar. ``virtual_step(params, grads)`` returns, for each weight, the update the loop's optimizer would
+    subtract for those gradients (momentum and weight decay included), without changing any state.
+    ``lr`` is the current weight learning rate.
+    """
+
+    loss: Callable[[Batch], Tensor]
+    virtual_step: Callable[[Sequence[Tensor], Sequence[Tensor]], list[Tensor]] | None = None
+    lr: float = 0.0
+
+
+class Strategy(ABC):
+    """Contract:
+
+    * :meth:`attach` is called once with the supernet (already on its device) before any step.
+    * :meth:`arch_step` updates architecture weights only: every weight parameter is bitwise unchanged
+      afterwards and its ``.grad`` is untouched (BatchNorm running statistics may move, as in DARTS).
+    * :meth:`probabilities` returns ``{label: {op: p}}`` for every edge; :meth:`export` the discrete
+      architecture the current state selects.
+    * ``state_dict()`` / ``load_state_dict()`` round-trip everything the strategy owns beyond the
+      supernet's own parameters (e.g. its optimizer), so a resumed search continues exactly.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, arch_optim: ArchOptimConfig):
+        self.arch_optim = arch_optim
+        self.supernet: Supernet | None = None
+
+    @abstractmethod
+    def attach(self, supernet: Supernet) -> None: ...
+
+    @abstractmethod
+    def arch_step(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        """One architecture update; returns detached scalars to log (e.g. ``{"arch_loss": ...}``)."""
+
+    def probabilities(self) -> dict[str, dict[str, float]]:
+        assert self.supernet is not None, "attach() first"
+        return self.supernet.probabilities()
+
+    def export(self, provenance: dict[str, Any] | None = None) -> Architecture:
+        assert self.supernet is not None, "attach() first"
+        return derive_architecture(self.supernet.space, self.probabilities(), provenance)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+StrategyFactory = Callable[[ArchOptimConfig], Strategy]
+_STRATEGIES: dict[str, StrategyFactory] = {}
+
+
+def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
+    def decorator(factory: StrategyFactory) -> StrategyFactory:
+        if name in _STRATEGIES:
+            raise ValueError(f"strategy {name!r} is already registered")
+        _STRATEGIES[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_strategies() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def create_strategy(name: str, arch_optim: ArchOptimConfig) -> Strategy:
+    if name not in _STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; available: {', '.join(list_strategies())}")
+    return _STRATEGIES[name](arch_optim)

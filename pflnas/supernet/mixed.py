@@ -1,0 +1,70 @@
+"""Mixed edges, with parameter-free ops computed once per source node.
+
+A parameter-free op (pooling, identity) applied to the same source node at the same stride gives the same
+output on every edge that leaves that node, so a cell computes those outputs once per source
+(:class:`SourceOps`) and every :class:`MixedEdge` reads them. Trainable ops stay per edge. The ``none`` op
+contributes exact zeros and is skipped (its weight still takes part in the softmax).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from pflnas.ops import create_op, get_op
+
+
+def candidate(name: str, channels: int, stride: int, pool_bn: bool) -> nn.Module:
+    """A supernet candidate: affine-free BN as in DARTS' search, plus BN after pooling when ``pool_bn``."""
+    module = create_op(name, channels, channels, stride, affine=False)
+    if pool_bn and isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        module = nn.Sequential(module, nn.BatchNorm2d(channels, affine=False))
+    return module
+
+
+def split_ops(ops: Sequence[str], stride: int) -> tuple[list[str], list[str]]:
+    """``(trainable, parameter_free)`` op names at ``stride``; ``none`` is in neither."""
+    trainable = [op for op in ops if not get_op(op).is_zero and not get_op(op).param_free(stride)]
+    free = [op for op in ops if not get_op(op).is_zero and get_op(op).param_free(stride)]
+    return trainable, free
+
+
+class SourceOps(nn.Module):
+    """The parameter-free candidates applied to one tensor; returns ``{op name: output}``."""
+
+    def __init__(self, names: Sequence[str], channels: int, stride: int, pool_bn: bool):
+        super().__init__()
+        self.ops = nn.ModuleDict({n: candidate(n, channels, stride, pool_bn) for n in names})
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {name: op(x) for name, op in self.ops.items()}
+
+
+class MixedEdge(nn.Module):
+    """``sum_k w_k * op_k(x)`` over the space's ops.
+
+    With ``shared=True`` the parameter-free outputs come from the caller (one :class:`SourceOps` per
+    source node); otherwise the edge owns its own copies (the DARTS layout, kept for benchmarks).
+    """
+
+    def __init__(self, ops: Sequence[str], channels: int, stride: int, pool_bn: bool, shared: bool):
+        super().__init__()
+        self.names = list(ops)
+        trainable, free = split_ops(ops, stride)
+        self.trainable = nn.ModuleDict({n: candidate(n, channels, stride, pool_bn) for n in trainable})
+        self.own_free = None if shared else SourceOps(free, channels, stride, pool_bn)
+        self._terms = [(i, n) for i, n in enumerate(self.names) if not get_op(n).is_zero]
+        if not self._terms:
+            raise ValueError("a mixed edge needs at least one op other than 'none'")
+
+    def forward(self, x: Tensor, weights: Tensor, free: dict[str, Tensor] | None = None) -> Tensor:
+        if self.own_free is not None:
+            free = self.own_free(x)
+        assert free is not None, "a shared MixedEdge needs the parameter-free outputs of its source"
+        out: Tensor | None = None
+        for i, name in self._terms:
+            y = free[name] if name in free else self.trainable[name](x)
+            out = weights[i] * y if out is None else out + weights[i] * y
+        assert out is not None
+        return out

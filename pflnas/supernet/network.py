@@ -1,0 +1,168 @@
+"""The supernet: a macro skeleton of search cells plus architecture weights as registered parameters.
+
+Architecture weights live in ``self.arch[group][edge]`` (``nn.ParameterDict`` per alpha group), so their
+``state_dict`` keys read ``arch.cell3.edge2<-0`` and the label users see is ``cell3.edge2<-0``. They move
+with ``.to(device)`` and are split from the network weights by :meth:`Supernet.arch_parameters` /
+:meth:`Supernet.weight_parameters`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from pflnas.arch.labels import edge_key
+from pflnas.ops.blocks import ResNetBasicBlock
+from pflnas.spaces.config import SpaceConfig
+from pflnas.supernet.cells import DartsSearchCell, NB201SearchCell
+
+Mixing = Callable[[Tensor], Tensor]
+
+
+def softmax_mixing(alphas: Tensor) -> Tensor:
+    return torch.softmax(alphas, dim=-1)
+
+
+class Supernet(nn.Module):
+    """Base class: architecture weights, the mixing function and the parameter split.
+
+    Subclasses build the body and implement ``forward_body(x, weights)`` where ``weights`` maps each
+    alpha group to its ``[num_edges, num_ops]`` mixing weights.
+    """
+
+    def __init__(self, space: SpaceConfig, share_param_free: bool = True):
+        super().__init__()
+        self.space = space
+        self.share_param_free = share_param_free
+        n_ops = len(space.ops)
+        self.arch = nn.ModuleDict(
+            {
+                group: nn.ParameterDict(
+                    {edge_key(n, s): nn.Parameter(1e-3 * torch.randn(n_ops)) for n, s in space.edges()}
+                )
+                for group, _ in space.alpha_groups()
+            }
+        )
+        self.mixing: Mixing = softmax_mixing
+
+    # --- architecture weights ---------------------------------------------------------------------
+    def named_arch_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(label, parameter)`` for every edge, e.g. ``('cell3.edge2<-0', Parameter[num_ops])``."""
+        for group, params in self.arch.items():
+            for key, p in params.items():
+                yield f"{group}.{key}", p
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_arch_parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch_ids = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch_ids]
+
+    def alpha_matrix(self, group: str) -> Tensor:
+        """``[num_edges, num_ops]`` alphas of ``group`` in ``space.edges()`` order."""
+        return torch.stack(list(self.arch[group].values()))
+
+    def edge_weights(self) -> dict[str, Tensor]:
+        return {group: self.mixing(self.alpha_matrix(group)) for group in self.arch}
+
+    @torch.no_grad()
+    def probabilities(self) -> dict[str, dict[str, float]]:
+        """Softmax of the alphas: ``{label: {op: probability}}``."""
+        out = {}
+        for label, p in self.named_arch_parameters():
+            probs = torch.softmax(p.detach().float(), dim=-1).tolist()
+            out[label] = dict(zip(self.space.ops, probs))
+        return out
+
+    def set_mixing(self, mixing: Mixing) -> None:
+        """Set how alphas become mixing weights (softmax for DARTS; strategies may change it)."""
+        self.mixing = mixing
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_body(x, self.edge_weights())
+
+    def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+
+class DartsSupernet(Supernet):
+    """DARTS ``model_search.Network``: stem, ``layers`` cells with reductions at 1/3 and 2/3, classifier."""
+
+    def __init__(
+        self, space: SpaceConfig, num_classes: int, in_channels: int = 3, share_param_free: bool = True
+    ):
+        super().__init__(space, share_param_free)
+        c = space.init_channels
+        c_stem = space.stem_multiplier * c
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)
+        )
+        c_pp, c_p, c_cur = c_stem, c_stem, c
+        reductions = space.reduction_layers()
+        self.cells = nn.ModuleList()
+        self.groups: list[str] = []
+        reduction_prev = False
+        for i in range(space.layers):
+            reduction = i in reductions
+            if reduction:
+                c_cur *= 2
+            self.cells.append(
+                DartsSearchCell(space, c_pp, c_p, c_cur, reduction, reduction_prev, share_param_free)
+            )
+            self.groups.append(space.group_of_cell(i))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, space.nodes * c_cur
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        s0 = s1 = self.stem(x)
+        for cell, group in zip(self.cells, self.groups):
+            s0, s1 = s1, cell(s0, s1, weights[group])
+        return self.classifier(self.global_pool(s1).flatten(1))
+
+
+class NB201Supernet(Supernet):
+    """The NAS-Bench-201 skeleton: stem, 3 stages of ``layers`` cells (C, 2C, 4C) joined by residual
+    reduction blocks, BN-ReLU, global pool, classifier."""
+
+    def __init__(
+        self, space: SpaceConfig, num_classes: int, in_channels: int = 3, share_param_free: bool = True
+    ):
+        super().__init__(space, share_param_free)
+        c = space.init_channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.cells = nn.ModuleList()
+        self.groups: list[str | None] = []
+        c_prev, index = c, 0
+        for stage in range(3):
+            c_stage = c * 2**stage
+            if stage > 0:
+                self.cells.append(ResNetBasicBlock(c_prev, c_stage, 2))
+                self.groups.append(None)
+            for _ in range(space.layers):
+                self.cells.append(NB201SearchCell(space, c_stage, share_param_free))
+                self.groups.append(space.group_of_cell(index))
+                index += 1
+            c_prev = c_stage
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        x = self.stem(x)
+        for cell, group in zip(self.cells, self.groups):
+            x = cell(x) if group is None else cell(x, weights[group])
+        return self.classifier(self.global_pool(self.lastact(x)).flatten(1))
+
+
+SUPERNETS: dict[str, type[Supernet]] = {"darts_cell": DartsSupernet, "nb201_cell": NB201Supernet}
+
+
+def build_supernet(
+    space: SpaceConfig, num_classes: int, in_channels: int = 3, share_param_free: bool = True
+) -> Supernet:
+    return SUPERNETS[space.kind](space, num_classes, in_channels, share_param_free)  # type: ignore[call-arg]

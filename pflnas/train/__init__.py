@@ -1,0 +1,1 @@
+"""Training loops: the loop owns data, optimizers, AMP and devices."""

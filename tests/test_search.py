@@ -1,0 +1,183 @@
+"""End-to-end search through the CLI: found.json, metrics, errors, and exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pflnas.arch import load_architecture
+from pflnas.cli.main import main
+
+TINY = [
+    "--set",
+    "space.init_channels=4",
+    "--set",
+    "space.layers=3",
+    "--set",
+    "data.subset=64",
+    "--set",
+    "data.batch_size=16",
+    "--set",
+    "data.eval_limit=32",
+    "--set",
+    "run.progress=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _cache(monkeypatch, session_cache):
+    monkeypatch.setenv("PFLNAS_CACHE", session_cache)
+
+
+def _search(cifar_source, out, *extra):
+    return main(
+        ["search", "--space", "cell_v1", "--data-dir", cifar_source, "--out", str(out), *TINY, *extra]
+    )
+
+
+@pytest.mark.slow
+def test_cli_search_writes_valid_run(tmp_path, cifar_source, capsys):
+    out = tmp_path / "run"
+    assert _search(cifar_source, out, "--epochs", "2") == 0
+    assert "found architecture" in capsys.readouterr().out
+    arch = load_architecture(out / "found.json")
+    assert arch.space.name == "cell_v1" and arch.space.alpha_mode == "individual"
+    assert len(arch.cells) == 3 and all(len(c.edges) == 8 for c in arch.cells)
+    assert 0.0 <= arch.param_free_share() <= 1.0
+    assert arch.provenance["strategy"] == "darts" and arch.provenance["epochs"] == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    labels = {f"cell{c}.edge{n}<-{s}" for c in range(3) for n in range(2, 6) for s in range(n)}
+    for r in rows:
+        assert set(r["probs"]) == labels
+        assert all(abs(sum(d.values()) - 1) < 1e-5 for d in r["probs"].values())
+        assert {"train_loss", "val_acc", "arch_loss", "lr", "param_free_share"} <= set(r)
+    assert set(arch.probabilities) == labels
+    assert (out / "config.yaml").exists() and (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space, strategy", [("darts", "darts2"), ("nb201", "darts")])
+def test_other_spaces_and_second_order(tmp_path, cifar_source, space, strategy):
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "search",
+            "--space",
+            space,
+            "--strategy",
+            strategy,
+            "--data-dir",
+            cifar_source,
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            *TINY,
+            "--set",
+            "space.layers=3" if space == "darts" else "space.layers=1",
+        ]
+    )
+    assert rc == 0
+    arch = load_architecture(out / "found.json")
+    assert arch.space.name == space and arch.provenance["strategy"] == strategy
+
+
+def _run_cli(args, env=None):
+    return subprocess.run([sys.executable, "-m", "pflnas", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--space", "nope"], "unknown search space"),
+        (["--strategy", "magic"], "unknown strategy"),
+        (["--set", "run.epochs=-1"], "run.epochs must be >= 1"),
+        (["--set", "data.batch_size=0"], "data.batch_size must be >= 1"),
+        (["--set", "run.epoch=3"], "unknown config key"),
+        (["--set", "run.epochs=three"], "must be an integer"),
+        (["--device", "cuda"], "no CUDA GPU"),
+        (["--epochs", "x"], "invalid int value"),
+        (["--preset", "huge"], "unknown preset"),
+        (["--config", "/nonexistent.yaml"], "does not exist"),
+    ],
+)
+def test_bad_inputs_one_line_exit_2(tmp_path, cifar_source, args, message):
+    if args == ["--device", "cuda"]:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    res = _run_cli(["search", "--data-dir", cifar_source, "--out", str(tmp_path / "o"), *args])
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_non_empty_out_dir_refused(tmp_path, cifar_source):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    res = _run_cli(["search", "--data-dir", cifar_source, "--out", str(out)])
+    assert res.returncode == 2 and "not empty" in res.stderr
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def _wait_for_epochs(path: Path, n: int, proc: subprocess.Popen, timeout: float = 600) -> None:
+    start = time.time()
+    while time.time() - start < timeout:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"search exited early: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the search")
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_gives_the_same_found_json(tmp_path, cifar_source, session_cache):
+    env = {**os.environ, "PFLNAS_CACHE": session_cache}
+    args = ["search", "--space", "cell_v1", "--data-dir", cifar_source, *TINY, "--epochs", "3"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _run_cli([*args, "--out", str(full)], env).returncode == 0
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pflnas", *args, "--out", str(cut)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for_epochs(cut / "metrics.jsonl", 1, proc)
+    time.sleep(0.3)  # somewhere inside epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "found.json").exists()
+    res = _run_cli(["search", "--resume", str(cut)], env)
+    assert res.returncode == 0, res.stderr
+    a = json.loads((full / "found.json").read_text())
+    b = json.loads((cut / "found.json").read_text())
+    assert a["cells"] == b["cells"]
+    assert a["probabilities"] == b["probabilities"]
+    rows_a = (full / "metrics.jsonl").read_text().splitlines()
+    rows_b = (cut / "metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "epoch_time"} for r in rows]  # noqa: E731
+    assert strip(rows_a) == strip(rows_b)
+
+
+def test_resume_rejects_other_flags(tmp_path):
+    res = _run_cli(["search", "--resume", str(tmp_path), "--epochs", "3"])
+    assert res.returncode == 2 and "--resume continues a run" in res.stderr
+
+
+def test_resume_of_a_non_run_dir(tmp_path):
+    res = _run_cli(["search", "--resume", str(tmp_path)])
+    assert res.returncode == 2 and "not a pflnas search run directory" in res.stderr
