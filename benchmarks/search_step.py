@@ -1,0 +1,177 @@
+"""Search-step benchmark: time per DARTS step (first and second order) and peak memory of the cell_v1
+supernet at the DARTS settings (C=16, 8 cells, batch 64, 32x32), with and without computing the
+parameter-free ops once per source node. Each configuration runs in a fresh process so peak memory is its own.
+
+    python benchmarks/search_step.py [--device cpu|cuda] [--batch-size 64] [--repeats 3] [--json OUT]
+
+A "step" is what the search loop does per batch: one architecture step on a held-out batch, then one weight
+step (forward, backward, clip, SGD) on a training batch. Peak memory: CUDA max_memory_allocated on GPU; on CPU
+the process's peak resident set size (ru_maxrss) minus its size after building the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = [
+    ("darts", True),
+    ("darts", False),
+    ("darts2", True),
+    ("darts2", False),
+]
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(args: argparse.Namespace) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from pflnas.configs import ArchOptimConfig
+    from pflnas.spaces import load_space
+    from pflnas.strategies import StepContext, create_strategy
+    from pflnas.supernet import build_supernet
+    from pflnas.train.search import _virtual_step
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    space = load_space("cell_v1").replace(init_channels=args.init_channels, layers=args.layers)
+    net = build_supernet(space, 10, share_param_free=args.share).to(device)
+    if args.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    strategy = create_strategy(args.strategy, ArchOptimConfig())
+    strategy.attach(net)
+    weights = net.weight_parameters()
+    opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
+
+    def batch():
+        x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, torch.randint(0, 10, (args.batch_size,), device=device)
+
+    tb, vb = batch(), batch()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
+
+    def loss(b):
+        with amp:
+            logits = net(b[0])
+        return F.cross_entropy(logits.float(), b[1])
+
+    ctx = StepContext(loss=loss, virtual_step=_virtual_step(opt), lr=0.025)
+
+    def step():
+        strategy.arch_step(tb, vb, ctx)
+        opt.zero_grad(set_to_none=True)
+        loss(tb).backward()
+        torch.nn.utils.clip_grad_norm_(weights, 5.0)
+        opt.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    base_rss = _rss_mb()
+    for _ in range(args.warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb() - base_rss
+    return {
+        "strategy": args.strategy,
+        "share": args.share,
+        "step_s": statistics.median(times),
+        "step_s_min": min(times),
+        "peak_mb": peak,
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--init-channels", type=int, default=16)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--json", help="also write the rows as JSON to this file")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--strategy", default="darts", help=argparse.SUPPRESS)
+    p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        args.share = bool(args.share)
+        print(json.dumps(worker(args)))
+        return
+    common = [
+        "--device", args.device, "--batch-size", str(args.batch_size),
+        "--init-channels", str(args.init_channels), "--layers", str(args.layers),
+        "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+    ] + ["--amp"] * args.amp + ["--channels-last"] * args.channels_last  # fmt: skip
+    rows = []
+    for strategy, share in CONFIGS:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            "--strategy",
+            strategy,
+            "--share",
+            str(int(share)),
+            *common,
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"  measured {strategy} share={share}: {rows[-1]['step_s']:.3f} s", file=sys.stderr)
+    print(
+        f"\ncell_v1 supernet, C={args.init_channels}, {args.layers} cells, batch {args.batch_size}, 32x32, "
+        f"device {rows[0]['device']}, threads {rows[0]['threads']}, amp {args.amp}, "
+        f"median of {args.repeats}\n"
+    )
+    header = (
+        f"{'strategy':<8} {'param-free ops':<16} {'step (s)':>9} {'vs per-edge':>12} "
+        f"{'peak MB':>9} {'vs per-edge':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        base = next(r for r in rows if r["strategy"] == row["strategy"] and not r["share"])
+        mode = "per source node" if row["share"] else "per edge (DARTS)"
+        print(
+            f"{row['strategy']:<8} {mode:<16} {row['step_s']:>9.3f} {row['step_s'] / base['step_s']:>11.2f}x "
+            f"{row['peak_mb']:>9.0f} {row['peak_mb'] / max(base['peak_mb'], 1e-9):>11.2f}x"
+        )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"settings": vars(args), "rows": rows}, fh, indent=2)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    main()
