@@ -70,7 +70,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
-    deterministic: bool = True  # deterministic algorithms (exact resume on CPU)
+    deterministic: bool | None = None  # None: deterministic on CPU (exact resume), cuDNN autotune on GPU
     share_param_free: bool = True  # compute parameter-free ops once per source node
     progress: bool = True
     threads: int | None = None  # torch CPU threads (None: torch's default)

@@ -112,14 +112,17 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, offsets, flips = self.draws()
+        # one copy per epoch of the draws, not one per batch
+        order = order.to(self.images.device)
+        offsets, flips = offsets.to(self.device), flips.to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
             # index_select: several times faster than advanced indexing on CPU
-            x = self._to_device(self.images.index_select(0, idx.to(self.images.device)))
+            x = self._to_device(self.images.index_select(0, idx))
             y = self._to_device(self.labels.index_select(0, idx.to(self.labels.device)))
             if self.augment:
                 batch = slice(start, start + len(idx))
-                x = crop_flip(x, offsets[batch].to(self.device), flips[batch].to(self.device), self.pad)
+                x = crop_flip(x, offsets[batch], flips[batch], self.pad)
             x = x.float().div_(255).sub_(self._mean).div_(self._std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -36,8 +36,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_determinism(device: torch.device, deterministic: bool) -> None:
+def set_determinism(device: torch.device, deterministic: bool | None) -> None:
     """Deterministic kernels where they are cheap (CPU); cuDNN autotuning on GPU unless asked otherwise."""
+    if deterministic is None:
+        deterministic = device.type == "cpu"
     if device.type == "cpu":
         torch.use_deterministic_algorithms(deterministic)
     else:
