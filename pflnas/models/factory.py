@@ -38,12 +38,14 @@ class DatasetPreset:
     family: str
     num_classes: int
     image_size: int
+    in_channels: int = 3
 
 
 DATASET_PRESETS: MappingProxyType[str, DatasetPreset] = MappingProxyType(
     {
         "cifar10": DatasetPreset("cifar10", "cifar", 10, 32),
         "imagenet": DatasetPreset("imagenet", "imagenet", 1000, 224),
+        "fashion-mnist": DatasetPreset("fashion-mnist", "cifar", 10, 28, in_channels=1),
     }
 )
 
@@ -145,7 +147,7 @@ def resolve_network_config(
     *,
     dataset: str = "cifar10",
     num_classes: int | None = None,
-    in_channels: int = 3,
+    in_channels: int | None = None,
     init_channels: int | None = None,
     layers: int | None = None,
     auxiliary: bool = False,
@@ -158,7 +160,7 @@ def resolve_network_config(
     config = NetworkConfig(
         dataset=preset.name,
         num_classes=_positive("num_classes", preset.num_classes if num_classes is None else num_classes),
-        in_channels=_positive("in_channels", in_channels),
+        in_channels=_positive("in_channels", preset.in_channels if in_channels is None else in_channels),
         init_channels=_positive("init_channels", init_channels),
         layers=_positive("layers", builder.layers if layers is None else layers),
         auxiliary=bool(auxiliary),
@@ -183,7 +185,7 @@ def build_network(
     *,
     dataset: str = "cifar10",
     num_classes: int | None = None,
-    in_channels: int = 3,
+    in_channels: int | None = None,
     init_channels: int | None = None,
     layers: int | None = None,
     auxiliary: bool = False,
