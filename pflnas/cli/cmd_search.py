@@ -51,9 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _flag_overrides(args: argparse.Namespace) -> list[str]:
+def flag_overrides(args: argparse.Namespace, keys: dict[str, str]) -> list[str]:
+    """``--set``-style overrides for the flags that were given (a flag left unset overrides nothing)."""
     out = []
-    for attr, key in FLAG_KEYS.items():
+    for attr, key in keys.items():
         value = getattr(args, attr)
         if value is not None:
             out.append(
@@ -68,7 +69,7 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
         layers.append(read_yaml(preset_path(args.preset)))
     if args.config:
         layers.append(read_yaml(args.config))
-    cfg = build_config(SearchConfig, layers, _flag_overrides(args) + list(args.set))
+    cfg = build_config(SearchConfig, layers, flag_overrides(args, FLAG_KEYS) + list(args.set))
     validate_search_config(cfg)
     return cfg
 
@@ -90,13 +91,16 @@ def _resume_config(args: argparse.Namespace) -> tuple[SearchConfig, Path]:
     return cfg, run_dir
 
 
-def _check_out_dir(path: Path, overwrite: bool) -> None:
+def check_out_dir(path: Path, overwrite: bool, create: bool = True) -> None:
+    """Refuse a non-empty run directory unless ``overwrite``; create it and prove it is writable."""
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise ConfigError(
             f"--out {path} is not empty; use --resume {path} to continue it or --overwrite to reuse it"
         )
+    if not create:
+        return
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".pflnas-write-test"
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out or f"runs/search-{cfg.space.name}-{cfg.strategy.name}-{stamp}")
         resolve_space(cfg)  # fail on a bad space before touching the disk
-        _check_out_dir(run_dir, args.overwrite)
+        check_out_dir(run_dir, args.overwrite)
     arch = SearchRun(cfg, run_dir).run(resume=bool(args.resume))
     share = arch.param_free_share()
     print(f"found architecture: {run_dir / FOUND}  (parameter-free share of kept ops: {share:.2f})")
