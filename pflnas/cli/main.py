@@ -18,6 +18,9 @@ COMMANDS = {
     "search": "pflnas.cli.cmd_search",
     "arch": "pflnas.cli.cmd_arch",
     "profile": "pflnas.cli.cmd_profile",
+    "retrain": "pflnas.cli.cmd_retrain",
+    "evaluate": "pflnas.cli.cmd_evaluate",
+    "export": "pflnas.cli.cmd_export",
 }
 
 

@@ -1,0 +1,102 @@
+"""``pflnas retrain``: train a found architecture from scratch under a recipe (single process or torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from pathlib import Path
+
+from pflnas.arch.record import load_architecture
+from pflnas.cli.cmd_search import check_out_dir, flag_overrides
+from pflnas.configs import build_config, read_yaml
+from pflnas.errors import ConfigError
+from pflnas.train.distributed import init_distributed, shutdown
+from pflnas.train.recipe import RetrainConfig, list_recipes, recipe_layer, validate_retrain_config
+from pflnas.train.retrain import CONFIG, RetrainRun
+
+FLAG_KEYS = {
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "epochs": "schedule.epochs",
+    "batch_size": "data.batch_size",
+    "lr": "optim.lr",
+    "device": "run.device",
+    "amp": "run.amp",
+    "channels_last": "run.channels_last",
+    "compile": "run.compile",
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrain", help="retrain a found architecture under a recipe (torchrun for many GPUs)")
+    p.add_argument("--arch", help="found.json (or any pflnas architecture file)")
+    p.add_argument("--recipe", help=f"recipe name ({', '.join(list_recipes())}) or YAML path")
+    p.add_argument("--dataset", help="cifar10, fashion-mnist or imagenet")
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size (all processes)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--amp", choices=["bf16", "fp16", "none"], help="default: bf16 on GPU, none on CPU")
+    p.add_argument("--channels-last", action="store_const", const=True)
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    p.add_argument("--out", help="run directory (default: runs/retrain-<arch>-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. optim.lr=0.05")
+    p.set_defaults(run=run)
+
+
+def _default_recipe(args: argparse.Namespace) -> str:
+    return "imagenet_darts_mobile" if args.dataset == "imagenet" else "cifar10_darts"
+
+
+def _config(args: argparse.Namespace) -> RetrainConfig:
+    cfg = build_config(
+        RetrainConfig,
+        [recipe_layer(args.recipe or _default_recipe(args))],
+        flag_overrides(args, FLAG_KEYS) + args.set,
+    )
+    validate_retrain_config(cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        given = [
+            f"--{a.replace('_', '-')}" for a in (*FLAG_KEYS, "recipe", "out", "arch") if getattr(args, a)
+        ]
+        if given or args.set:
+            raise ConfigError(
+                f"--resume continues a run with its own config and architecture; drop {' '.join(given)}"
+            )
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG).is_file() or not (run_dir / "arch.json").is_file():
+            raise ConfigError(f"{run_dir} is not a pflnas retrain run directory (no {CONFIG} / arch.json)")
+        data = read_yaml(run_dir / CONFIG)
+        data.pop("network", None)
+        cfg = build_config(RetrainConfig, [data])
+        validate_retrain_config(cfg)
+        arch = load_architecture(run_dir / "arch.json")
+    else:
+        if not args.arch:
+            raise ConfigError("--arch FILE is required (a found.json from 'pflnas search')")
+        arch = load_architecture(args.arch)
+        cfg = _config(args)
+        if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                "with torchrun, give --out so that every process writes to the same run directory"
+            )
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.out or f"runs/retrain-{Path(args.arch).stem}-{stamp}")
+        check_out_dir(run_dir, args.overwrite, create=int(os.environ.get("RANK", "0")) == 0)
+    info = init_distributed(cfg.run.device)
+    try:
+        result = RetrainRun(cfg, arch, run_dir, info).run(resume=bool(args.resume))
+    finally:
+        shutdown(info)
+    if info.is_main:
+        top1, top5 = result["top1"], result["top5"]
+        print(f"retrained: top-1 {top1:.4f}, top-5 {top5:.4f}, {result['epochs']} epochs; run in {run_dir}")
+    return 0

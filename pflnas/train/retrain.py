@@ -1,0 +1,428 @@
+"""Retraining a found architecture (torchvision-reference skeleton: ``train_one_epoch`` / ``evaluate`` /
+``RetrainRun.run``). Single process or ``torchrun`` DDP; timm supplies the optimizer, scheduler, EMA, mixup
+and losses. Only rank 0 writes; every file is written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from pflnas.arch.record import Architecture
+from pflnas.configs import to_dict
+from pflnas.data.retrain import RetrainData, retrain_loaders
+from pflnas.errors import ConfigError, PflnasError
+from pflnas.models import AuxOutput, NetworkConfig, build_from_config, resolve_network_config
+from pflnas.train.checkpoint import load_checkpoint, save_checkpoint
+from pflnas.train.device import rng_state, seed_everything, set_determinism, set_rng_state
+from pflnas.train.distributed import DistInfo, all_reduce_sum
+from pflnas.train.metrics import MetricsLog
+from pflnas.train.recipe import RetrainConfig
+from pflnas.utils_io import atomic_write_json, atomic_write_text
+
+LAST, BEST, CONFIG, METRICS, RESULT = "last.pt", "best.pt", "config.yaml", "metrics.jsonl", "result.json"
+
+
+def amp_dtype(cfg: RetrainConfig, device: torch.device) -> torch.dtype | None:
+    mode = cfg.run.amp or ("bf16" if device.type == "cuda" else "none")
+    if mode == "fp16" and device.type != "cuda":
+        raise ConfigError("run.amp=fp16 needs a CUDA device; use bf16 or none on CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
+
+
+def split_batch(cfg: RetrainConfig, info: DistInfo) -> int:
+    """Per-process micro-batch: global batch / (processes x accumulation steps), which must divide."""
+    parts = info.world_size * cfg.run.accumulation
+    if cfg.data.batch_size % parts:
+        raise ConfigError(
+            f"data.batch_size {cfg.data.batch_size} is not divisible by processes x accumulation ({parts}); "
+            "the batch size is global"
+        )
+    return cfg.data.batch_size // parts
+
+
+def scaled_lr(cfg: RetrainConfig) -> float:
+    base = cfg.optim.lr_base_batch
+    return cfg.optim.lr * cfg.data.batch_size / base if base else cfg.optim.lr
+
+
+def network_config(cfg: RetrainConfig, arch: Architecture, data: RetrainData) -> NetworkConfig:
+    m = cfg.model
+    return resolve_network_config(
+        arch,
+        dataset=cfg.data.dataset,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        init_channels=m.init_channels,
+        layers=m.layers,
+        auxiliary=m.auxiliary,
+        drop_path=m.drop_path,
+    )
+
+
+@dataclass
+class Sums:
+    """Running sums kept on the device (no host sync per step)."""
+
+    loss: Tensor
+    top1: Tensor
+    top5: Tensor
+    count: Tensor
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> Sums:
+        return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in range(4)))
+
+    def add(self, loss: Tensor, logits: Tensor, target: Tensor) -> None:
+        n = target.shape[0]
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top.eq(target.unsqueeze(1))
+        self.loss += loss.detach().double() * n
+        self.top1 += hit[:, 0].sum()
+        self.top5 += hit.any(dim=1).sum()
+        self.count += n
+
+    def reduce(self, info: DistInfo) -> dict[str, float]:
+        packed = all_reduce_sum(torch.stack([self.loss, self.top1, self.top5, self.count]), info)
+        n = max(packed[3].item(), 1.0)
+        return {
+            "loss": packed[0].item() / n,
+            "top1": packed[1].item() / n,
+            "top5": packed[2].item() / n,
+            "count": int(packed[3].item()),
+        }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, info: DistInfo, dtype: torch.dtype | None) -> dict[str, float]:
+    """Top-1/top-5 and loss over the eval split; each rank evaluates its shard, sums are all-reduced."""
+    was_training = model.training
+    model.eval()
+    sums = Sums.zeros(info.device)
+    for x, y in loader:
+        with torch.autocast(info.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x)
+        logits = logits.float()
+        sums.add(F.cross_entropy(logits, y), logits, y)
+    model.train(was_training)
+    return sums.reduce(info)
+
+
+class RetrainRun:
+    """One retraining in one run directory."""
+
+    def __init__(self, cfg: RetrainConfig, arch: Architecture, run_dir: str | Path, info: DistInfo):
+        self.cfg, self.arch, self.info = cfg, arch, info
+        self.run_dir = Path(run_dir)
+        self.device = info.device
+        self.dtype = amp_dtype(cfg, self.device)
+
+    # --- setup -------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg, info = self.cfg, self.info
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        seed_everything(cfg.run.seed)  # the same on every rank: identical init, identical augmentation RNG
+        set_determinism(self.device, cfg.run.deterministic)
+        d = cfg.data
+        self.data = retrain_loaders(
+            d.dataset,
+            d.data_dir,
+            batch_size=split_batch(cfg, info),
+            eval_batch_size=d.eval_batch_size,
+            device=self.device,
+            seed=cfg.run.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            subset=d.subset,
+            cutout=d.cutout,
+            channels_last=cfg.run.channels_last,
+            image_size=d.image_size,
+            workers=d.workers,
+            randaugment=d.randaugment,
+            reprob=d.reprob,
+        )
+        self.net_cfg = network_config(cfg, self.arch, self.data)
+        model = build_from_config(self.arch, self.net_cfg).to(self.device)
+        if cfg.run.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.run.sync_bn and self.device.type != "cuda":
+            raise ConfigError("run.sync_bn needs CUDA (torch's SyncBatchNorm is GPU-only); on CPU drop it")
+        if cfg.run.sync_bn and info.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model_without_ddp = model
+        self.optimizer = create_optimizer_v2(
+            model,
+            opt=cfg.optim.name,
+            lr=scaled_lr(cfg),
+            weight_decay=cfg.optim.weight_decay,
+            momentum=cfg.optim.momentum,
+            filter_bias_and_bn=cfg.optim.no_decay_bn_bias,
+        )
+        s = cfg.schedule
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            sched="cosine" if s.name == "cosine" else "step",
+            num_epochs=s.epochs,
+            decay_epochs=s.decay_epochs,
+            decay_rate=s.decay_rate,
+            min_lr=s.min_lr,
+            warmup_lr=s.warmup_lr,
+            warmup_epochs=s.warmup_epochs,
+        )
+        self.ema = ModelEmaV3(model, decay=cfg.run.ema_decay) if cfg.run.ema else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype is torch.float16 else None
+        mixing = d.mixup > 0 or d.cutmix > 0
+        self.mixup = (
+            Mixup(
+                mixup_alpha=d.mixup,
+                cutmix_alpha=d.cutmix,
+                label_smoothing=d.label_smoothing,
+                num_classes=self.data.num_classes,
+            )
+            if mixing
+            else None
+        )
+        self.criterion: nn.Module = (
+            SoftTargetCrossEntropy() if mixing else nn.CrossEntropyLoss(label_smoothing=d.label_smoothing)
+        )
+        if info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
+        self.model = torch.compile(model) if cfg.run.compile else model
+        self.metrics = MetricsLog(self.run_dir / METRICS)
+        self.epoch, self.step_in_epoch, self.updates, self.best, self.elapsed = 0, 0, 0, -1.0, 0.0
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": "pflnas-retrain-checkpoint-1",
+            "epoch": self.epoch,
+            "step": self.step_in_epoch,
+            "updates": self.updates,
+            "model": self.model_without_ddp.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng_state(),
+            "config": to_dict(self.cfg),
+            "network": self.net_cfg.to_dict(),
+            "arch": self.arch.to_dict(),
+            "best_top1": self.best,
+            "elapsed": self.elapsed,
+        }
+
+    def _save(self, name: str) -> None:
+        if self.info.is_main:
+            save_checkpoint(self._state(), self.run_dir / name)
+
+    def restore(self) -> None:
+        state = load_checkpoint(self.run_dir / LAST, self.device)
+        if state.get("arch") != self.arch.to_dict() or state.get("network") != self.net_cfg.to_dict():
+            raise PflnasError(
+                f"{self.run_dir / LAST} was written for another architecture or network; start anew"
+            )
+        self.model_without_ddp.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step_in_epoch, self.updates = state["epoch"], state["step"], state["updates"]
+        self.best, self.elapsed = state["best_top1"], state["elapsed"]
+        if self.info.is_main:
+            self.metrics.truncate_to(self.epoch)
+
+    # --- training ----------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _loss(self, out: Tensor | AuxOutput, target: Tensor) -> tuple[Tensor, Tensor]:
+        if isinstance(out, AuxOutput):
+            logits = out.logits.float()
+            loss = self.criterion(logits, target) + self.cfg.model.auxiliary_weight * self.criterion(
+                out.aux_logits.float(), target
+            )
+            return loss, logits
+        logits = out.float()
+        return self.criterion(logits, target), logits
+
+    def train_one_epoch(self) -> dict[str, float]:
+        cfg, info, model = self.cfg, self.info, self.model
+        loader = self.data.train
+        loader.set_epoch(self.epoch)
+        model.train()
+        if hasattr(self.model_without_ddp, "drop_path_prob"):  # DARTS: linear drop-path schedule
+            self.model_without_ddp.drop_path_prob = cfg.model.drop_path * self.epoch / cfg.schedule.epochs
+        accum = cfg.run.accumulation
+        sums = Sums.zeros(self.device)
+        start_step, seen, t0 = self.step_in_epoch, 0, time.perf_counter()
+        bar = tqdm(
+            total=len(loader),
+            initial=start_step,
+            desc=f"epoch {self.epoch + 1}/{cfg.schedule.epochs}",
+            leave=False,
+            disable=not (cfg.run.progress and info.is_main) or None,
+            dynamic_ncols=True,
+        )
+        for step, (x, y) in enumerate(loader):
+            if step < start_step:  # resuming inside an epoch: the data order is a function of the epoch
+                continue
+            target = y
+            if self.mixup is not None:
+                x, target = self.mixup(x, y)
+            sync = (step + 1) % accum == 0 or step + 1 == len(loader)
+            no_sync = model.no_sync() if info.distributed and not sync else contextlib.nullcontext()
+            with no_sync:
+                with self._autocast():
+                    out = model(x)
+                loss, logits = self._loss(out, target)
+                scaled = loss / accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            if sync:
+                self._optimizer_step()
+            sums.add(loss, logits.detach(), y)
+            seen += y.shape[0]
+            bar.update(1)
+            if sync and cfg.run.checkpoint_every and self.updates % cfg.run.checkpoint_every == 0:
+                self.step_in_epoch = step + 1
+                self._save(LAST)
+            if step % 20 == 0:
+                bar.set_postfix(
+                    loss=f"{sums.loss.item() / max(sums.count.item(), 1):.3f}",
+                    img_s=f"{seen * info.world_size / (time.perf_counter() - t0):.0f}",
+                )
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        out = sums.reduce(info)
+        out["images_per_s"] = seen * info.world_size / max(elapsed, 1e-9)
+        out["time"] = elapsed
+        return out
+
+    def _optimizer_step(self) -> None:
+        clip = self.cfg.optim.grad_clip
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if clip:
+            nn.utils.clip_grad_norm_(self.model_without_ddp.parameters(), clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.updates += 1
+        if self.ema is not None:
+            self.ema.update(self.model_without_ddp, step=self.updates)
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        self.setup()
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume and (self.run_dir / LAST).exists():
+            self.restore()
+        elif self.info.is_main:
+            atomic_write_text(
+                self.run_dir / CONFIG,
+                yaml.safe_dump({**to_dict(self.cfg), "network": self.net_cfg.to_dict()}, sort_keys=False),
+            )
+            atomic_write_json(self.run_dir / "arch.json", self.arch.to_dict())
+            self.metrics.truncate_to(0)
+        writer = self._tensorboard()
+        total = self.cfg.schedule.epochs
+        while self.epoch < total:
+            lr = self.optimizer.param_groups[0]["lr"]
+            train = self.train_one_epoch()
+            evaluated = evaluate(self.model, self.data.eval, self.info, self.dtype)
+            record = {
+                "epoch": self.epoch,
+                "lr": lr,
+                "train_loss": train["loss"],
+                "train_top1": train["top1"],
+                "eval_loss": evaluated["loss"],
+                "top1": evaluated["top1"],
+                "top5": evaluated["top5"],
+                "images_per_s": train["images_per_s"],
+                "epoch_time": train["time"],
+            }
+            if self.ema is not None:
+                ema_eval = evaluate(self.ema.module, self.data.eval, self.info, self.dtype)
+                record.update(ema_top1=ema_eval["top1"], ema_top5=ema_eval["top5"])
+            self.elapsed += train["time"]
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.scheduler.step(self.epoch)
+            improved = record["top1"] > self.best
+            self.best = max(self.best, record["top1"])
+            if self.info.is_main:
+                self.metrics.append(record)
+                self._log(writer, record)
+                tqdm.write(
+                    f"epoch {self.epoch}/{total}  train loss {record['train_loss']:.3f}  "
+                    f"top1 {record['top1']:.4f} top5 {record['top5']:.4f}  "
+                    f"{record['images_per_s']:.0f} img/s"
+                )
+            self._save(LAST)
+            if improved:
+                self._save(BEST)
+        result = self._result()
+        if self.info.is_main:
+            atomic_write_json(self.run_dir / RESULT, result)
+        if writer is not None:
+            writer.close()
+        return result
+
+    def _result(self) -> dict[str, Any]:
+        rows = self.metrics.read() if self.info.is_main else []
+        last = rows[-1] if rows else {}
+        return {
+            "top1": last.get("top1"),
+            "top5": last.get("top5"),
+            "best_top1": self.best,
+            "epochs": self.epoch,
+            "wall_time_s": round(self.elapsed, 3),
+            "world_size": self.info.world_size,
+            "network": self.net_cfg.to_dict(),
+            "params": sum(
+                p.numel() for n, p in self.model_without_ddp.named_parameters() if "auxiliary" not in n
+            ),
+        }
+
+    def _tensorboard(self) -> Any:
+        if not (self.info.is_main and self.cfg.run.tensorboard):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is a dependency; tolerate minimal installs
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=self.epoch)
+
+    @staticmethod
+    def _log(writer: Any, record: dict[str, Any]) -> None:
+        if writer is None:
+            return
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                writer.add_scalar(key, value, record["epoch"])
+        writer.flush()
