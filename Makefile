@@ -31,10 +31,13 @@ demo: install
 	$(PY) -m pflnas search --space cell_v1 --preset quick --out runs/demo-search --overwrite
 	$(PY) -m pflnas arch show runs/demo-search/found.json
 	$(PY) -m pflnas profile --arch runs/demo-search/found.json --json
-	@echo "demo: found architecture at runs/demo-search/found.json, per-epoch records in runs/demo-search/metrics.jsonl"
+	$(PY) -m pflnas retrain --arch runs/demo-search/found.json --recipe quick --out runs/demo-retrain --overwrite
+	@echo "demo: found architecture at runs/demo-search/found.json (per-epoch records in runs/demo-search/metrics.jsonl);"
+	@echo "      retrained network in runs/demo-retrain (metrics.jsonl, last.pt, best.pt, result.json)"
 
 bench: install
 	$(PY) benchmarks/search_step.py
+	$(PY) benchmarks/retrain_throughput.py
 
 clean:
 	rm -rf $(VENV) .cache runs
