@@ -8,8 +8,7 @@ import json
 from pflnas.arch.record import load_architecture
 from pflnas.data.retrain import retrain_loaders
 from pflnas.errors import PflnasError
-from pflnas.models import NetworkConfig, build_from_config
-from pflnas.train.checkpoint import load_checkpoint
+from pflnas.export import load_trained_network
 from pflnas.train.distributed import init_distributed
 from pflnas.train.retrain import evaluate
 
@@ -29,12 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     arch = load_architecture(args.arch)
-    state = load_checkpoint(args.checkpoint)
-    if "network" not in state or "model" not in state:
-        raise PflnasError(
-            f"{args.checkpoint} is not a 'pflnas retrain' checkpoint (no network/model entries)"
-        )
-    net_cfg = NetworkConfig(**{**state["network"], "auxiliary": False})
+    model, net_cfg = load_trained_network(arch, args.checkpoint, ema=args.ema, auxiliary=False)
     dataset = args.dataset or net_cfg.dataset
     info = init_distributed(args.device)
     data = retrain_loaders(
@@ -50,19 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise PflnasError(
             f"{dataset} has {data.num_classes} classes but the checkpoint's network has {net_cfg.num_classes}"
         )
-    model = build_from_config(arch, net_cfg).to(info.device)
-    weights = state["model"]
-    if args.ema:
-        if not state.get("ema"):
-            raise PflnasError(f"{args.checkpoint} holds no EMA weights (the run had run.ema=false)")
-        weights = {k.removeprefix("module."): v for k, v in state["ema"].items()}
-    weights = {k: v for k, v in weights.items() if "auxiliary" not in k}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise PflnasError(f"{args.checkpoint} does not fit architecture {args.arch}: {first}") from None
-    result = evaluate(model, data.eval, info, None)
+    result = evaluate(model.to(info.device), data.eval, info, None)
     if args.json:
         print(
             json.dumps(
