@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from pflnas.arch.record import Architecture
 from pflnas.errors import ArchitectureError, ConfigError, PflnasError
 from pflnas.models import NetworkConfig, build_from_config, resolve_network_config
+from pflnas.train.checkpoint import load_checkpoint
 from pflnas.utils_io import atomic_write
 
 AUX_PREFIX = "auxiliary_head."
@@ -41,17 +42,9 @@ _SHAPE_FIELDS = ("dataset", "num_classes", "in_channels", "init_channels", "laye
 # --- checkpoints ------------------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The dict of a retrain checkpoint (on the CPU); anything else raises one clear line."""
-    p = Path(path)
-    if not p.is_file():
-        raise PflnasError(f"checkpoint {p}: no such file")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt, not a torch file, or holds non-tensor objects
-        raise PflnasError(
-            f"checkpoint {p} cannot be read ({type(exc).__name__}); it is damaged or not a torch file"
-        ) from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping):
-        raise PflnasError(f"checkpoint {p} is not a pflnas retrain checkpoint (no 'model' state dict)")
+    state = load_checkpoint(path)
+    if not isinstance(state.get("model"), Mapping):
+        raise PflnasError(f"checkpoint {path} is not a pflnas retrain checkpoint (no 'model' state dict)")
     return state
 
 

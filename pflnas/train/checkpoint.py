@@ -20,12 +20,16 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``; a missing, truncated or foreign file is one clear line."""
     p = Path(path)
     if not p.is_file():
-        raise PflnasError(f"checkpoint {p} does not exist; nothing to resume")
+        raise PflnasError(f"checkpoint {p}: no such file")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, corrupt or not a checkpoint at all
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, corrupt, not a torch file, or holds non-tensor objects
         raise PflnasError(
-            f"checkpoint {p} cannot be read ({type(exc).__name__}); it is damaged or not a pflnas checkpoint"
+            f"checkpoint {p} cannot be read ({type(exc).__name__}); it is damaged or not a torch file"
         ) from None
+    if not isinstance(state, dict):
+        raise PflnasError(f"checkpoint {p} is not a pflnas checkpoint (not a dict)")
+    return state
