@@ -29,6 +29,7 @@ class SpaceSection:
     layers: int | None = None
     nodes: int | None = None
     ops: tuple[str, ...] | None = None
+    skeleton: dict[str, Any] | None = None  # block spaces: merged over the space's skeleton
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     raise ConfigError(f"{key}: unsupported type {tp}")

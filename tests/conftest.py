@@ -6,7 +6,18 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from _data_fixtures import make_archive, make_tree
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests (restored afterwards): tiny networks run faster, and on a
+    busy machine it avoids OpenMP spin-waits that made a 16x16 forward take seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -23,14 +23,7 @@ from pflnas.spaces import load_space
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: one intra-op thread is faster, and on a busy machine it avoids OpenMP
-    spin-waits that made a 16x16 forward take seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets and timings: one thread
 
 
 def write_json(path: Path, data) -> Path:
@@ -349,7 +342,9 @@ def test_bad_genotype_on_the_command_line(tmp_path, capsys):
 
 # --- profile -------------------------------------------------------------------------------------------
 def test_profile_json_golden_darts_v2(capsys):
-    code, out, err = run_cli(capsys, "profile", "--arch", REPO / "experiments/archs/darts_v2.json", "--json")
+    code, out, err = run_cli(
+        capsys, "profile", "--arch", REPO / "experiments/archs/darts_v2.json", "--json", "--no-speed"
+    )
     assert code == 0 and err == ""
     report = json.loads(out)
     assert report["params"] == 3_349_342  # DARTS' count_parameters_in_MB, see tests/test_models.py
@@ -384,6 +379,7 @@ def test_profile_settings_and_auxiliary(tmp_path, capsys):
         "--num-classes",
         "7",
         "--json",
+        "--no-speed",
     ]
     plain = json.loads(run_cli(capsys, *base)[1])
     with_aux = json.loads(run_cli(capsys, *base, "--auxiliary")[1])
@@ -397,7 +393,9 @@ def test_profile_settings_and_auxiliary(tmp_path, capsys):
 def test_profile_imagenet_and_text_output(tmp_path, capsys):
     path = tmp_path / "a.json"
     run_cli(capsys, "arch", "from-darts", DARTS_V1, "--out", path)
-    code, out, _ = run_cli(capsys, "profile", "--arch", path, "--dataset", "imagenet", "--init-channels", "8")
+    code, out, _ = run_cli(
+        capsys, "profile", "--arch", path, "--dataset", "imagenet", "--init-channels", "8", "--no-speed"
+    )
     assert code == 0
     assert "network   NetworkImageNet: imagenet, 1000 classes, C=8, layers=14" in out
     assert "input     1x3x224x224" in out
@@ -406,7 +404,8 @@ def test_profile_imagenet_and_text_output(tmp_path, capsys):
 
 def test_profile_nb201(tmp_path, capsys):
     path = write_json(tmp_path / "nb.json", random_arch(load_space("nb201"), seed=2).to_dict())
-    report = json.loads(run_cli(capsys, "profile", "--arch", path, "--json", "--init-channels", "4")[1])
+    code, out, _ = run_cli(capsys, "profile", "--arch", path, "--json", "--init-channels", "4", "--no-speed")
+    report = json.loads(out)
     assert report["network"]["class"] == "TinyNetwork" and report["network"]["layers"] == 5
     code, out, err = run_cli(capsys, "profile", "--arch", path, "--dataset", "imagenet")
     assert_one_line_error(code, out, err, "profile")

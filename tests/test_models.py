@@ -5,10 +5,10 @@ import random
 
 import pytest
 import torch
+from _spaces import tiny
 
 from pflnas.arch.darts_genotype import architecture_from_genotype
 from pflnas.arch.derive import derive_architecture
-from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture, CellArch, Edge
 from pflnas.errors import ArchitectureError, ConfigError
 from pflnas.models import AuxOutput, build_network, stage_map
@@ -46,14 +46,7 @@ PC_DARTS_CIFAR = (
 GENOTYPES = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "PC_DARTS_cifar": PC_DARTS_CIFAR}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: one intra-op thread is faster, and on a busy machine it avoids OpenMP
-    spin-waits that made a 16x16 forward take seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets and timings: one thread
 
 
 # --- golden numbers ----------------------------------------------------------------------------------
@@ -106,11 +99,10 @@ def random_arch(space, seed=0) -> Architecture:
     rng = random.Random(seed)
     probs = {}
     for group, _ in space.alpha_groups():
-        for node, src in space.edges():
-            weights = [rng.random() for _ in space.ops]
-            probs[edge_label(group, node, src)] = {
-                op: w / sum(weights) for op, w in zip(space.ops, weights, strict=True)
-            }
+        ops = space.group_ops(group)
+        for key in space.choice_keys():
+            weights = [rng.random() for _ in ops]
+            probs[f"{group}.{key}"] = {op: w / sum(weights) for op, w in zip(ops, weights, strict=True)}
     return derive_architecture(space, probs, {"source": "test", "seed": seed})
 
 
@@ -287,9 +279,15 @@ def test_individual_nb201_record_maps_network_cells(per_stage, picked):
 @pytest.mark.parametrize("name", list_spaces())
 @pytest.mark.parametrize("alpha_mode", ["individual", "shared"])
 def test_every_space_builds_and_runs(name, alpha_mode):
-    arch = random_arch(load_space(name).replace(alpha_mode=alpha_mode), seed=7)
-    net = build_network(arch, init_channels=4, layers=3 if arch.space.kind == "darts_cell" else 1)
-    y = net.train()(torch.randn(2, 3, 16, 16))
+    space = load_space(name)
+    if space.is_block:  # a tiny skeleton; block networks take their shape from it
+        arch = random_arch(tiny(name).replace(alpha_mode=alpha_mode), seed=7)
+        net, size = build_network(arch), 32
+    else:
+        arch = random_arch(space.replace(alpha_mode=alpha_mode), seed=7)
+        net = build_network(arch, init_channels=4, layers=3 if arch.space.kind == "darts_cell" else 1)
+        size = 16
+    y = net.train()(torch.randn(2, 3, size, size))
     assert y.shape == (2, 10)
     y.logsumexp(1).sum().backward()
 

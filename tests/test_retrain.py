@@ -258,6 +258,8 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, cifar_source):
             "cpu",
             "--set",
             "run.sync_bn=true",
+            "--set",
+            "data.subset=100",  # fits the small fake CIFAR too
             "--out",
             str(tmp_path / "o"),
         ]

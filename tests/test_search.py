@@ -63,8 +63,19 @@ def test_cli_search_writes_valid_run(tmp_path, cifar_source, capsys):
     assert (out / "config.yaml").exists() and (out / "checkpoint.pt").exists()
 
 
+SHRINK = {
+    "darts": "space.layers=3",
+    "nb201": "space.layers=1",
+    "resnet50_block": "space.skeleton={depths: [1, 2], widths: [4, 8], stem_width: 8}",
+    "vit_s_mixer": "space.skeleton={dim: 12, depth: 2, heads: 3}",
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("space, strategy", [("darts", "darts2"), ("nb201", "darts")])
+@pytest.mark.parametrize(
+    "space, strategy",
+    [("darts", "darts2"), ("nb201", "darts"), ("resnet50_block", "darts"), ("vit_s_mixer", "darts2")],
+)
 def test_other_spaces_and_second_order(tmp_path, cifar_source, space, strategy):
     out = tmp_path / "run"
     rc = main(
@@ -80,14 +91,18 @@ def test_other_spaces_and_second_order(tmp_path, cifar_source, space, strategy):
             str(out),
             "--epochs",
             "1",
-            *TINY,
+            *(TINY if space in ("darts", "nb201") else TINY[4:]),
             "--set",
-            "space.layers=3" if space == "darts" else "space.layers=1",
+            SHRINK[space],
         ]
     )
     assert rc == 0
     arch = load_architecture(out / "found.json")
     assert arch.space.name == space and arch.provenance["strategy"] == strategy
+    if arch.space.is_block:
+        assert len(arch.blocks) == len(arch.space.sites()) and not arch.cells
+        row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        assert set(row["probs"]) == {f"{b.name}.op" for b in arch.blocks}
 
 
 def _run_cli(args, env=None):

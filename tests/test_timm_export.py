@@ -25,12 +25,7 @@ ARCH = Path(__file__).resolve().parents[1] / "experiments" / "archs" / "darts_v2
 SMALL = dict(init_channels=8, layers=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets and timings: one thread
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,19 @@
 from pflnas.arch.record import (
     SCHEMA_VERSION,
     Architecture,
+    BlockChoice,
     CellArch,
     Edge,
     load_architecture,
     save_architecture,
 )
 
-__all__ = ["SCHEMA_VERSION", "Architecture", "CellArch", "Edge", "load_architecture", "save_architecture"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Architecture",
+    "BlockChoice",
+    "CellArch",
+    "Edge",
+    "load_architecture",
+    "save_architecture",
+]

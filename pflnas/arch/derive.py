@@ -1,5 +1,6 @@
 """Turn per-edge op probabilities into a discrete architecture.
 
+Block spaces: every block keeps its most probable candidate among those valid at its stride.
 DARTS cells (``keep_edges=2``): each intermediate node keeps its 2 incoming edges with the largest best
 non-``none`` probability (ties: the lower source), each carrying its argmax non-``none`` op (ties: the
 op listed first in the space) -- the rule of DARTS' ``Network.genotype``. NB201 cells keep every edge
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pflnas.arch.labels import edge_label
-from pflnas.arch.record import Architecture, CellArch, Edge
+from pflnas.arch.record import Architecture, BlockChoice, CellArch, Edge
 from pflnas.errors import ArchitectureError
 from pflnas.ops import get_op
 from pflnas.spaces.config import SpaceConfig
@@ -47,10 +48,21 @@ def derive_cell(space: SpaceConfig, group: str, cell_type: str, probs: Probabili
     return CellArch(group, cell_type, tuple(edges), space.concat())
 
 
+def derive_block(space: SpaceConfig, group: str, block_type: str, probs: Probabilities) -> BlockChoice:
+    """A block keeps its most probable candidate (ties: the op listed first in the space)."""
+    label = f"{group}.{space.choice_keys()[0]}"
+    if label not in probs:
+        raise ArchitectureError(f"probabilities lack block {label!r}")
+    return BlockChoice(group, block_type, _argmax(list(space.group_ops(group)), probs[label]))
+
+
 def derive_architecture(
     space: SpaceConfig, probs: Probabilities, provenance: dict[str, Any] | None = None
 ) -> Architecture:
     """The discrete architecture that ``probs`` (``{label: {op: p}}``) selects in ``space``."""
-    cells = tuple(derive_cell(space, g, t, probs) for g, t in space.alpha_groups())
     clean = {k: {op: round(float(p), 6) for op, p in v.items()} for k, v in probs.items()}
+    if space.is_block:
+        blocks = tuple(derive_block(space, g, t, probs) for g, t in space.alpha_groups())
+        return Architecture(space, (), clean, dict(provenance or {}), blocks)
+    cells = tuple(derive_cell(space, g, t, probs) for g, t in space.alpha_groups())
     return Architecture(space, cells, clean, dict(provenance or {}))

@@ -11,6 +11,10 @@ Schema version 1 (documented in docs/found_json.md)::
       "param_free_share": 0.5,
       "provenance": {...}
     }
+
+Block spaces (``resnet_block``, ``vit_block``, ``pit_block``) carry ``"blocks"`` instead of ``"cells"``:
+one ``{"name": "block3", "type": "normal", "op": "max_pool_3x3"}`` per alpha group, and probability
+labels ``block3.op``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pflnas.arch.labels import edge_label
 from pflnas.errors import ArchitectureError, ConfigError
 from pflnas.ops import get_op, list_ops
 from pflnas.spaces.config import SpaceConfig, list_spaces, load_space, space_from_dict
@@ -51,16 +54,50 @@ class CellArch:
 
 
 @dataclass(frozen=True)
+class BlockChoice:
+    """The chosen op of one alpha group of a block space (a block, or a shared normal/reduce type)."""
+
+    name: str
+    type: str
+    op: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One discrete choice of an architecture: alpha group, its type, the op, and the op's stride."""
+
+    group: str
+    type: str
+    op: str
+    stride: int
+
+
+@dataclass(frozen=True)
 class Architecture:
-    """A found architecture of a cell space. Build with :func:`load_architecture` or the derivation."""
+    """A found architecture: ``cells`` for cell spaces, ``blocks`` for block spaces.
+
+    Build with :func:`load_architecture` or the derivation.
+    """
 
     space: SpaceConfig
-    cells: tuple[CellArch, ...]
+    cells: tuple[CellArch, ...] = ()
     probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    blocks: tuple[BlockChoice, ...] = ()
 
     def __post_init__(self) -> None:
-        validate_cells(self.space, self.cells)
+        if self.space.is_block:
+            if self.cells:
+                raise ArchitectureError(
+                    f"space {self.space.name!r} is a block space: give 'blocks', not 'cells'"
+                )
+            validate_blocks(self.space, self.blocks)
+        else:
+            if self.blocks:
+                raise ArchitectureError(
+                    f"space {self.space.name!r} is a cell space: give 'cells', not 'blocks'"
+                )
+            validate_cells(self.space, self.cells)
 
     # --- derived facts ----------------------------------------------------------------------------
     def cell(self, name: str) -> CellArch:
@@ -69,43 +106,61 @@ class Architecture:
                 return c
         raise KeyError(name)
 
+    def block(self, name: str) -> BlockChoice:
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
     def kept_edges(self) -> list[tuple[CellArch, Edge]]:
         return [(c, e) for c in self.cells for e in c.edges]
 
+    def decisions(self) -> list[Decision]:
+        """Every discrete choice: each kept edge of a cell space, or each block choice."""
+        if self.space.is_block:
+            return [Decision(b.name, b.type, b.op, self.space.type_stride(b.type)) for b in self.blocks]
+        return [
+            Decision(c.name, c.type, e.op, self.space.edge_stride(c.type, e.source))
+            for c, e in self.kept_edges()
+        ]
+
     def param_free_share(self) -> float:
-        """Share of kept non-``none`` edges whose op is parameter-free at that edge's stride.
+        """Share of non-``none`` choices (kept edges or blocks) whose op is parameter-free at its stride.
 
         ``none`` edges (NB201) are neither a parameter-free op nor a trainable one, so they are excluded
-        from both counts. Returns NaN when there is no such edge.
+        from both counts. Returns NaN when there is no such choice.
         """
-        counted = [
-            get_op(e.op).param_free(self.space.edge_stride(c.type, e.source))
-            for c, e in self.kept_edges()
-            if not get_op(e.op).is_zero
-        ]
+        counted = [get_op(d.op).param_free(d.stride) for d in self.decisions() if not get_op(d.op).is_zero]
         return sum(counted) / len(counted) if counted else math.nan
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for _, e in self.kept_edges():
-            counts[e.op] = counts.get(e.op, 0) + 1
+        for d in self.decisions():
+            counts[d.op] = counts.get(d.op, 0) + 1
         return counts
 
     # --- (de)serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         share = self.param_free_share()
+        body: dict[str, Any]
+        if self.space.is_block:
+            body = {"blocks": [{"name": b.name, "type": b.type, "op": b.op} for b in self.blocks]}
+        else:
+            body = {
+                "cells": [
+                    {
+                        "name": c.name,
+                        "type": c.type,
+                        "concat": list(c.concat),
+                        "edges": [{"node": e.node, "source": e.source, "op": e.op} for e in c.edges],
+                    }
+                    for c in self.cells
+                ]
+            }
         return {
             "schema_version": SCHEMA_VERSION,
             "space": self.space.to_dict(),
-            "cells": [
-                {
-                    "name": c.name,
-                    "type": c.type,
-                    "concat": list(c.concat),
-                    "edges": [{"node": e.node, "source": e.source, "op": e.op} for e in c.edges],
-                }
-                for c in self.cells
-            ],
+            **body,
             "probabilities": self.probabilities,
             "param_free_share": None if math.isnan(share) else round(share, 6),
             "provenance": self.provenance,
@@ -135,6 +190,32 @@ def validate_cells(space: SpaceConfig, cells: tuple[CellArch, ...]) -> None:
                 f"expected {name!r} ({ctype}) at that position"
             )
         _validate_cell(space, cell)
+
+
+def validate_blocks(space: SpaceConfig, blocks: tuple[BlockChoice, ...]) -> None:
+    """Raise ArchitectureError unless ``blocks`` is one valid choice per alpha group of ``space``."""
+    expected = space.alpha_groups()
+    if len(blocks) != len(expected):
+        raise ArchitectureError(
+            f"wrong number of blocks: space {space.name!r} ({space.alpha_mode} alphas) has "
+            f"{len(expected)} block groups, the record has {len(blocks)}"
+        )
+    for block, (name, btype) in zip(blocks, expected):
+        if block.name != name or block.type != btype:
+            raise ArchitectureError(
+                f"block {block.name!r} ({block.type}) is out of place: "
+                f"expected {name!r} ({btype}) at that position"
+            )
+        allowed = space.group_ops(name)
+        if block.op not in allowed:
+            if block.op not in space.ops:
+                hint = "" if block.op in list_ops() else " (not a registered op)"
+                why = f"is not a candidate of space {space.name!r}{hint}"
+            else:
+                why = f"cannot be placed at a stride-{space.type_stride(btype)} ({btype}) block"
+            raise ArchitectureError(
+                f"block {name!r}: op {block.op!r} {why}; choose one of {', '.join(allowed)}"
+            )
 
 
 def _validate_cell(space: SpaceConfig, cell: CellArch) -> None:
@@ -211,13 +292,18 @@ def _parse(data: Any, origin: str) -> Architecture:
         raise ArchitectureError(
             f"{origin}: unsupported schema_version {version!r}; this pflnas reads version {SCHEMA_VERSION}"
         )
-    known = {"schema_version", "space", "cells", "probabilities", "param_free_share", "provenance"}
+    known = {"schema_version", "space", "cells", "blocks", "probabilities", "param_free_share", "provenance"}
     extra = sorted(set(data) - known)
     if extra:
         raise ArchitectureError(f"{origin}: unknown key(s) {extra}; allowed: {sorted(known)}")
     try:
         space = _parse_space(data.get("space"))
-        raw_cells = _need(data, "cells", list, origin)
+        body = "blocks" if space.is_block else "cells"
+        other = "cells" if space.is_block else "blocks"
+        if other in data:
+            raise ArchitectureError(f"a {space.kind} space records {body!r}, not {other!r}")
+        blocks = _parse_blocks(_need(data, "blocks", list, origin)) if space.is_block else ()
+        raw_cells = [] if space.is_block else _need(data, "cells", list, origin)
         cells = []
         for i, rc in enumerate(raw_cells):
             where = f"cells[{i}]"
@@ -249,15 +335,33 @@ def _parse(data: Any, origin: str) -> Architecture:
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
             raise ArchitectureError("'provenance' must be an object")
-        return Architecture(space, tuple(cells), probs, provenance)
+        return Architecture(space, tuple(cells), probs, provenance, blocks)
     except ArchitectureError as exc:
         raise ArchitectureError(f"{origin}: {exc}") from None
+
+
+def _parse_blocks(raw: list[Any]) -> tuple[BlockChoice, ...]:
+    out = []
+    for i, rb in enumerate(raw):
+        where = f"blocks[{i}]"
+        if not isinstance(rb, dict):
+            raise ArchitectureError(f"{where} must be an object")
+        extra = sorted(set(rb) - {"name", "type", "op"})
+        if extra:
+            raise ArchitectureError(f"{where}: unknown key(s) {extra}; a block has name, type, op")
+        out.append(
+            BlockChoice(
+                _need(rb, "name", str, where), _need(rb, "type", str, where), _need(rb, "op", str, where)
+            )
+        )
+    return tuple(out)
 
 
 def _check_probabilities(probs: Any, space: SpaceConfig) -> None:
     if not isinstance(probs, dict):
         raise ArchitectureError("'probabilities' must map edge labels to {op: probability}")
-    labels = {edge_label(g, n, s) for g, _ in space.alpha_groups() for n, s in space.edges()}
+    allowed = {f"{g}.{k}": space.group_ops(g) for g, _ in space.alpha_groups() for k in space.choice_keys()}
+    labels = set(allowed)
     for label, dist in probs.items():
         if label not in labels:
             raise ArchitectureError(
@@ -268,8 +372,11 @@ def _check_probabilities(probs: Any, space: SpaceConfig) -> None:
                 f"probabilities[{label!r}] must be a non-empty object of op -> probability"
             )
         for op, p in dist.items():
-            if op not in space.ops:
-                raise ArchitectureError(f"probabilities[{label!r}]: op {op!r} is not in space {space.name!r}")
+            if op not in allowed[label]:
+                raise ArchitectureError(
+                    f"probabilities[{label!r}]: op {op!r} is not in space {space.name!r} at that "
+                    f"position (candidates: {', '.join(allowed[label])})"
+                )
             if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
                 raise ArchitectureError(f"probabilities[{label!r}][{op!r}] must be a number in [0, 1]")
         if abs(sum(dist.values()) - 1.0) > 1e-3:

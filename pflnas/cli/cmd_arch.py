@@ -56,10 +56,14 @@ def _show(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     arch = load_architecture(args.file)
-    edges = len(arch.kept_edges())
+    body = (
+        f"{len(arch.blocks)} block choices"
+        if arch.space.is_block
+        else f"{len(arch.cells)} cells, {len(arch.kept_edges())} kept edges"
+    )
     print(
         f"ok: {args.file}: space {arch.space.name} ({arch.space.kind}, {arch.space.alpha_mode} alphas), "
-        f"{len(arch.cells)} cells, {edges} kept edges, parameter-free share {_share(arch)}"
+        f"{body}, parameter-free share {_share(arch)}"
     )
     return 0
 
@@ -104,10 +108,31 @@ def _short(value: Any, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def format_architecture(arch: Architecture, title: str = "architecture") -> str:
-    """A readable multi-line summary: space, every cell's edges (``node <- source: op``), op counts,
-    the parameter-free share and the provenance."""
+def _block_lines(arch: Architecture) -> list[str]:
     space = arch.space
+    sites = {s.name: s for s in space.sites()}
+    lines = [
+        f"  space        {space.name} ({space.kind}): {len(sites)} blocks, ops {', '.join(space.ops)}",
+        f"  alphas       {space.alpha_mode}; {len(arch.blocks)} block choices",
+        "",
+    ]
+    width = max(len(b.op) for b in arch.blocks)
+    for b in arch.blocks:
+        stride = space.type_stride(b.type)
+        where = f"stage {sites[b.name].stage}" if b.name in sites else f"every {b.type} block"
+        notes = [where] + ([f"stride {stride}"] if stride != 1 else [])
+        if get_op(b.op).param_free(stride):
+            notes.append("parameter-free")
+        lines.append(f"  {b.name:<8} {b.op:<{width}}  {', '.join(notes)}")
+    return lines
+
+
+def format_architecture(arch: Architecture, title: str = "architecture") -> str:
+    """A readable multi-line summary: space, every cell's edges (``node <- source: op``) or every block's
+    op, op counts, the parameter-free share and the provenance."""
+    space = arch.space
+    if space.is_block:
+        return _format_blocks(arch, title)
     lines = [
         title,
         f"  space        {space.name} ({space.kind}): {space.nodes} nodes, ops {', '.join(space.ops)}",
@@ -125,18 +150,33 @@ def format_architecture(arch: Architecture, title: str = "architecture") -> str:
         lines.append(
             f"    output: concat of nodes {nodes}" if len(cell.concat) > 1 else f"    output: node {nodes}"
         )
+    return "\n".join(lines + _summary_lines(arch, "kept edges with an op", "edges"))
+
+
+def _format_blocks(arch: Architecture, title: str) -> str:
+    return "\n".join([title, *_block_lines(arch), *_summary_lines(arch, "block choices", "blocks")])
+
+
+def _summary_lines(arch: Architecture, counted_as: str, labelled: str) -> list[str]:
+    """Op counts, the parameter-free tally, recorded probabilities and the provenance."""
+    counted = [d for d in arch.decisions() if not get_op(d.op).is_zero]
+    free = sum(get_op(d.op).param_free(d.stride) for d in counted)
     counts = sorted(arch.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
-    counted = [(c, e) for c, e in arch.kept_edges() if not get_op(e.op).is_zero]
-    free = sum(get_op(e.op).param_free(space.edge_stride(c.type, e.source)) for c, e in counted)
-    lines += [
+    probs = f"{len(arch.probabilities)} {labelled}" if arch.probabilities else "none recorded"
+    return [
         "",
         f"  op counts    {', '.join(f'{op} {n}' for op, n in counts)}",
-        f"  param-free   {free} of {len(counted)} kept edges with an op (share {_share(arch)})",
-        f"  probabilities  {f'{len(arch.probabilities)} edges' if arch.probabilities else 'none recorded'}",
+        f"  param-free   {free} of {len(counted)} {counted_as} (share {_share(arch)})",
+        f"  probabilities  {probs}",
+        *_provenance_lines(arch),
     ]
+
+
+def _provenance_lines(arch: Architecture) -> list[str]:
+    lines = []
     if arch.provenance:
         lines.append("  provenance")
         lines += [f"    {key}: {_short(value)}" for key, value in arch.provenance.items()]
     else:
         lines.append("  provenance   none recorded")
-    return "\n".join(lines)
+    return lines

@@ -1,20 +1,33 @@
-"""``pflnas profile``: the cost of the derived network of a found.json (parameters, MACs)."""
+"""``pflnas profile``: the cost of the derived networks of one or more found.json files.
+
+For each file: parameters and MACs (counted, :mod:`pflnas.profile`) and, unless ``--no-speed``, measured
+latency at batch 1, throughput at ``--batch-size`` and peak memory of one forward pass (:mod:`pflnas.speed`).
+Several files give one table with each row's ratio to the first file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from pflnas.arch.record import load_architecture
-from pflnas.models import DATASET_PRESETS, build_from_config, resolve_network_config
+from pflnas.arch.record import Architecture, load_architecture
+from pflnas.errors import ConfigError
+from pflnas.models import DATASET_PRESETS, NetworkConfig, build_from_config, resolve_network_config
 from pflnas.profile import profile_model
+from pflnas.speed import SpeedConfig, SpeedReport, measure_speed
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="parameter count and MACs of the network derived from a found.json")
-    p.add_argument("--arch", type=Path, required=True, metavar="FILE", help="the found.json")
+    p = sub.add_parser(
+        "profile",
+        help="parameters, MACs and measured latency, throughput and memory of found.json networks",
+    )
+    p.add_argument(
+        "--arch", type=Path, nargs="+", required=True, metavar="FILE", help="one or more found.json files"
+    )
     p.add_argument(
         "--dataset",
         default="cifar10",
@@ -29,13 +42,67 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--auxiliary", action="store_true", help="build the auxiliary head and count its parameters"
     )
+    p.add_argument("--image-size", type=int, metavar="S", help="input side (default: the dataset's)")
+    speed = p.add_argument_group("speed (measured; skipped with --no-speed)")
+    speed.add_argument("--no-speed", action="store_true", help="parameters and MACs only (fast)")
+    speed.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
+    speed.add_argument(
+        "--batch-size",
+        type=int,
+        default=SpeedConfig.batch_size,  # the library's default
+        metavar="N",
+        help="batch of the throughput and memory runs (latency is at batch 1); default %(default)s",
+    )
+    speed.add_argument("--amp", action="store_true", help="bf16 autocast")
+    speed.add_argument("--channels-last", action="store_true", help="channels-last model and input")
+    speed.add_argument("--threads", type=int, metavar="N", help="CPU intra-op threads (default: torch's)")
+    speed.add_argument(
+        "--warmup",
+        type=int,
+        default=SpeedConfig.warmup,  # the library's default
+        metavar="N",
+        help="untimed passes first; default %(default)s",
+    )
+    speed.add_argument(
+        "--repeats",
+        type=int,
+        default=SpeedConfig.repeats,  # the library's default
+        metavar="N",
+        help="timed passes; default %(default)s",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
-def profile_report(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything ``pflnas profile`` reports, as a JSON-ready dict."""
-    arch = load_architecture(args.arch)
+def _check_flag(flag: str, value: int | None, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{flag} must be {what}, got {value}")
+
+
+def speed_config(args: argparse.Namespace) -> SpeedConfig:
+    """The :class:`SpeedConfig` of the flags (validated with the flags' names; CUDA availability too)."""
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--repeats", args.repeats),
+        ("--threads", args.threads),
+    ):
+        _check_flag(flag, value)
+    _check_flag("--warmup", args.warmup, minimum=0)
+    threads = {} if args.threads is None else {"threads": args.threads}
+    return SpeedConfig(
+        device=args.device,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        **threads,
+    )
+
+
+def _resolve(args: argparse.Namespace, path: Path) -> tuple[Architecture, NetworkConfig]:
+    arch = load_architecture(path)
     config = resolve_network_config(
         arch,
         dataset=args.dataset,
@@ -43,24 +110,122 @@ def profile_report(args: argparse.Namespace) -> dict[str, Any]:
         init_channels=args.init_channels,
         layers=args.layers,
         auxiliary=args.auxiliary,
+        image_size=args.image_size,
     )
+    return arch, config
+
+
+def _cost(
+    args: argparse.Namespace, path: Path, arch: Architecture, config: NetworkConfig
+) -> tuple[Any, dict]:
+    """The built model and the report of its counted cost (the keys of the original ``pflnas profile``)."""
     model = build_from_config(arch, config)
     shape = config.input_shape(batch=1)
-    return {
-        "arch": str(args.arch),
+    try:
+        cost = profile_model(model, shape, exclude_auxiliary=not config.auxiliary)
+    except (RuntimeError, ValueError) as exc:
+        if args.image_size is None:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"--image-size {args.image_size}: {type(model).__name__} cannot run on "
+            f"{args.image_size}x{args.image_size} inputs ({first})"
+        ) from None
+    report = {
+        "arch": str(path),
         "space": arch.space.name,
         "network": {"class": type(model).__name__, **config.to_dict()},
         "input_shape": list(shape),
         "params_include_auxiliary": config.auxiliary,
-        **profile_model(model, shape, exclude_auxiliary=not config.auxiliary),
+        **cost,
     }
+    return model, report
 
 
-def run(args: argparse.Namespace) -> int:
-    report = profile_report(args)
-    if args.json:
-        print(json.dumps(report))
-        return 0
+def profile_reports(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The measurement context (None with ``--no-speed``) and one JSON-ready report per ``--arch`` file."""
+    cfg = speed_config(args)
+    resolved = [(path, *_resolve(args, path)) for path in args.arch]  # every file is checked before timing
+    context: dict[str, Any] | None = None
+    reports = []
+    for path, arch, config in resolved:
+        model, report = _cost(args, path, arch, config)
+        if not args.no_speed:
+            speed: SpeedReport = measure_speed(model, report["input_shape"], cfg)
+            report.update(speed.to_dict())
+            context = {
+                **speed.context.to_dict(),
+                "latency_batch_size": 1,
+                "memory_method": speed.memory.method,
+            }
+        reports.append(report)
+        del model
+    if len(reports) > 1:
+        first = reports[0]
+        for report in reports:
+            report["ratios"] = _ratios(report, first)
+    return context, reports
+
+
+def profile_report(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``pflnas profile --json`` prints: for one file its report (plus ``context``), for several
+    ``{"context": ..., "results": [...]}``."""
+    context, reports = profile_reports(args)
+    if len(reports) == 1:
+        return {**reports[0], "context": context}
+    return {"context": context, "results": reports}
+
+
+def _ratio(value: float, first: float) -> float | None:
+    return value / first if first else None
+
+
+def _ratios(report: dict[str, Any], first: dict[str, Any]) -> dict[str, float | None]:
+    ratios = {
+        "params": _ratio(report["params"], first["params"]),
+        "macs": _ratio(report["macs"], first["macs"]),
+    }
+    if "latency" in report:
+        ratios["latency"] = _ratio(report["latency"]["median_ms"], first["latency"]["median_ms"])
+        ratios["throughput"] = _ratio(
+            report["throughput"]["images_per_s"], first["throughput"]["images_per_s"]
+        )
+        ratios["activation_memory"] = _ratio(
+            report["memory"]["activation_bytes"], first["memory"]["activation_bytes"]
+        )
+    return ratios
+
+
+# --- text output ---------------------------------------------------------------------------------------
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def _context_line(context: dict[str, Any]) -> str:
+    return (
+        f"{context['device']} ({context['device_name']}), {context['threads']} threads, "
+        f"torch {context['torch_version']}, {context['dtype']}, {context['memory_format']}, "
+        f"warmup {context['warmup']}, repeats {context['repeats']}, latency at batch 1, "
+        f"throughput and memory at batch {context['batch_size']}"
+        + ("" if context.get("load_average") is None else f", system load {context['load_average']}")
+    )
+
+
+def _contention_warning(context: dict[str, Any]) -> str | None:
+    load, cpus = context.get("load_average"), context.get("cpu_count")
+    if context["device"] != "cpu" or load is None or cpus is None or load <= cpus:
+        return None
+    return (
+        f"warning: system load {load} on {cpus} CPUs: the CPU is oversubscribed and these timings may be "
+        "unreliable (measure on an idle machine, or with fewer --threads)"
+    )
+
+
+def _memory_phrase(context: dict[str, Any]) -> str:
+    return f"peak activation memory at batch {context['batch_size']}, measured by {context['memory_method']}"
+
+
+def _print_one(report: dict[str, Any], context: dict[str, Any] | None) -> None:
     net = report["network"]
     aux = "included" if report["params_include_auxiliary"] else "excluded"
     print(f"arch      {report['arch']} (space {report['space']})")
@@ -71,4 +236,83 @@ def run(args: argparse.Namespace) -> int:
     print(f"input     {'x'.join(map(str, report['input_shape']))}")
     print(f"params    {report['params']:,} ({report['params'] / 1e6:.2f} M, auxiliary head {aux})")
     print(f"macs      {report['macs']:,} ({report['macs'] / 1e6:.2f} M; conv/linear/matmul only, eval mode)")
+    if context is None:
+        return
+    lat, thr, mem = report["latency"], report["throughput"], report["memory"]
+    print(f"context   {_context_line(context)}")
+    print(
+        f"latency   {lat['median_ms']:.2f} ms ± IQR {lat['iqr_ms']:.2f} (median of {context['repeats']} "
+        f"passes at batch 1; p10 {lat['p10_ms']:.2f}, p90 {lat['p90_ms']:.2f} ms)"
+    )
+    print(
+        f"speed     {thr['images_per_s']:,.1f} images/s at batch {thr['batch_size']} "
+        f"(median {thr['median_ms']:.2f} ms ± IQR {thr['iqr_ms']:.2f} per batch)"
+    )
+    print(
+        f"memory    {_mib(mem['activation_bytes'])} peak activation memory at batch {mem['batch_size']} "
+        f"({_mib(mem['peak_bytes'])} with weights and input), measured by {mem['method']}"
+    )
+    warning = _contention_warning(context)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def _print_table(reports: list[dict[str, Any]], context: dict[str, Any] | None) -> None:
+    first = reports[0]
+    shape = "x".join(map(str, first["input_shape"][1:]))
+    if context is not None:
+        print(f"context: {_context_line(context)}; input {shape}")
+    else:
+        print(f"input {shape}; speed not measured (--no-speed)")
+    header = ["arch", "network", "params", "x", "MACs", "x"]
+    if context is not None:
+        header += ["latency ms (± IQR)", "x", "images/s", "x", "peak act. mem", "x"]
+    rows = [header]
+    for r in reports:
+        net, ratios = r["network"], r["ratios"]
+        row = [
+            r["arch"],
+            f"{net['class']} C={net['init_channels']} L={net['layers']}",
+            f"{r['params'] / 1e6:.3f} M",
+            _x(ratios["params"]),
+            f"{r['macs'] / 1e6:.1f} M",
+            _x(ratios["macs"]),
+        ]
+        if context is not None:
+            row += [
+                f"{r['latency']['median_ms']:.2f} ± {r['latency']['iqr_ms']:.2f}",
+                _x(ratios["latency"]),
+                f"{r['throughput']['images_per_s']:,.1f}",
+                _x(ratios["throughput"]),
+                _mib(r["memory"]["activation_bytes"]),
+                _x(ratios["activation_memory"]),
+            ]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
+    print("x: ratio to the first row (latency: time, higher is slower; images/s: higher is faster)")
+    if context is not None:
+        print(f"peak act. mem: {_memory_phrase(context)}")
+        warning = _contention_warning(context)
+        if warning:
+            print(warning, file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(profile_report(args)))
+        return 0
+    context, reports = profile_reports(args)
+    if len(reports) == 1:
+        _print_one(reports[0], context)
+    else:
+        _print_table(reports, context)
     return 0

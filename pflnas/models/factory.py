@@ -152,10 +152,14 @@ def resolve_network_config(
     layers: int | None = None,
     auxiliary: bool = False,
     drop_path: float = 0.0,
+    image_size: int | None = None,
 ) -> NetworkConfig:
-    """Fill the defaults (class count from the dataset, width/depth from the builder) and validate."""
+    """Fill the defaults (class count and image size from the dataset, width/depth from the builder) and
+    validate. ``image_size`` overrides the preset's input side (e.g. to profile at another resolution)."""
     preset = get_dataset_preset(dataset)
     builder = get_builder(arch.space.kind, preset.family)
+    if arch.space.is_block:
+        init_channels, layers = _block_network_shape(arch, init_channels, layers)
     init_channels = builder.init_channels if init_channels is None else init_channels
     config = NetworkConfig(
         dataset=preset.name,
@@ -165,7 +169,7 @@ def resolve_network_config(
         layers=_positive("layers", builder.layers if layers is None else layers),
         auxiliary=bool(auxiliary),
         drop_path=float(drop_path),
-        image_size=preset.image_size,
+        image_size=_positive("image_size", preset.image_size if image_size is None else image_size),
     )
     if config.layers < builder.min_layers:
         raise ConfigError(
@@ -178,6 +182,21 @@ def resolve_network_config(
     if config.drop_path > 0 and not builder.drop_path:
         raise ConfigError(f"{arch.space.kind} networks do not use drop-path")
     return config
+
+
+def _block_network_shape(
+    arch: Architecture, init_channels: int | None, layers: int | None
+) -> tuple[int, int]:
+    """A block network's shape is fixed by its skeleton; other widths/depths are refused."""
+    from pflnas.models.block_nets import block_shape  # block_nets registers builders from this module
+
+    first, blocks = block_shape(arch.space)
+    if (init_channels is not None and init_channels != first) or (layers is not None and layers != blocks):
+        raise ConfigError(
+            f"{arch.space.kind} networks are fixed by the space's skeleton ({blocks} blocks, first width "
+            f"{first}); leave out init_channels/layers and change the skeleton (e.g. width_mult) instead"
+        )
+    return first, blocks
 
 
 def build_network(

@@ -1,6 +1,17 @@
-"""Candidate operations: one registry, name -> factory(c_in, c_out, stride, affine)."""
+"""Candidate operations: one registry, name -> factory(OpArgs) per context (cell, bottleneck, token)."""
 
+from pflnas.ops import bottleneck as _bottleneck  # noqa: F401  (registers the bottleneck forms)
 from pflnas.ops import primitives as _primitives  # noqa: F401  (registers the built-in ops)
-from pflnas.ops.registry import OpSpec, create_op, get_op, is_param_free, list_ops, register_op
+from pflnas.ops import token as _token  # noqa: F401  (registers the token mixers)
+from pflnas.ops.registry import (
+    CONTEXTS,
+    OpArgs,
+    OpSpec,
+    create_op,
+    get_op,
+    is_param_free,
+    list_ops,
+    register_op,
+)
 
-__all__ = ["OpSpec", "create_op", "get_op", "is_param_free", "list_ops", "register_op"]
+__all__ = ["CONTEXTS", "OpArgs", "OpSpec", "create_op", "get_op", "is_param_free", "list_ops", "register_op"]

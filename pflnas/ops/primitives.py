@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pflnas.ops.registry import register_op
+from pflnas.ops.registry import OpArgs, register_op
 
 
 def _same_channels(name: str, c_in: int, c_out: int) -> None:
@@ -96,56 +96,56 @@ class FactorizedReduce(nn.Module):
 
 
 @register_op("none", param_free_strides=(1, 2), is_zero=True, description="zeros (no connection)")
-def _none(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    return Zero(c_out, stride)
+def _none(a: OpArgs) -> nn.Module:
+    return Zero(a.c_out, a.stride)
 
 
 @register_op("skip_connect", param_free_strides=(1,), description="identity; FactorizedReduce at stride 2")
-def _skip(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    if stride == 1:
-        _same_channels("skip_connect", c_in, c_out)
+def _skip(a: OpArgs) -> nn.Module:
+    if a.stride == 1:
+        _same_channels("skip_connect", a.c_in, a.c_out)
         return nn.Identity()
-    return FactorizedReduce(c_in, c_out, affine)
+    return FactorizedReduce(a.c_in, a.c_out, a.affine)
 
 
 @register_op("max_pool_3x3", param_free_strides=(1, 2), description="3x3 max-pool")
-def _max_pool(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    _same_channels("max_pool_3x3", c_in, c_out)
-    return nn.MaxPool2d(3, stride=stride, padding=1)
+def _max_pool(a: OpArgs) -> nn.Module:
+    _same_channels("max_pool_3x3", a.c_in, a.c_out)
+    return nn.MaxPool2d(3, stride=a.stride, padding=1)
 
 
 @register_op("avg_pool_3x3", param_free_strides=(1, 2), description="3x3 average-pool, padding excluded")
-def _avg_pool(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    _same_channels("avg_pool_3x3", c_in, c_out)
-    return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+def _avg_pool(a: OpArgs) -> nn.Module:
+    _same_channels("avg_pool_3x3", a.c_in, a.c_out)
+    return nn.AvgPool2d(3, stride=a.stride, padding=1, count_include_pad=False)
 
 
 @register_op("conv_3x3", description="ReLU-Conv3x3-BN")
-def _conv_3x3(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    return ReLUConvBN(c_in, c_out, 3, stride, 1, affine)
+def _conv_3x3(a: OpArgs) -> nn.Module:
+    return ReLUConvBN(a.c_in, a.c_out, 3, a.stride, 1, a.affine)
 
 
 @register_op("conv_1x1", description="ReLU-Conv1x1-BN")
-def _conv_1x1(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    return ReLUConvBN(c_in, c_out, 1, stride, 0, affine)
+def _conv_1x1(a: OpArgs) -> nn.Module:
+    return ReLUConvBN(a.c_in, a.c_out, 1, a.stride, 0, a.affine)
 
 
 @register_op("dw_conv_3x3", description="depthwise-separable 3x3, as DARTS' sep_conv_3x3")
 @register_op("sep_conv_3x3", description="DARTS separable 3x3 (two stacked depthwise-separable convs)")
-def _sep_conv_3x3(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    return SepConv(c_in, c_out, 3, stride, 1, affine)
+def _sep_conv_3x3(a: OpArgs) -> nn.Module:
+    return SepConv(a.c_in, a.c_out, 3, a.stride, 1, a.affine)
 
 
 @register_op("sep_conv_5x5", description="DARTS separable 5x5")
-def _sep_conv_5x5(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    return SepConv(c_in, c_out, 5, stride, 2, affine)
+def _sep_conv_5x5(a: OpArgs) -> nn.Module:
+    return SepConv(a.c_in, a.c_out, 5, a.stride, 2, a.affine)
 
 
 @register_op("dil_conv_3x3", description="DARTS dilated separable 3x3 (dilation 2)")
-def _dil_conv_3x3(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    return DilConv(c_in, c_out, 3, stride, 2, 2, affine)
+def _dil_conv_3x3(a: OpArgs) -> nn.Module:
+    return DilConv(a.c_in, a.c_out, 3, a.stride, 2, 2, a.affine)
 
 
 @register_op("dil_conv_5x5", description="DARTS dilated separable 5x5 (dilation 2)")
-def _dil_conv_5x5(c_in: int, c_out: int, stride: int, affine: bool) -> nn.Module:
-    return DilConv(c_in, c_out, 5, stride, 4, 2, affine)
+def _dil_conv_5x5(a: OpArgs) -> nn.Module:
+    return DilConv(a.c_in, a.c_out, 5, a.stride, 4, 2, a.affine)

@@ -3,40 +3,93 @@
 Every candidate operation is registered once under a name. The supernet, the derived networks,
 found.json and the analysis all use these names. Each op states whether it is parameter-free at a given
 stride (DARTS' ``skip_connect`` is the identity at stride 1 but a FactorizedReduce with parameters at 2).
+
+An op is placed in one of a few *contexts*, and each context has its own factory for the same op name,
+because the module around the spatial operation differs while the operation is the same:
+
+* ``cell``: an edge of a DARTS / NAS-Bench-201 cell (pre-activation ReLU-Op-BN, as DARTS' ``OPS``).
+* ``bottleneck``: the spatial operation of a ResNet bottleneck, between the 1x1 reduction and expansion
+  convs, on a ReLU'd input (post-activation Conv-BN-ReLU; pools are bare, as in the paper's R50-max).
+* ``token``: the token mixer of a transformer block, on a ``[batch, H, W, dim]`` token grid.
+
+"Parameter-free" is a property of the spatial (or token-mixing) operation: in ``cell`` and ``bottleneck``
+contexts a parameter-free op's module has no parameters at all; a ``token`` mixer also carries the
+channel projections every mixer has (attention's qkv/proj, the pooling mixer's expand/project linears).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from torch import nn
 
-OpFactory = Callable[[int, int, int, bool], nn.Module]
+CONTEXTS = ("cell", "bottleneck", "token")
+
+
+@dataclass(frozen=True)
+class OpArgs:
+    """The one argument every op factory takes: channels in/out, stride, BN affinity, attention heads."""
+
+    c_in: int
+    c_out: int
+    stride: int = 1
+    affine: bool = True
+    heads: int = 1
+
+
+OpFactory = Callable[[OpArgs], nn.Module]
 
 
 @dataclass(frozen=True)
 class OpSpec:
     """A registered op.
 
-    ``factory(c_in, c_out, stride, affine)`` builds the module. ``param_free_strides`` lists the strides
-    at which the built module has no trainable parameters (and so, given the same input, gives the same
-    output wherever it sits). ``is_zero`` marks the ``none`` op, whose output is all zeros.
+    ``factories[context](OpArgs)`` builds the module for a context. ``strides`` lists the strides the op
+    can be placed at; ``param_free_strides`` those at which its spatial operation has no trainable
+    parameters (and so, given the same input, gives the same output wherever it sits). ``is_zero`` marks
+    the ``none`` op, whose output is all zeros.
     """
 
     name: str
-    factory: OpFactory
     param_free_strides: frozenset[int]
+    strides: frozenset[int] = frozenset({1, 2})
     is_zero: bool = False
     description: str = ""
+    factories: Mapping[str, OpFactory] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def factory(self) -> OpFactory:
+        """The ``cell`` factory (the context most ops are registered for)."""
+        return self.factories["cell"]
+
+    def contexts(self) -> tuple[str, ...]:
+        return tuple(c for c in CONTEXTS if c in self.factories)
 
     def param_free(self, stride: int) -> bool:
         return stride in self.param_free_strides
 
-    def build(self, c_in: int, c_out: int, stride: int, affine: bool = True) -> nn.Module:
-        if stride not in (1, 2):
-            raise ValueError(f"op {self.name!r}: stride must be 1 or 2, got {stride}")
-        return self.factory(c_in, c_out, stride, affine)
+    def supports(self, context: str, stride: int = 1) -> bool:
+        return context in self.factories and stride in self.strides
+
+    def build(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        affine: bool = True,
+        *,
+        context: str = "cell",
+        heads: int = 1,
+    ) -> nn.Module:
+        if context not in self.factories:
+            have = ", ".join(self.contexts()) or "none"
+            raise ValueError(f"op {self.name!r} has no {context!r} form (it has: {have})")
+        if stride not in self.strides:
+            raise ValueError(f"op {self.name!r}: stride must be one of {sorted(self.strides)}, got {stride}")
+        return self.factories[context](OpArgs(c_in, c_out, stride, affine, heads))
 
 
 _REGISTRY: dict[str, OpSpec] = {}
@@ -45,16 +98,38 @@ _REGISTRY: dict[str, OpSpec] = {}
 def register_op(
     name: str,
     *,
+    context: str = "cell",
     param_free_strides: tuple[int, ...] = (),
+    strides: tuple[int, ...] = (1, 2),
     is_zero: bool = False,
     description: str = "",
 ) -> Callable[[OpFactory], OpFactory]:
-    """Decorator: register ``factory`` under ``name``. Registering a name twice raises ``ValueError``."""
+    """Decorator: register ``factory`` as the ``context`` form of op ``name``.
+
+    Registering the same ``(name, context)`` twice raises ``ValueError``. A second context of an existing
+    op must declare the same parameter-free strides and strides (it is the same operation).
+    """
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown op context {context!r}; contexts are {CONTEXTS}")
 
     def decorator(factory: OpFactory) -> OpFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"op {name!r} is already registered")
-        _REGISTRY[name] = OpSpec(name, factory, frozenset(param_free_strides), is_zero, description)
+        spec = OpSpec(name, frozenset(param_free_strides), frozenset(strides), is_zero, description)
+        old = _REGISTRY.get(name)
+        if old is not None:
+            if context in old.factories:
+                raise ValueError(f"op {name!r} is already registered for context {context!r}")
+            if (old.param_free_strides, old.strides, old.is_zero) != (
+                spec.param_free_strides,
+                spec.strides,
+                spec.is_zero,
+            ):
+                raise ValueError(
+                    f"op {name!r}: the {context!r} form must declare the same strides and "
+                    "parameter-free strides as its other forms"
+                )
+            spec = dataclasses.replace(old, description=old.description or description)
+        factories = {**spec.factories, context: factory}
+        _REGISTRY[name] = dataclasses.replace(spec, factories=MappingProxyType(factories))
         return factory
 
     return decorator
@@ -67,13 +142,23 @@ def get_op(name: str) -> OpSpec:
         raise KeyError(f"unknown op {name!r}; known ops: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def list_ops() -> list[str]:
-    return sorted(_REGISTRY)
+def list_ops(context: str | None = None) -> list[str]:
+    """Registered op names, all or those with a form for ``context``."""
+    return sorted(n for n, s in _REGISTRY.items() if context is None or context in s.factories)
 
 
 def is_param_free(name: str, stride: int = 1) -> bool:
     return get_op(name).param_free(stride)
 
 
-def create_op(name: str, c_in: int, c_out: int, stride: int, affine: bool = True) -> nn.Module:
-    return get_op(name).build(c_in, c_out, stride, affine)
+def create_op(
+    name: str,
+    c_in: int,
+    c_out: int,
+    stride: int,
+    affine: bool = True,
+    *,
+    context: str = "cell",
+    heads: int = 1,
+) -> nn.Module:
+    return get_op(name).build(c_in, c_out, stride, affine, context=context, heads=heads)

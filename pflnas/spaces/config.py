@@ -12,22 +12,34 @@ import yaml
 
 from pflnas.errors import ConfigError
 from pflnas.ops import get_op, list_ops
+from pflnas.spaces.skeletons import BlockSite, OpSite, Skeleton, parse_skeleton
 
-# What each kind of space fixes: how many input nodes a cell has, how its output is formed, how an
-# architecture is derived from the weights, and which macro skeleton holds the cells.
+# What each kind of space fixes: the op context its candidates are built in; for cell kinds how many
+# input nodes a cell has, how its output is formed and how an architecture is derived from the weights.
 KINDS: dict[str, dict[str, Any]] = {
     # 2 inputs (c_{k-2}, c_{k-1}), output = concat of intermediates; keep the 2 strongest non-none
     # incoming edges per node; reductions at 1/3 and 2/3 depth.
-    "darts_cell": {"inputs": 2, "output": "concat", "keep_edges": 2},
+    "darts_cell": {"context": "cell", "inputs": 2, "output": "concat", "keep_edges": 2},
     # 1 input, output = last node; every edge keeps its argmax op (none included); residual reductions.
-    "nb201_cell": {"inputs": 1, "output": "last", "keep_edges": None},
+    "nb201_cell": {"context": "cell", "inputs": 1, "output": "last", "keep_edges": None},
+    # Block spaces: one choice per block (the bottleneck's spatial op, or the transformer's token mixer).
+    "resnet_block": {"context": "bottleneck"},
+    "vit_block": {"context": "token"},
+    "pit_block": {"context": "token"},
 }
+CELL_FIELDS = ("nodes", "init_channels", "layers", "stem_multiplier", "pool_bn")
+BLOCK_CHOICE = "op"  # the key of a block's choice: labels read ``block3.op``
 ALPHA_MODES = ("individual", "shared")
 
 
 @dataclass(frozen=True)
 class SpaceConfig:
-    """A cell search space. ``nodes`` counts intermediate nodes; node ids ``0..inputs-1`` are inputs."""
+    """A search space.
+
+    Cell spaces: ``nodes`` counts intermediate nodes (node ids ``0..inputs-1`` are inputs); the search
+    network has ``layers`` cells of ``init_channels``. Block spaces: ``skeleton`` holds the macro network
+    (see :mod:`pflnas.spaces.skeletons`) and every block chooses one of ``ops``.
+    """
 
     name: str
     kind: str
@@ -39,6 +51,7 @@ class SpaceConfig:
     stem_multiplier: int = 3
     pool_bn: bool = True
     description: str = ""
+    skeleton: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -49,6 +62,35 @@ class SpaceConfig:
             raise ConfigError(
                 f"space {self.name!r}: unknown op(s) {unknown}; registered ops are {', '.join(list_ops())}"
             )
+        context = self.context
+        wrong = [op for op in self.ops if context not in get_op(op).contexts()]
+        if wrong:
+            raise ConfigError(
+                f"space {self.name!r}: op(s) {wrong} have no {context!r} form, which {self.kind} spaces "
+                f"need; {context} ops are {', '.join(list_ops(context))}"
+            )
+        if self.is_block:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            cell_only = sorted(k for k in CELL_FIELDS if getattr(self, k) != defaults[k])
+            if cell_only:
+                raise ConfigError(
+                    f"space {self.name!r} is a {self.kind} space: {cell_only} apply to cell spaces only; "
+                    "change its skeleton instead (e.g. space.skeleton.width_mult=0.5)"
+                )
+            skeleton = parse_skeleton(self.kind, self.skeleton, f"space {self.name!r}")
+            object.__setattr__(self, "_skeleton", skeleton)
+            resolved = {
+                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(skeleton).items()
+            }
+            object.__setattr__(self, "skeleton", resolved)
+            for stride in sorted({s.stride for s in self.sites()}):
+                if not self.ops_at(stride):
+                    raise ConfigError(
+                        f"space {self.name!r}: no candidate op can be placed at stride {stride} "
+                        f"(ops {', '.join(self.ops)})"
+                    )
+        elif self.skeleton:
+            raise ConfigError(f"space {self.name!r}: 'skeleton' is only for block spaces, not {self.kind}")
         if len(set(self.ops)) != len(self.ops) or len(self.ops) < 1:
             raise ConfigError(f"space {self.name!r}: ops must be a non-empty list without repeats")
         if self.alpha_mode not in ALPHA_MODES:
@@ -67,6 +109,57 @@ class SpaceConfig:
             raise ConfigError(f"space {self.name!r}: needs at least one op other than 'none'")
 
     # --- structure fixed by the kind -------------------------------------------------------------
+    @property
+    def context(self) -> str:
+        """The op context the candidates are built in (``cell``, ``bottleneck`` or ``token``)."""
+        return str(KINDS[self.kind]["context"])
+
+    @property
+    def is_block(self) -> bool:
+        return self.context != "cell"
+
+    def skeleton_config(self) -> Skeleton:
+        """The typed skeleton of a block space."""
+        if not self.is_block:
+            raise ConfigError(f"space {self.name!r} is a cell space; it has no block skeleton")
+        return self._skeleton  # type: ignore[attr-defined,no-any-return]
+
+    def sites(self) -> list[BlockSite]:
+        """The searchable blocks of a block space, in network order."""
+        return self.skeleton_config().sites()
+
+    def op_sites(self, image_size: int) -> list[OpSite]:
+        """Where candidate ops run, per stage and stride (block spaces), for the per-op benchmark."""
+        return self.skeleton_config().op_sites(image_size)
+
+    def ops_at(self, stride: int) -> tuple[str, ...]:
+        """The candidates that can be placed at ``stride`` in this space's context."""
+        return tuple(op for op in self.ops if get_op(op).supports(self.context, stride))
+
+    def group_ops(self, group: str) -> tuple[str, ...]:
+        """The candidates of every choice in alpha group ``group``."""
+        if not self.is_block:
+            return self.ops
+        return self.ops_at(self.type_stride(dict(self.alpha_groups())[group]))
+
+    @staticmethod
+    def type_stride(block_type: str) -> int:
+        return 2 if block_type == "reduce" else 1
+
+    def choice_keys(self) -> list[str]:
+        """The choices inside one alpha group: the cell's edges, or the block's single op slot."""
+        from pflnas.arch.labels import edge_key  # the arch package imports this module
+
+        if self.is_block:
+            return [BLOCK_CHOICE]
+        return [edge_key(n, s) for n, s in self.edges()]
+
+    def group_of_block(self, index: int) -> str:
+        """The alpha group that block ``index`` reads."""
+        if self.alpha_mode == "individual":
+            return f"block{index}"
+        return self.sites()[index].type
+
     @property
     def inputs(self) -> int:
         return int(KINDS[self.kind]["inputs"])
@@ -109,7 +202,14 @@ class SpaceConfig:
 
         individual: one group per cell (``cell0`` ...); shared: one per cell type (``normal``,
         ``reduce``) for DARTS cells, or one ``cell`` group for NB201 (its reductions are fixed blocks).
+        Block spaces: one group per block (``block0`` ...), or one per block type (``normal``, and
+        ``reduce`` when some blocks downsample).
         """
+        if self.is_block:
+            sites = self.sites()
+            if self.alpha_mode == "individual":
+                return [(s.name, s.type) for s in sites]
+            return [(t, t) for t in ("normal", "reduce") if any(s.type == t for s in sites)]
         if self.alpha_mode == "individual":
             return [(f"cell{i}", t) for i, t in enumerate(self.cell_types())]
         if self.kind == "darts_cell":
@@ -128,8 +228,12 @@ class SpaceConfig:
         return 2 if cell_type == "reduce" and source < self.inputs else 1
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        """JSON-ready fields; cell spaces leave out ``skeleton``, block spaces the cell-only fields."""
+        skip = {"extra", *(CELL_FIELDS if self.is_block else ("skeleton",))}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         out["ops"] = list(self.ops)
+        if self.is_block:
+            out["skeleton"] = dict(self.skeleton)
         return out
 
     def replace(self, **changes: Any) -> SpaceConfig:
@@ -141,6 +245,10 @@ class SpaceConfig:
             )
         if "ops" in changes:
             changes["ops"] = tuple(changes["ops"])
+        if "skeleton" in changes:
+            if not isinstance(changes["skeleton"], dict):
+                raise ConfigError(f"space {self.name!r}: skeleton overrides must be a mapping")
+            changes["skeleton"] = {**self.skeleton, **changes["skeleton"]}
         return dataclasses.replace(self, **changes)
 
 

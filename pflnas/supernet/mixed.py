@@ -68,3 +68,23 @@ class MixedEdge(nn.Module):
             out = weights[i] * y if out is None else out + weights[i] * y
         assert out is not None
         return out
+
+
+class MixedOp(nn.Module):
+    """``sum_k w_k * op_k(x)`` over the candidates of one block slot (a bottleneck's spatial op or a
+    transformer's token mixer), each built in the space's context."""
+
+    def __init__(self, ops: Sequence[str], channels: int, stride: int, context: str, heads: int = 1):
+        super().__init__()
+        self.names = list(ops)
+        self.ops = nn.ModuleList(
+            create_op(n, channels, channels, stride, context=context, heads=heads) for n in self.names
+        )
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        out: Tensor | None = None
+        for i, op in enumerate(self.ops):
+            y = weights[i] * op(x)
+            out = y if out is None else out + y
+        assert out is not None
+        return out

@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from pflnas.arch.labels import edge_key
+from pflnas.models.resnet_block import ResNetBlockNet
+from pflnas.models.transformer_block import PiTBlockNet, ViTBlockNet
 from pflnas.ops.blocks import ResNetBasicBlock
 from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.skeletons import BlockSite
 from pflnas.supernet.cells import DartsSearchCell, NB201SearchCell
+from pflnas.supernet.mixed import MixedOp
 
 Mixing = Callable[[Tensor], Tensor]
 
@@ -36,11 +39,13 @@ class Supernet(nn.Module):
         super().__init__()
         self.space = space
         self.share_param_free = share_param_free
-        n_ops = len(space.ops)
         self.arch = nn.ModuleDict(
             {
                 group: nn.ParameterDict(
-                    {edge_key(n, s): nn.Parameter(1e-3 * torch.randn(n_ops)) for n, s in space.edges()}
+                    {
+                        key: nn.Parameter(1e-3 * torch.randn(len(space.group_ops(group))))
+                        for key in space.choice_keys()
+                    }
                 )
                 for group, _ in space.alpha_groups()
             }
@@ -62,7 +67,7 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch_ids]
 
     def alpha_matrix(self, group: str) -> Tensor:
-        """``[num_edges, num_ops]`` alphas of ``group`` in ``space.edges()`` order."""
+        """``[num_choices, num_ops]`` alphas of ``group`` in ``space.choice_keys()`` order."""
         return torch.stack(list(self.arch[group].values()))
 
     def edge_weights(self) -> dict[str, Tensor]:
@@ -70,11 +75,12 @@ class Supernet(nn.Module):
 
     @torch.no_grad()
     def probabilities(self) -> dict[str, dict[str, float]]:
-        """Softmax of the alphas: ``{label: {op: probability}}``."""
+        """Softmax of the alphas: ``{label: {op: probability}}`` over each choice's candidates."""
         out = {}
-        for label, p in self.named_arch_parameters():
-            probs = torch.softmax(p.detach().float(), dim=-1).tolist()
-            out[label] = dict(zip(self.space.ops, probs))
+        for group, params in self.arch.items():
+            ops = self.space.group_ops(group)
+            for key, p in params.items():
+                out[f"{group}.{key}"] = dict(zip(ops, torch.softmax(p.detach().float(), dim=-1).tolist()))
         return out
 
     def set_mixing(self, mixing: Mixing) -> None:
@@ -159,10 +165,54 @@ class NB201Supernet(Supernet):
         return self.classifier(self.global_pool(self.lastact(x)).flatten(1))
 
 
-SUPERNETS: dict[str, type[Supernet]] = {"darts_cell": DartsSupernet, "nb201_cell": NB201Supernet}
+class BlockSupernet(Supernet):
+    """A block space's skeleton (ResNet, ViT or PiT) whose every slot is a :class:`MixedOp` over the
+    candidates valid at that block's stride; block ``i`` reads the weights of its alpha group."""
+
+    BODIES: dict[str, type[nn.Module]] = {
+        "resnet_block": ResNetBlockNet,
+        "vit_block": ViTBlockNet,
+        "pit_block": PiTBlockNet,
+    }
+
+    def __init__(
+        self,
+        space: SpaceConfig,
+        num_classes: int,
+        in_channels: int = 3,
+        share_param_free: bool = True,
+        image_size: int = 32,
+    ):
+        super().__init__(space, share_param_free)
+        self.block_groups = [space.group_of_block(s.index) for s in space.sites()]
+
+        def slot(site: BlockSite, channels: int, heads: int) -> nn.Module:
+            return MixedOp(space.ops_at(site.stride), channels, site.stride, space.context, heads)
+
+        body = self.BODIES[space.kind]
+        self.body = body(space.skeleton_config(), slot, num_classes, in_channels, image_size)  # type: ignore[call-arg]
+
+    def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        return self.body(x, [weights[g][0] for g in self.block_groups])
+
+
+SUPERNETS: dict[str, type[Supernet]] = {
+    "darts_cell": DartsSupernet,
+    "nb201_cell": NB201Supernet,
+    "resnet_block": BlockSupernet,
+    "vit_block": BlockSupernet,
+    "pit_block": BlockSupernet,
+}
 
 
 def build_supernet(
-    space: SpaceConfig, num_classes: int, in_channels: int = 3, share_param_free: bool = True
+    space: SpaceConfig,
+    num_classes: int,
+    in_channels: int = 3,
+    share_param_free: bool = True,
+    image_size: int = 32,
 ) -> Supernet:
+    """The supernet of ``space``; ``image_size`` picks a block space's stem (cell spaces ignore it)."""
+    if space.is_block:
+        return BlockSupernet(space, num_classes, in_channels, share_param_free, image_size)
     return SUPERNETS[space.kind](space, num_classes, in_channels, share_param_free)  # type: ignore[call-arg]

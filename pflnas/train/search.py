@@ -60,6 +60,7 @@ class _Loaders:
     evaluate: BatchLoader
     num_classes: int
     in_channels: int
+    image_size: int
     source: str
 
 
@@ -111,6 +112,7 @@ def _make_loaders(cfg: SearchConfig, device: torch.device) -> _Loaders:
         ),
         num_classes=len(data.classes),
         in_channels=int(data.train_x.shape[1]),
+        image_size=int(data.train_x.shape[-1]),
         source=data.source,
     )
 
@@ -172,7 +174,11 @@ class SearchRun:
         set_determinism(self.device, cfg.run.deterministic)
         self.loaders = _make_loaders(cfg, self.device)
         model: Supernet = build_supernet(
-            self.space, self.loaders.num_classes, self.loaders.in_channels, cfg.run.share_param_free
+            self.space,
+            self.loaders.num_classes,
+            self.loaders.in_channels,
+            cfg.run.share_param_free,
+            image_size=self.loaders.image_size,
         ).to(self.device)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
