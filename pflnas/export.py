@@ -95,12 +95,14 @@ def checkpoint_network_config(
 
 
 def check_checkpoint_arch(arch: Architecture, checkpoint: Mapping[str, Any], origin: str) -> None:
-    """Raise unless the checkpoint's ``"arch"`` (if it stores one) has the cells and space of ``arch``."""
+    """Raise unless the checkpoint's ``"arch"`` (if it stores one) has the space and the cells (or
+    blocks) of ``arch``."""
     stored = checkpoint.get("arch")
     if stored is None:
         return
     mine = arch.to_dict()
-    if not isinstance(stored, Mapping) or any(stored.get(k) != mine[k] for k in ("space", "cells")):
+    body = "blocks" if arch.space.is_block else "cells"
+    if not isinstance(stored, Mapping) or any(stored.get(k) != mine[k] for k in ("space", body)):
         raise ArchitectureError(f"{origin} was trained on another architecture than the one given")
 
 

@@ -26,7 +26,7 @@ import os
 import platform
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -333,23 +333,59 @@ def time_forward(
 
 
 def _timed_passes(model: nn.Module, x: torch.Tensor, cfg: SpeedConfig, device: torch.device) -> list[float]:
+    return _timed_calls(lambda: model(x), cfg.repeats, device, lambda: _forward_mode(cfg, device))
+
+
+def time_calls(
+    fn: Callable[[], object],
+    cfg: SpeedConfig,
+    device: torch.device,
+    mode: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+) -> list[float]:
+    """Per-call times (ms) of ``fn()``: ``cfg.warmup`` untimed calls, then ``cfg.repeats`` timed one by one.
+
+    The protocol of :func:`time_forward` for any pass (e.g. a forward and backward pass): each call runs in
+    its own ``mode()`` context (e.g. ``lambda: forward_mode(cfg, device)``; none by default), entered and
+    left outside the timed region; the garbage collector is paused while timing; CPU calls are timed with
+    :func:`time.perf_counter_ns`, CUDA calls between two CUDA events followed by a synchronize. The caller
+    places the model and sets its train/eval mode and ``cfg.threads``.
+    """
+    mode = mode or contextlib.nullcontext
+    for _ in range(cfg.warmup):
+        with mode():
+            fn()
+    _sync(device)
+    return _timed_calls(fn, cfg.repeats, device, mode)
+
+
+def forward_mode(cfg: SpeedConfig, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """The context of a timed forward pass: inference mode and, with ``cfg.amp``, bf16 autocast."""
+    return _forward_mode(cfg, device)
+
+
+def _timed_calls(
+    fn: Callable[[], object],
+    repeats: int,
+    device: torch.device,
+    mode: Callable[[], contextlib.AbstractContextManager[object]],
+) -> list[float]:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     times: list[float] = []
     try:
-        for _ in range(cfg.repeats):
-            with _forward_mode(cfg, device):
+        for _ in range(repeats):
+            with mode():
                 if device.type == "cuda":
                     start = torch.cuda.Event(enable_timing=True)
                     end = torch.cuda.Event(enable_timing=True)
                     start.record()
-                    model(x)
+                    fn()
                     end.record()
                     torch.cuda.synchronize(device)
                     times.append(float(start.elapsed_time(end)))
                 else:
                     t0 = time.perf_counter_ns()
-                    model(x)
+                    fn()
                     times.append((time.perf_counter_ns() - t0) / 1e6)
     finally:
         if gc_was_enabled:

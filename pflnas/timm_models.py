@@ -40,7 +40,16 @@ from pflnas.export import (
     load_network_state,
     read_checkpoint,
 )
-from pflnas.models import DATASET_PRESETS, NetworkCIFAR, NetworkConfig, NetworkImageNet, TinyNetwork
+from pflnas.models import (
+    DATASET_PRESETS,
+    NetworkCIFAR,
+    NetworkConfig,
+    NetworkImageNet,
+    PiTBlockNet,
+    ResNetBlockNet,
+    TinyNetwork,
+    ViTBlockNet,
+)
 from pflnas.models import build_from_config as _build_from_config
 
 __all__ = ["pflnas", "register_timm_models"]
@@ -112,10 +121,56 @@ class TimmTinyNetwork(_TimmAdapter, TinyNetwork):
         return self.lastact(x)
 
 
+class _BlockNetAdapter(_TimmAdapter):
+    """The timm interface of the block-space networks, whose head is ``fc`` (ResNet) or ``head``."""
+
+    head_name: str
+
+    def _pool(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(1, 2))  # transformers: average over the [B, H, W, D] token grid
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self._pool(x)
+        return x if pre_logits else getattr(self, self.head_name)(x)
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.head_name)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool not in (None, "avg"):
+            raise ConfigError(f"pflnas networks pool by averaging only, got global_pool={global_pool!r}")
+        self.num_classes = num_classes
+        setattr(self, self.head_name, _linear(self.num_features, num_classes))
+
+
+class TimmResNetBlockNet(_BlockNetAdapter, ResNetBlockNet):
+    first_conv = "stem.0"
+    head_name = "fc"
+    forward_features = ResNetBlockNet.forward_features  # ahead of the adapter's abstract one
+
+    def _pool(self, x: Tensor) -> Tensor:
+        return self.global_pool(x).flatten(1)
+
+
+class TimmViTBlockNet(_BlockNetAdapter, ViTBlockNet):
+    first_conv = "patch_embed"
+    head_name = "head"
+    forward_features = ViTBlockNet.forward_features
+
+
+class TimmPiTBlockNet(_BlockNetAdapter, PiTBlockNet):
+    first_conv = "patch_embed"
+    head_name = "head"
+    forward_features = PiTBlockNet.forward_features
+
+
 _ADAPTERS: dict[type[nn.Module], type[nn.Module]] = {
     NetworkCIFAR: TimmNetworkCIFAR,
     NetworkImageNet: TimmNetworkImageNet,
     TinyNetwork: TimmTinyNetwork,
+    ResNetBlockNet: TimmResNetBlockNet,
+    ViTBlockNet: TimmViTBlockNet,
+    PiTBlockNet: TimmPiTBlockNet,
 }
 
 
@@ -128,8 +183,9 @@ def as_timm_model(model: nn.Module) -> nn.Module:
         raise ConfigError(f"no timm interface for {type(model).__name__} networks")
     # Switching the class (rather than wrapping) keeps the parameter names, so pflnas checkpoints load.
     model.__class__ = adapter
-    model.num_classes = model.classifier.out_features
-    model.num_features = model.head_hidden_size = model.classifier.in_features
+    head = model.get_classifier()
+    model.num_classes = head.out_features
+    model.num_features = model.head_hidden_size = head.in_features
     return model
 
 

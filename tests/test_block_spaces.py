@@ -242,3 +242,53 @@ def test_arch_show_lists_blocks(capsys):
     assert main(["arch", "show", str(ARCHS / "r50_hybrid.json")]) == 0
     out = capsys.readouterr().out
     assert "block4" in out and "avg_pool_2x2_conv_3x3" in out and "0.81" in out
+
+
+# --- timm interface, retrain, evaluate, export -------------------------------------------------------
+@pytest.mark.parametrize("name", ["resnet50_block", "vit_s_mixer", "pit_s_mixer"])
+def test_block_networks_as_timm_models(name):
+    import timm
+
+    import pflnas.timm_models  # noqa: F401  (registers the "pflnas" timm model)
+
+    space = tiny(name)
+    arch = Architecture(
+        space, blocks=tuple(BlockChoice(s.name, s.type, space.ops_at(s.stride)[-1]) for s in space.sites())
+    )
+    model = timm.create_model("pflnas", arch=arch).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.forward_head(model.forward_features(x)), model(x), atol=1e-6)
+        model.reset_classifier(0)
+        assert model(x).shape == (2, model.num_features)
+
+
+@pytest.mark.slow
+def test_retrain_evaluate_export_a_block_network(tmp_path, cifar_source, monkeypatch, session_cache, capsys):
+    monkeypatch.setenv("PFLNAS_CACHE", session_cache)
+    space = tiny("resnet50_block")
+    arch = Architecture(
+        space,
+        blocks=tuple(
+            BlockChoice(s.name, s.type, "max_pool_3x3" if s.stride == 1 else "avg_pool_2x2_conv_3x3")
+            for s in space.sites()
+        ),
+    )
+    path = save_architecture(arch, tmp_path / "hybrid.json")
+    run = tmp_path / "run"
+    common = ["--data-dir", cifar_source]
+    quick = ["--recipe", "quick", "--set", "model.init_channels=null", "--set", "model.layers=null"]
+    quick += ["--set", "model.auxiliary=false", "--set", "schedule.epochs=1", "--set", "data.subset=64"]
+    assert main(["retrain", "--arch", str(path), *quick, *common, "--out", str(run)]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["params"] == count_parameters(build_network(arch))
+    ckpt = str(run / "best.pt")
+    assert main(["evaluate", "--arch", str(path), "--checkpoint", ckpt, *common]) == 0
+    assert (
+        main(["export", "--arch", str(path), "--checkpoint", ckpt, "--onnx", str(tmp_path / "m.onnx")]) == 0
+    )
+    assert "parity" in capsys.readouterr().out
+    other = save_architecture(load("r50_max"), tmp_path / "other.json")
+    assert (
+        main(["export", "--arch", str(other), "--checkpoint", ckpt, "--onnx", str(tmp_path / "x.onnx")]) == 2
+    )

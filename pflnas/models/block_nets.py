@@ -1,8 +1,10 @@
 """Registered builders of the derived networks of block spaces (ResNet, ViT and PiT skeletons).
 
 Block networks are fixed by the space's skeleton: ``init_channels`` / ``layers`` of the network config only
-report the first width and the number of blocks. The record's individual choices map one to one onto the
-blocks; shared choices (``normal`` / ``reduce``) apply to every block of that type.
+report the first width and the number of blocks. ``drop_path`` is timm's stochastic depth (rate rising
+linearly over the blocks to the given value), not DARTS' scheduled drop-path. The record's individual
+choices map one to one onto the blocks; shared choices (``normal`` / ``reduce``) apply to every block of
+that type.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def _chosen_slot(arch: Architecture):
 def _resnet(arch: Architecture, config: NetworkConfig) -> nn.Module:
     sk = arch.space.skeleton_config()
     assert isinstance(sk, ResNetSkeleton)
-    return ResNetBlockNet(sk, _chosen_slot(arch), config.num_classes, config.in_channels, config.image_size)
+    return ResNetBlockNet(
+        sk, _chosen_slot(arch), config.num_classes, config.in_channels, config.image_size, config.drop_path
+    )
 
 
 def _vit(arch: Architecture, config: NetworkConfig) -> nn.Module:
@@ -69,8 +73,6 @@ def _pit(arch: Architecture, config: NetworkConfig) -> nn.Module:
 
 
 for _family in ("imagenet", "cifar"):
-    register_network("resnet_block", _family, init_channels=0, layers=0, auxiliary=False, drop_path=False)(
-        _resnet
-    )
+    register_network("resnet_block", _family, init_channels=0, layers=0, auxiliary=False)(_resnet)
     register_network("vit_block", _family, init_channels=0, layers=0, auxiliary=False)(_vit)
     register_network("pit_block", _family, init_channels=0, layers=0, auxiliary=False)(_pit)

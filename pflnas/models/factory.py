@@ -176,7 +176,7 @@ def resolve_network_config(
             f"a {arch.space.kind} network needs layers >= {builder.min_layers}, got {config.layers}"
         )
     if config.auxiliary and not builder.auxiliary:
-        raise ConfigError(f"{arch.space.kind} networks have no auxiliary head")
+        raise ConfigError(f"{arch.space.kind} networks have no auxiliary head (set model.auxiliary=false)")
     if not 0.0 <= config.drop_path < 1.0:
         raise ConfigError(f"drop_path must be in [0, 1), got {drop_path!r}")
     if config.drop_path > 0 and not builder.drop_path:
@@ -194,7 +194,8 @@ def _block_network_shape(
     if (init_channels is not None and init_channels != first) or (layers is not None and layers != blocks):
         raise ConfigError(
             f"{arch.space.kind} networks are fixed by the space's skeleton ({blocks} blocks, first width "
-            f"{first}); leave out init_channels/layers and change the skeleton (e.g. width_mult) instead"
+            f"{first}); leave out init_channels/layers (with a cell recipe: --set model.init_channels=null "
+            "--set model.layers=null) and change the skeleton (e.g. width_mult) instead"
         )
     return first, blocks
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
+from timm.layers import DropPath
 from torch import Tensor, nn
 
 from pflnas.spaces.skeletons import SMALL_INPUT, BlockSite, ResNetSkeleton
@@ -19,10 +21,17 @@ from pflnas.spaces.skeletons import SMALL_INPUT, BlockSite, ResNetSkeleton
 SlotFactory = Callable[[BlockSite, int, int], nn.Module]  # (site, channels, heads) -> module
 
 
+def drop_rates(rate: float, n: int) -> list[float]:
+    """Stochastic-depth rate per block: linear from 0 to ``rate`` over ``n`` blocks (timm's rule)."""
+    return [float(r) for r in torch.linspace(0, rate, n)] if n > 1 and rate > 0 else [0.0] * n
+
+
 class Bottleneck(nn.Module):
     """``1x1 conv-BN-ReLU -> spatial -> 1x1 conv-BN``, plus the (projected) shortcut, then ReLU."""
 
-    def __init__(self, c_in: int, width: int, c_out: int, stride: int, spatial: nn.Module):
+    def __init__(
+        self, c_in: int, width: int, c_out: int, stride: int, spatial: nn.Module, drop_path: float = 0.0
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -35,18 +44,21 @@ class Bottleneck(nn.Module):
             self.downsample = nn.Sequential(
                 nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
             )
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.act3 = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.spatial(out) if weights is None else self.spatial(out, weights)
-        out = self.bn3(self.conv3(out))
+        out = self.drop_path(self.bn3(self.conv3(out)))
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.act3(out + shortcut)
 
 
 class ResNetBlockNet(nn.Module):
     """Stem, ``sum(depths)`` bottlenecks (``self.blocks``, in network order), global pool, linear head.
+
+    ``drop_path`` is the stochastic-depth rate of the last block (timm's rule: linear from 0 over blocks).
 
     ``forward(x)`` runs the blocks' own slots; ``forward(x, weights)`` passes ``weights[i]`` to block
     ``i``'s slot (the supernet's mixing weights).
@@ -59,6 +71,7 @@ class ResNetBlockNet(nn.Module):
         num_classes: int,
         in_channels: int = 3,
         image_size: int = 224,
+        drop_path: float = 0.0,
     ):
         super().__init__()
         c = skeleton.stem_width
@@ -75,11 +88,12 @@ class ResNetBlockNet(nn.Module):
             )
         widths = skeleton.stage_widths()
         self.sites = skeleton.sites()
+        rates = drop_rates(drop_path, len(self.sites))
         blocks = []
         for site in self.sites:
             width = widths[site.stage]
             c_out = width * skeleton.expansion
-            blocks.append(Bottleneck(c, width, c_out, site.stride, slot(site, width, 1)))
+            blocks.append(Bottleneck(c, width, c_out, site.stride, slot(site, width, 1), rates[site.index]))
             c = c_out
         self.blocks = nn.ModuleList(blocks)
         self.global_pool = nn.AdaptiveAvgPool2d(1)

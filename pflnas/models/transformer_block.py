@@ -15,7 +15,7 @@ import torch
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 
-from pflnas.models.resnet_block import SlotFactory
+from pflnas.models.resnet_block import SlotFactory, drop_rates
 from pflnas.spaces.skeletons import PiTSkeleton, ViTSkeleton
 
 
@@ -48,10 +48,6 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _drop_rates(rate: float, n: int) -> list[float]:
-    return [float(r) for r in torch.linspace(0, rate, n)] if n > 1 else [0.0] * n
-
-
 def _check_input(x: Tensor, image_size: int) -> None:
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         raise ValueError(
@@ -78,7 +74,7 @@ class ViTBlockNet(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, d, p, stride=p)
         self.pos_embed = nn.Parameter(torch.zeros(1, g, g, d))
         self.sites = skeleton.sites()
-        rates = _drop_rates(drop_path, len(self.sites))
+        rates = drop_rates(drop_path, len(self.sites))
         self.blocks = nn.ModuleList(
             TokenBlock(d, skeleton.mlp_ratio, slot(s, d, skeleton.heads), rates[s.index]) for s in self.sites
         )
@@ -119,7 +115,7 @@ class PiTBlockNet(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, dims[0], p, stride=s)
         self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], g, g))
         self.sites = skeleton.sites()
-        rates = _drop_rates(drop_path, len(self.sites))
+        rates = drop_rates(drop_path, len(self.sites))
         self.blocks = nn.ModuleList(
             TokenBlock(
                 dims[t.stage],

@@ -129,8 +129,36 @@ class SpaceConfig:
         return self.skeleton_config().sites()
 
     def op_sites(self, image_size: int) -> list[OpSite]:
-        """Where candidate ops run, per stage and stride (block spaces), for the per-op benchmark."""
-        return self.skeleton_config().op_sites(image_size)
+        """Where candidate ops run in the search network, per stage and stride (for the per-op benchmark).
+
+        Cell spaces: stage ``s`` has ``init_channels * 2**s`` channels at ``image_size / 2**s`` (DARTS and
+        NB201 stems keep the input size); DARTS reduction cells run their input edges at stride 2 on the
+        previous stage's resolution. ``blocks`` counts the edges that run the op at that site.
+        """
+        if self.is_block:
+            return self.skeleton_config().op_sites(image_size)
+        sizes = [image_size]
+        for _ in range(2):
+            sizes.append(-(-sizes[-1] // 2))
+        c = self.init_channels
+        if self.kind == "nb201_cell":
+            edges = len(self.edges()) * self.layers
+            return [OpSite(s, 1, c * 2**s, sizes[s], sizes[s], blocks=edges) for s in range(3)]
+        types = self.cell_types()
+        stage_of = [sum(t == "reduce" for t in types[: i + 1]) for i in range(len(types))]
+        per_node = len(self.edges())
+        out = []
+        for stage in range(3):
+            cells = [i for i, st in enumerate(stage_of) if st == stage]
+            normal = sum(types[i] == "normal" for i in cells) * per_node
+            reduce = sum(types[i] == "reduce" for i in cells)
+            if reduce:
+                strided = reduce * sum(1 for _, src in self.edges() if src < self.inputs)
+                out.append(OpSite(stage, 2, c * 2**stage, sizes[stage - 1], sizes[stage - 1], blocks=strided))
+                normal += reduce * sum(1 for _, src in self.edges() if src >= self.inputs)
+            if normal:
+                out.append(OpSite(stage, 1, c * 2**stage, sizes[stage], sizes[stage], blocks=normal))
+        return out
 
     def ops_at(self, stride: int) -> tuple[str, ...]:
         """The candidates that can be placed at ``stride`` in this space's context."""

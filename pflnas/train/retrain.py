@@ -72,6 +72,7 @@ def network_config(cfg: RetrainConfig, arch: Architecture, data: RetrainData) ->
         layers=m.layers,
         auxiliary=m.auxiliary,
         drop_path=m.drop_path,
+        image_size=data.image_size,  # block networks (ViT/PiT positional embeddings) are built for it
     )
 
 
