@@ -30,7 +30,9 @@ test: install lint
 demo: install
 	$(PY) -m pflnas search --space cell_v1 --preset quick --out runs/demo-search --overwrite
 	$(PY) -m pflnas arch show runs/demo-search/found.json
-	$(PY) -m pflnas profile --arch runs/demo-search/found.json --json
+	$(PY) -m pflnas profile --arch runs/demo-search/found.json --batch-size 8 --warmup 2 --repeats 5
+	$(PY) -m pflnas profile --arch experiments/archs/r50.json experiments/archs/r50_max.json \
+		experiments/archs/r50_hybrid.json --dataset imagenet --batch-size 4 --warmup 2 --repeats 5
 	$(PY) -m pflnas retrain --arch runs/demo-search/found.json --recipe quick --out runs/demo-retrain --overwrite
 	@echo "demo: found architecture at runs/demo-search/found.json (per-epoch records in runs/demo-search/metrics.jsonl);"
 	@echo "      retrained network in runs/demo-retrain (metrics.jsonl, last.pt, best.pt, result.json)"
@@ -38,6 +40,7 @@ demo: install
 bench: install
 	$(PY) benchmarks/search_step.py
 	$(PY) benchmarks/retrain_throughput.py
+	PFLNAS="$(PY) -m pflnas" bash benchmarks/paper_models.sh
 
 clean:
 	rm -rf $(VENV) .cache runs

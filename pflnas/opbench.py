@@ -39,7 +39,7 @@ import math
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -53,6 +53,7 @@ from pflnas.speed import (
     MeasurementContext,
     SpeedConfig,
     TimingStats,
+    check_device,
     forward_mode,
     measurement_context,
     prepare_model,
@@ -122,6 +123,10 @@ class SiteBench:
 
     def get(self, op: str) -> OpMeasurement | None:
         return next((m for m in self.ops if m.op == op), None)
+
+    @property
+    def baseline_row(self) -> OpMeasurement:
+        return next(m for m in self.ops if m.op == self.baseline)
 
     def to_dict(self, include_times: bool = True) -> dict[str, Any]:
         s = self.site
@@ -238,9 +243,10 @@ def check_ops(space: SpaceConfig, names: Sequence[str], what: str) -> None:
     ops = candidate_ops(space)
     bad = [n for n in names if n not in ops]
     if bad:
+        zero = " ('none' is not benchmarked)" if any(get_op(n).is_zero for n in bad if n in space.ops) else ""
         raise ConfigError(
-            f"{what}: {', '.join(map(repr, bad))} {'is not a' if len(bad) == 1 else 'are not'} "
-            f"benchmarkable op{'s' * (len(bad) > 1)} of space {space.name!r}; its ops are {', '.join(ops)}"
+            f"{what}: unknown op{'s' * (len(bad) > 1)} {', '.join(bad)} for space {space.name!r}; "
+            f"its ops are {', '.join(ops)}{zero}"
         )
 
 
@@ -258,10 +264,10 @@ def site_baseline(space: SpaceConfig, stride: int, requested: str | None = None)
         raise ConfigError(f"space {space.name!r}: no benchmarkable op can be placed at stride {stride}")
     if requested in valid:
         return requested, "requested"
-    why = f"{requested} cannot run at stride {stride}; " if requested is not None else ""
+    why = f"{requested} cannot run at stride {stride}" if requested is not None else ""
     if DEFAULT_BASELINE in valid:
-        return DEFAULT_BASELINE, f"{why}default" if why else "default"
-    return valid[0], f"{why}the space's first op"
+        return DEFAULT_BASELINE, why or "default"
+    return valid[0], f"{why}; the space's first op" if why else "the space's first op"
 
 
 # --- measuring -----------------------------------------------------------------------------------------
@@ -299,26 +305,35 @@ def benchmark_ops(
             f"(strides {sorted({s.stride for s in sites})})"
         )
 
-    device = prepare_model(nn.Identity(), cfg)  # validates the device
+    device = check_device(cfg.device)
     results = []
     with _threads(cfg.threads):
         for index, (site, (base, reason)) in enumerate(zip(sites, baselines, strict=True)):
-            rows = {
+            raw = {
                 op: _measure(space, site, op, cfg, device)
                 for op in measured
                 if op in valid_ops(space, site.stride)
             }
-            bf, bfb = rows[base][4].median, rows[base][5].median
-            shape = _input_shape(space.context, site, cfg.batch_size)
-            ops_here = tuple(
+            fwd, fb = raw[base].forward.median, raw[base].forward_backward.median
+            rows = tuple(
                 OpMeasurement(
-                    op, get_op(op).param_free(site.stride), *row, row[4].median / bf, row[5].median / bfb
+                    op=op,
+                    param_free=get_op(op).param_free(site.stride),
+                    params=r.params,
+                    macs=r.macs,
+                    traffic_bytes=r.traffic_bytes,
+                    output_shape=r.output_shape,
+                    forward=r.forward,
+                    forward_backward=r.forward_backward,
+                    forward_ratio=r.forward.median / fwd,
+                    forward_backward_ratio=r.forward_backward.median / fb,
                 )
-                for op, row in rows.items()
+                for op, r in raw.items()
             )
-            results.append(SiteBench(index, site, shape, base, reason, ops_here))
-    base_fwd = sum(s.site.blocks * s.get(s.baseline).forward.median for s in results)  # type: ignore[union-attr]
-    base_fb = sum(s.site.blocks * s.get(s.baseline).forward_backward.median for s in results)  # type: ignore[union-attr]
+            shape = _input_shape(space.context, site, cfg.batch_size)
+            results.append(SiteBench(index, site, shape, base, reason, rows))
+    base_fwd = sum(s.site.blocks * s.baseline_row.forward.median for s in results)
+    base_fb = sum(s.site.blocks * s.baseline_row.forward_backward.median for s in results)
     network = tuple(_network_estimate(op, results, base_fwd, base_fb) for op in measured)
     return OpBenchReport(
         space=space.name,
@@ -343,8 +358,7 @@ def _network_estimate(op: str, sites: list[SiteBench], base_fwd: float, base_fb:
     for s in sites:
         m = s.get(op)
         if m is None:
-            m = s.get(s.baseline)
-            assert m is not None
+            m = s.baseline_row
             substituted.append(s.index)
             blocks += s.site.blocks
         fwd += s.site.blocks * m.forward.median
@@ -362,10 +376,17 @@ def _input_shape(context: str, site: OpSite, batch: int) -> tuple[int, ...]:
     return (batch, site.channels, site.height, site.width)
 
 
-def _measure(
-    space: SpaceConfig, site: OpSite, op: str, cfg: SpeedConfig, device: torch.device
-) -> tuple[int, int, int, tuple[int, ...], TimingStats, TimingStats]:
-    """params, MACs, traffic bytes, output shape, forward and forward+backward timings of one op."""
+class _Measured(NamedTuple):
+    params: int
+    macs: int
+    traffic_bytes: int
+    output_shape: tuple[int, ...]
+    forward: TimingStats
+    forward_backward: TimingStats
+
+
+def _measure(space: SpaceConfig, site: OpSite, op: str, cfg: SpeedConfig, device: torch.device) -> _Measured:
+    """Count, then time the forward and the forward + backward pass of ``op`` built alone at ``site``."""
     torch.manual_seed(0)
     c = site.channels
     model = create_op(op, c, c, site.stride, context=space.context, heads=site.heads)
@@ -402,7 +423,7 @@ def _measure(
 
     backward = time_calls(step, cfg, device, fresh_grads)
     backward_stats = TimingStats(tuple(backward), measurement_context(cfg, cfg.batch_size, model))
-    return params, macs, traffic, out_shape, forward_stats, backward_stats
+    return _Measured(params, macs, traffic, out_shape, forward_stats, backward_stats)
 
 
 def _traffic_bytes(

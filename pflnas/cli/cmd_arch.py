@@ -1,4 +1,4 @@
-"""``pflnas arch``: show, validate and import architecture records (found.json)."""
+"""``pflnas arch``: show, validate, import and generate architecture records (found.json)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from pflnas.arch.darts_genotype import architecture_from_genotype
+from pflnas.arch.homogeneous import homogeneous_architecture
 from pflnas.arch.record import Architecture, load_architecture, save_architecture
+from pflnas.configs import deep_merge, parse_override
 from pflnas.errors import ConfigError
 from pflnas.ops import get_op
+from pflnas.spaces import load_space
 
 Action = Callable[[argparse.Namespace], int]
 
@@ -39,6 +42,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--space", default="darts", help="a DARTS-cell space holding the ops (default: darts)")
     imp.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     imp.set_defaults(action=_from_darts)
+
+    hom = actions.add_parser(
+        "homogeneous", help="write the found.json of a space in which every edge or block uses one op"
+    )
+    hom.add_argument("--space", required=True, help="space name or YAML path")
+    hom.add_argument("--op", required=True, help="the op every kept edge / block uses")
+    hom.add_argument(
+        "--reduce-op",
+        help="op for reduction cells / downsampling blocks (default: --op; required for identity)",
+    )
+    hom.add_argument("--set", action="append", default=[], metavar="space.KEY=VALUE", help="space override")
+    hom.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the record")
+    hom.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    hom.set_defaults(action=_homogeneous)
 
     p.set_defaults(run=run)
 
@@ -70,15 +87,36 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _from_darts(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file name such as {out / 'found.json'}")
-    if out.exists() and not args.force:
-        raise ConfigError(f"{out} already exists; pass --force to overwrite it")
+    _check_out(out, args.force)
     arch = architecture_from_genotype(args.genotype, args.space)
     save_architecture(arch, out)
     edges = len(arch.kept_edges())
     print(f"wrote {out}: space {arch.space.name}, {edges} edges, parameter-free share {_share(arch)}")
     return 0
+
+
+def _homogeneous(args: argparse.Namespace) -> int:
+    _check_out(args.out, args.force)
+    space = load_space(args.space)
+    changes: dict[str, Any] = {}
+    for item in args.set:
+        override = parse_override(item)
+        if set(override) != {"space"} or not isinstance(override["space"], dict):
+            raise ConfigError(f"--set {item!r}: only space.KEY=VALUE overrides apply here")
+        changes = deep_merge(changes, override["space"])
+    if changes:
+        space = space.replace(**changes)
+    arch = homogeneous_architecture(space, args.op, args.reduce_op)
+    save_architecture(arch, args.out)
+    print(f"wrote {args.out}: space {space.name}, {arch.op_counts()}, parameter-free share {_share(arch)}")
+    return 0
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name such as {out / 'found.json'}")
+    if out.exists() and not force:
+        raise ConfigError(f"{out} already exists; pass --force to overwrite it")
 
 
 # --- the readable summary -----------------------------------------------------------------------------

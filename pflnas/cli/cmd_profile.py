@@ -1,8 +1,12 @@
-"""``pflnas profile``: the cost of the derived networks of one or more found.json files.
+"""``pflnas profile``: the cost of the derived networks of one or more found.json files, or of a space's ops.
 
-For each file: parameters and MACs (counted, :mod:`pflnas.profile`) and, unless ``--no-speed``, measured
-latency at batch 1, throughput at ``--batch-size`` and peak memory of one forward pass (:mod:`pflnas.speed`).
-Several files give one table with each row's ratio to the first file.
+For each ``--arch`` file: parameters and MACs (counted, :mod:`pflnas.profile`) and, unless ``--no-speed``,
+measured latency at batch 1, throughput at ``--batch-size`` and peak memory of one forward pass
+(:mod:`pflnas.speed`). Several files give one table with each row's ratio to the first file.
+
+``--ops --space NAME``: the per-op microbenchmark of :mod:`pflnas.opbench`: every candidate op of the space
+timed (forward, and forward + backward) at every place the space runs it, with ratios to a baseline op and
+a network-level estimate per op.
 """
 
 from __future__ import annotations
@@ -14,23 +18,30 @@ from pathlib import Path
 from typing import Any
 
 from pflnas.arch.record import Architecture, load_architecture
+from pflnas.configs import deep_merge, parse_override
 from pflnas.errors import ConfigError
 from pflnas.models import DATASET_PRESETS, NetworkConfig, build_from_config, resolve_network_config
+from pflnas.opbench import OpBenchReport, benchmark_ops, check_ops, default_image_size, format_report
 from pflnas.profile import profile_model
+from pflnas.spaces.config import SpaceConfig, load_space
 from pflnas.speed import SpeedConfig, SpeedReport, measure_speed
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile",
-        help="parameters, MACs and measured latency, throughput and memory of found.json networks",
+        help="parameters, MACs and measured latency, throughput and memory of found.json networks, "
+        "or (--ops) a per-op benchmark of a space's candidate ops",
     )
     p.add_argument(
-        "--arch", type=Path, nargs="+", required=True, metavar="FILE", help="one or more found.json files"
+        "--arch",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="one or more found.json files (required unless --ops)",
     )
     p.add_argument(
         "--dataset",
-        default="cifar10",
         choices=list(DATASET_PRESETS),
         help="network family and input size: cifar10 (32x32) or imagenet (224x224); default cifar10",
     )
@@ -42,7 +53,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--auxiliary", action="store_true", help="build the auxiliary head and count its parameters"
     )
-    p.add_argument("--image-size", type=int, metavar="S", help="input side (default: the dataset's)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="S",
+        help="input side (default: the dataset's; with --ops 224 for block spaces, 32 for cell spaces)",
+    )
+    ops = p.add_argument_group("per-op benchmark (--ops)")
+    ops.add_argument(
+        "--ops",
+        action="store_true",
+        help="time every candidate op of --space at the shapes the space runs it at (instead of --arch)",
+    )
+    ops.add_argument("--space", metavar="NAME_OR_YAML", help="a built-in space name or a space YAML file")
+    ops.add_argument(
+        "--only", nargs="+", metavar="OP", help="these ops only (the baselines are always timed)"
+    )
+    ops.add_argument(
+        "--baseline",
+        metavar="OP",
+        help="the op every ratio is to (default conv_3x3, else the space's first op; per site where it "
+        "cannot run)",
+    )
+    ops.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="space.KEY=VALUE",
+        help="override a space field, e.g. space.skeleton.width_mult=0.25 or space.init_channels=8 "
+        "(repeatable)",
+    )
     speed = p.add_argument_group("speed (measured; skipped with --no-speed)")
     speed.add_argument("--no-speed", action="store_true", help="parameters and MACs only (fast)")
     speed.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
@@ -51,7 +91,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=SpeedConfig.batch_size,  # the library's default
         metavar="N",
-        help="batch of the throughput and memory runs (latency is at batch 1); default %(default)s",
+        help="batch of the throughput and memory runs (latency is at batch 1) and of every --ops timing; "
+        "default %(default)s",
     )
     speed.add_argument("--amp", action="store_true", help="bf16 autocast")
     speed.add_argument("--channels-last", action="store_true", help="channels-last model and input")
@@ -105,7 +146,7 @@ def _resolve(args: argparse.Namespace, path: Path) -> tuple[Architecture, Networ
     arch = load_architecture(path)
     config = resolve_network_config(
         arch,
-        dataset=args.dataset,
+        dataset=args.dataset or "cifar10",
         num_classes=args.num_classes,
         init_channels=args.init_channels,
         layers=args.layers,
@@ -306,7 +347,81 @@ def _print_table(reports: list[dict[str, Any]], context: dict[str, Any] | None) 
             print(warning, file=sys.stderr)
 
 
+# --- --ops ---------------------------------------------------------------------------------------------
+ARCH_ONLY = ("dataset", "num_classes", "init_channels", "layers", "auxiliary", "no_speed")
+OPS_ONLY = ("space", "only", "baseline", "set")
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The flags among ``names`` (dest names) that were given."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False, [])]
+
+
+def _check_mode(args: argparse.Namespace) -> None:
+    """``--arch FILE ...`` or ``--ops --space NAME``, each with only its own flags."""
+    if args.ops:
+        if args.arch:
+            raise ConfigError("give --arch FILE ... or --ops --space NAME, not both")
+        if args.space is None:
+            raise ConfigError("--ops needs --space NAME_OR_YAML (e.g. --ops --space resnet50_block)")
+        wrong = _given(args, ARCH_ONLY)
+        if wrong:
+            raise ConfigError(
+                f"{', '.join(wrong)}: only with --arch; with --ops change the space with "
+                "--set space.KEY=VALUE (e.g. --set space.init_channels=8)"
+            )
+        return
+    if not args.arch:
+        raise ConfigError("give --arch FILE ... (or --ops --space NAME)")
+    wrong = _given(args, OPS_ONLY)
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)}: only with --ops")
+
+
+def ops_space(args: argparse.Namespace) -> SpaceConfig:
+    """``--space`` with the ``--set space.KEY=VALUE`` overrides applied."""
+    space = load_space(args.space)
+    changes: dict[str, Any] = {}
+    for item in args.set:
+        override = parse_override(item)
+        if set(override) != {"space"} or not isinstance(override["space"], dict):
+            raise ConfigError(
+                f"--set {item}: with --ops only space.KEY=VALUE overrides apply "
+                "(e.g. space.skeleton.width_mult=0.25, space.init_channels=8)"
+            )
+        changes = deep_merge(changes, override["space"])
+    return space.replace(**changes) if changes else space
+
+
+def ops_report(args: argparse.Namespace) -> OpBenchReport:
+    """The per-op benchmark of ``--ops`` (flags validated first, with their names)."""
+    cfg = speed_config(args)
+    space = ops_space(args)
+    if args.only:
+        check_ops(space, args.only, "--only")
+    if args.baseline is not None:
+        check_ops(space, [args.baseline], "--baseline")
+    _check_flag("--image-size", args.image_size)
+    size = default_image_size(space) if args.image_size is None else args.image_size
+    return benchmark_ops(space, size, cfg, ops=args.only, baseline=args.baseline)
+
+
+def run_ops(args: argparse.Namespace) -> int:
+    report = ops_report(args)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    print(format_report(report))
+    warning = _contention_warning(report.context.to_dict())
+    if warning:
+        print(warning, file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_mode(args)
+    if args.ops:
+        return run_ops(args)
     if args.json:
         print(json.dumps(profile_report(args)))
         return 0
