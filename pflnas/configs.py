@@ -78,6 +78,16 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class CollapseConfig:
+    """When the live diagnostics flag a search as collapsed (see :mod:`pflnas.arch.collapse`)."""
+
+    max_skip_per_cell: int = 2  # a derived cell keeping more skip ops (P-DARTS caps normal cells at 2)
+    max_skip_share: float = 0.5  # block spaces: share of blocks choosing a skip op
+    max_skip_mass: float = 0.5  # mean probability of the skip ops over all choices
+    min_entropy: float = 0.05  # mean normalised entropy (0: one-hot alphas, 1: uniform)
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     space: SpaceSection = field(default_factory=SpaceSection)
     data: DataConfig = field(default_factory=DataConfig)
@@ -85,6 +95,7 @@ class SearchConfig:
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
 
 
 T = TypeVar("T")
@@ -242,6 +253,17 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (cfg.weights.grad_clip > 0, f"weights.grad_clip must be > 0, got {cfg.weights.grad_clip}"),
         (cfg.arch.lr > 0, f"arch.lr must be > 0, got {cfg.arch.lr}"),
         (cfg.run.threads is None or cfg.run.threads >= 1, f"run.threads must be >= 1, got {cfg.run.threads}"),
+        (
+            cfg.collapse.max_skip_per_cell >= 0,
+            f"collapse.max_skip_per_cell must be >= 0, got {cfg.collapse.max_skip_per_cell}",
+        ),
+        *[
+            (
+                0.0 <= getattr(cfg.collapse, key) <= 1.0,
+                f"collapse.{key} must be in [0, 1], got {getattr(cfg.collapse, key)}",
+            )
+            for key in ("max_skip_share", "max_skip_mass", "min_entropy")
+        ],
     ]
     for ok, message in checks:
         if not ok:

@@ -45,7 +45,8 @@ def _search(cifar_source, out, *extra):
 @pytest.mark.slow
 def test_cli_search_writes_valid_run(tmp_path, cifar_source, capsys):
     out = tmp_path / "run"
-    assert _search(cifar_source, out, "--epochs", "2") == 0
+    # min_entropy=1 flags every epoch (alphas are never exactly uniform): the config reaches the live check
+    assert _search(cifar_source, out, "--epochs", "2", "--set", "collapse.min_entropy=1.0") == 0
     assert "found architecture" in capsys.readouterr().out
     arch = load_architecture(out / "found.json")
     assert arch.space.name == "cell_v1" and arch.space.alpha_mode == "individual"
@@ -59,6 +60,9 @@ def test_cli_search_writes_valid_run(tmp_path, cifar_source, capsys):
         assert set(r["probs"]) == labels
         assert all(abs(sum(d.values()) - 1) < 1e-5 for d in r["probs"].values())
         assert {"train_loss", "val_acc", "arch_loss", "lr", "param_free_share"} <= set(r)
+        assert set(r["edge_entropy"]) == labels and 0.0 <= r["param_free_mass"] <= 1.0
+        assert r["skip_count"] == r["op_counts"].get("skip_connect", 0)
+        assert r["collapse"]["flagged"] and r["collapse"]["reasons"][-1].startswith("low_entropy:")
     assert set(arch.probabilities) == labels
     assert (out / "config.yaml").exists() and (out / "checkpoint.pt").exists()
 

@@ -19,6 +19,7 @@ import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from pflnas.arch.collapse import collapse_diagnostics, thresholds_from
 from pflnas.arch.record import Architecture, save_architecture
 from pflnas.configs import SearchConfig, to_dict
 from pflnas.data import BatchLoader, load_dataset, search_split
@@ -309,6 +310,7 @@ class SearchRun:
         probs = self.strategy.probabilities()
         current = self.strategy.export()
         share = current.param_free_share()
+        diagnostics = collapse_diagnostics(probs, current, thresholds_from(cfg.collapse))
         record = {
             "epoch": epoch,
             "lr": lr,
@@ -320,12 +322,18 @@ class SearchRun:
             "param_free_share": None if math.isnan(share) else share,
             "mean_entropy": _entropy(probs),
             "op_counts": current.op_counts(),
+            **diagnostics,
             "probs": probs,
         }
+        mass = diagnostics["param_free_mass"]
+        collapse = diagnostics["collapse"]
         tqdm.write(
             f"epoch {epoch + 1}/{cfg.run.epochs}  "
             f"train loss {record['train_loss']:.3f} acc {record['train_acc']:.3f}"
             f"  val loss {val_loss:.3f} acc {val_acc:.3f}  param-free share {share:.2f}"
+            f" mass {mass if mass is not None else float('nan'):.2f}"
+            f"  skips {diagnostics['skip_count']}  entropy {record['mean_entropy']:.2f}"
+            + (f"  COLLAPSE? {'; '.join(collapse['reasons'])}" if collapse["flagged"] else "")
         )
         return record
 

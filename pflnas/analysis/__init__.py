@@ -1,0 +1,95 @@
+"""Analysis of search runs: read run / study directories, tidy tables, statistics, figures.
+
+Reads only run directories (config.yaml, metrics.jsonl, found.json, run.json), never training internals.
+"""
+
+from pflnas.analysis.figures import new_figure, op_color, save_figure
+from pflnas.analysis.frames import (
+    CHOICE_COLUMNS,
+    SUMMARY_COLUMNS,
+    TRAJECTORY_COLUMNS,
+    choices_frame,
+    summary_frame,
+    trajectory_frame,
+)
+from pflnas.analysis.load import IncompleteRunWarning, RunData, load_run, load_runs
+from pflnas.analysis.plots import (
+    draw_architecture,
+    draw_blocks,
+    draw_cell,
+    plot_accuracy_vs_latency,
+    plot_op_frequency,
+    plot_pareto,
+    plot_probability_heatmap,
+    plot_share_bars,
+    plot_trajectories,
+)
+from pflnas.analysis.stats import (
+    COMPARE_COLUMNS,
+    SHARE_COLUMNS,
+    cliffs_delta,
+    collapse_summary,
+    compare,
+    pareto_mask,
+    share_table,
+    wilson_interval,
+)
+from pflnas.arch.collapse import (
+    DEFAULT_THRESHOLDS,
+    SKIP_OPS,
+    CollapseThresholds,
+    collapse_diagnostics,
+    collapse_flags,
+    edge_entropy,
+    normalized_entropy,
+    param_free_mass,
+    skip_count,
+    skip_mass,
+)
+from pflnas.arch.sites import ChoiceSite, choice_sites, op_is_param_free
+
+__all__ = [
+    "CHOICE_COLUMNS",
+    "COMPARE_COLUMNS",
+    "DEFAULT_THRESHOLDS",
+    "SHARE_COLUMNS",
+    "SKIP_OPS",
+    "SUMMARY_COLUMNS",
+    "TRAJECTORY_COLUMNS",
+    "ChoiceSite",
+    "CollapseThresholds",
+    "IncompleteRunWarning",
+    "RunData",
+    "choice_sites",
+    "choices_frame",
+    "cliffs_delta",
+    "collapse_diagnostics",
+    "collapse_flags",
+    "collapse_summary",
+    "compare",
+    "draw_architecture",
+    "draw_blocks",
+    "draw_cell",
+    "edge_entropy",
+    "load_run",
+    "load_runs",
+    "new_figure",
+    "normalized_entropy",
+    "op_color",
+    "op_is_param_free",
+    "param_free_mass",
+    "pareto_mask",
+    "plot_accuracy_vs_latency",
+    "plot_op_frequency",
+    "plot_pareto",
+    "plot_probability_heatmap",
+    "plot_share_bars",
+    "plot_trajectories",
+    "save_figure",
+    "share_table",
+    "skip_count",
+    "skip_mass",
+    "summary_frame",
+    "trajectory_frame",
+    "wilson_interval",
+]

@@ -1,0 +1,215 @@
+"""Tidy pandas tables of runs: one row per choice, per trajectory point, or per run.
+
+Column contracts (a caller may rely on these names and meanings):
+
+* :func:`choices_frame` -- ``CHOICE_COLUMNS``; only complete runs. ``param_free`` is parameter-freeness at
+  the choice's stride (``none`` is never parameter-free; its rows have ``is_zero`` and are left out of
+  shares). ``seed``/``stage``/``position``/``node``/``source`` are nullable ``Int64`` (``<NA>`` where not
+  defined).
+* :func:`trajectory_frame` -- ``TRAJECTORY_COLUMNS``; every run with metrics, incomplete ones included.
+* :func:`summary_frame` -- ``SUMMARY_COLUMNS``; every run. The collapse diagnostics come from the last
+  metrics row when the search wrote them (``collapse_source == "live"``), else they are computed from its
+  probabilities (``"computed"``; ``"none"`` without any probabilities). ``seed``/``epochs``/``skip_count``
+  are nullable ``Int64``; ``collapse_reasons`` is a list of strings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from pflnas.analysis.load import RunData
+from pflnas.arch.collapse import (
+    DEFAULT_THRESHOLDS,
+    CollapseThresholds,
+    collapse_flags,
+    param_free_mass,
+    skip_count,
+)
+from pflnas.arch.derive import derive_architecture
+from pflnas.arch.labels import edge_label
+from pflnas.arch.record import Architecture
+from pflnas.arch.sites import ChoiceSite, choice_sites, op_is_param_free
+from pflnas.errors import PflnasError
+from pflnas.ops import get_op
+
+ID_COLUMNS = ["run_id", "study", "space", "kind", "strategy", "alpha_mode", "seed", "setting", "dataset"]
+CHOICE_COLUMNS = [
+    *ID_COLUMNS,
+    *["group", "label", "cell_type", "stage", "position", "node", "source"],
+    *["op", "stride", "param_free", "is_zero", "prob", "pf_mass"],
+]
+TRAJECTORY_COLUMNS = [
+    *["run_id", "space", "strategy", "alpha_mode", "setting", "seed", "epoch"],
+    *["label", "group", "cell_type", "stride", "op", "prob", "param_free", "is_zero"],
+]
+SUMMARY_COLUMNS = [
+    *ID_COLUMNS,
+    *["epochs", "param_free_share", "val_acc", "train_acc", "wall_time_s", "mean_entropy"],
+    *["param_free_mass", "skip_count", "collapse_flagged", "collapse_reasons", "collapse_source"],
+    *["complete", "path"],
+]
+_NULLABLE_INTS = ("seed", "stage", "position", "node", "source")
+
+
+def _ids(run: RunData) -> dict[str, Any]:
+    return {c: getattr(run, c) for c in ID_COLUMNS}
+
+
+def choices_frame(runs: Iterable[RunData]) -> pd.DataFrame:
+    """One row per complete run x alpha group x kept edge (cells) or block choice (block spaces).
+
+    ``prob`` is the final probability of the chosen op, ``pf_mass`` the summed final probability of the ops
+    parameter-free at that choice's stride (NaN where the record has no probabilities). ``position`` is the
+    edge's target node or the block index (``<NA>`` for shared block groups).
+    """
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        if not run.complete or run.arch is None:
+            continue
+        arch = run.arch
+        sites = choice_sites(arch.space)
+        by_group = {s.group: s for s in sites.values()}  # block groups have one site each
+        ids = _ids(run)
+        if arch.space.is_block:
+            picks = [(by_group[b.name], b.op) for b in arch.blocks]
+        else:
+            picks = [(sites[edge_label(c.name, e.node, e.source)], e.op) for c in arch.cells for e in c.edges]
+        for site, op in picks:
+            rows.append({**ids, **_choice_row(site, op, arch.probabilities.get(site.label))})
+    return _typed(pd.DataFrame(rows, columns=CHOICE_COLUMNS))
+
+
+def _choice_row(site: ChoiceSite, op: str, dist: dict[str, float] | None) -> dict[str, Any]:
+    mass = math.nan
+    if dist:
+        mass = sum(p for o, p in dist.items() if op_is_param_free(o, site.stride))
+    return {
+        "group": site.group,
+        "label": site.label,
+        "cell_type": site.cell_type,
+        "stage": site.stage,
+        "position": site.position,
+        "node": site.node,
+        "source": site.source,
+        "op": op,
+        "stride": site.stride,
+        "param_free": op_is_param_free(op, site.stride),
+        "is_zero": get_op(op).is_zero,
+        "prob": dist.get(op, math.nan) if dist else math.nan,
+        "pf_mass": mass,
+    }
+
+
+def trajectory_frame(runs: Iterable[RunData]) -> pd.DataFrame:
+    """One row per run x epoch x label x op from ``metrics.jsonl`` ``probs`` (partial runs included)."""
+    rows: list[tuple[Any, ...]] = []
+    for run in runs:
+        sites = choice_sites(run.space_config) if run.space_config is not None else {}
+        head = (run.run_id, run.space, run.strategy, run.alpha_mode, run.setting, run.seed)
+        for row in run.metrics:
+            probs = row.get("probs") or {}
+            epoch = row.get("epoch")
+            for label, dist in probs.items():
+                site = sites.get(label)
+                group = site.group if site else label.split(".", 1)[0]
+                ctype = site.cell_type if site else None
+                stride = site.stride if site else None
+                for op, p in dist.items():
+                    pf = op_is_param_free(op, stride) if stride is not None else None
+                    zero = get_op(op).is_zero if stride is not None else None
+                    rows.append((*head, epoch, label, group, ctype, stride, op, p, pf, zero))
+    df = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
+    df["seed"] = df["seed"].astype("Int64")
+    return df
+
+
+def summary_frame(
+    runs: Iterable[RunData], thresholds: CollapseThresholds = DEFAULT_THRESHOLDS
+) -> pd.DataFrame:
+    """One row per run (incomplete ones too, ``complete`` False): final metrics and collapse diagnostics.
+
+    ``param_free_share`` is the found architecture's (the last epoch's for an unfinished run);
+    ``wall_time_s`` the provenance wall time, else the summed ``epoch_time``; ``collapse_reasons`` a list.
+    """
+    rows = []
+    for run in runs:
+        last = run.metrics[-1] if run.metrics else {}
+        share = run.arch.param_free_share() if run.arch is not None else last.get("param_free_share")
+        wall = run.arch.provenance.get("wall_time_s") if run.arch is not None else None
+        if wall is None and run.metrics:
+            wall = sum(float(r.get("epoch_time") or 0.0) for r in run.metrics)
+        diag = _diagnostics(run, last, thresholds)
+        rows.append(
+            {
+                **_ids(run),
+                "epochs": len(run.metrics),
+                "param_free_share": _num(share),
+                "val_acc": _num(last.get("val_acc")),
+                "train_acc": _num(last.get("train_acc")),
+                "wall_time_s": _num(wall),
+                "mean_entropy": _num(last.get("mean_entropy")),
+                **diag,
+                "complete": run.complete,
+                "path": str(run.path),
+            }
+        )
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for col in ("seed", "epochs", "skip_count"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def _diagnostics(run: RunData, last: dict[str, Any], thresholds: CollapseThresholds) -> dict[str, Any]:
+    probs = last.get("probs") or (run.arch.probabilities if run.arch is not None else {})
+    space = run.space_config
+    derived = _derive(run, probs)
+    live = last.get("collapse")
+    if isinstance(live, dict) and "flagged" in live:
+        flagged, reasons, source = bool(live["flagged"]), list(live.get("reasons") or []), "live"
+    elif probs:
+        reasons = collapse_flags(probs, derived, thresholds)
+        flagged, source = bool(reasons), "computed"
+    else:
+        flagged, reasons, source = False, [], "none"
+    mass = last.get("param_free_mass")
+    if mass is None and probs and space is not None:
+        mass = param_free_mass(probs, space)
+    skips = last.get("skip_count")
+    if skips is None and derived is not None:
+        skips = skip_count(derived)
+    return {
+        "param_free_mass": _num(mass),
+        "skip_count": _num(skips),
+        "collapse_flagged": flagged,
+        "collapse_reasons": reasons,
+        "collapse_source": source,
+    }
+
+
+def _derive(run: RunData, probs: dict[str, dict[str, float]]) -> Architecture | None:
+    """The architecture the last epoch's probabilities select (the found one if they cannot be derived)."""
+    if run.space_config is not None and probs:
+        try:
+            return derive_architecture(run.space_config, probs)
+        except (PflnasError, KeyError, ValueError):
+            pass
+    return run.arch
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    for col in _NULLABLE_INTS:
+        df[col] = df[col].astype("Int64")
+    for col in ("param_free", "is_zero"):
+        df[col] = df[col].astype(bool)
+    return df
