@@ -34,8 +34,10 @@ demo: install
 	$(PY) -m pflnas profile --arch experiments/archs/r50.json experiments/archs/r50_max.json \
 		experiments/archs/r50_hybrid.json --dataset imagenet --batch-size 4 --warmup 2 --repeats 5
 	$(PY) -m pflnas retrain --arch runs/demo-search/found.json --recipe quick --out runs/demo-retrain --overwrite
+	$(PY) -m pflnas report runs/demo-search --out runs/demo-report
 	@echo "demo: found architecture at runs/demo-search/found.json (per-epoch records in runs/demo-search/metrics.jsonl);"
-	@echo "      retrained network in runs/demo-retrain (metrics.jsonl, last.pt, best.pt, result.json)"
+	@echo "      retrained network in runs/demo-retrain (metrics.jsonl, last.pt, best.pt, result.json);"
+	@echo "      report in runs/demo-report/report.html (and report.md)"
 
 bench: install
 	$(PY) benchmarks/search_step.py

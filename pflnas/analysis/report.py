@@ -19,13 +19,16 @@ from typing import Any
 
 import markdown
 import pandas as pd
+import yaml
 
 from pflnas.analysis.figures import save_figure
 from pflnas.analysis.frames import choices_frame, summary_frame, trajectory_frame
 from pflnas.analysis.load import RunData, load_runs
 from pflnas.analysis.plots import (
     draw_architecture,
+    plot_accuracy_vs_latency,
     plot_op_frequency,
+    plot_pareto,
     plot_probability_heatmap,
     plot_share_bars,
     plot_trajectories,
@@ -326,19 +329,101 @@ def to_html(text: str, out: Path, title: str) -> str:
     )
 
 
+def is_layer_study(path: Path) -> bool:
+    """A ``kind: layer`` study directory (retrained homogeneous networks, see :mod:`pflnas.study.layer`)."""
+    study = path / "study.yaml"
+    if not study.is_file():
+        return False
+    try:
+        data = yaml.safe_load(study.read_text())
+    except yaml.YAMLError:
+        return False
+    return isinstance(data, dict) and data.get("kind") == "layer"
+
+
+def build_layer_markdown(sources: Sequence[Path], out: Path, title: str) -> tuple[str, _Writer, int]:
+    """The report of layer studies: accuracy against measured latency and parameters, one row per network."""
+    from pflnas import __version__
+    from pflnas.study.layer import layer_results
+
+    w = _Writer(out)
+    rows = pd.DataFrame([r for src in sources for r in layer_results(src)])
+    if rows.empty:
+        raise PflnasError(
+            "no complete network in the layer study yet (each needs retrain/result.json and profile.json)"
+        )
+    rows = rows.sort_values(["space", "latency_ms"], na_position="last")
+    w.csv(rows, "layer_results")
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by pflnas {__version__}: "
+        f"{len(rows)} homogeneous network(s) retrained and profiled, from {', '.join(map(str, sources))}.",
+        "",
+        "## Accuracy against measured latency and parameters",
+        "",
+        md_table(
+            rows,
+            {
+                "op": "op",
+                "space": "space",
+                "seed": "seed",
+                "top1": "top-1",
+                "params": "params",
+                "macs": "MACs",
+                "latency_ms": "latency ms (batch 1)",
+                "throughput": "images/s",
+                "param_free_share": "param-free share",
+            },
+        ),
+        "",
+        w.figure(plot_accuracy_vs_latency(rows), "accuracy_vs_latency", "accuracy vs latency"),
+        "",
+        w.figure(plot_pareto(rows, "params", "top1", label="op"), "accuracy_vs_params", "accuracy vs params"),
+        "",
+    ]
+    for src in sources:
+        lines += [
+            f"## Study configuration ({src.name})",
+            "",
+            "```yaml",
+            (src / "study.yaml").read_text().rstrip(),
+            "```",
+            "",
+        ]
+    lines += [
+        "## Methods",
+        "",
+        "Every network uses one op on every kept edge (cells: node n reads nodes n-1 and n-2) or block, "
+        "is retrained with the study's recipe and profiled with `pflnas profile` (median of repeated timed "
+        "passes after warm-up; the thread count and device are in each run's profile.json).",
+        "",
+    ]
+    return "\n".join(lines), w, len(rows)
+
+
 def write_report(paths: Sequence[str | Path], out: str | Path, title: str | None = None) -> Report:
     """Load the runs under ``paths`` (run or study directories) and write ``report.md``, ``report.html``,
-    ``figures/`` and ``tables/`` into ``out``. Every file is written atomically."""
+    ``figures/`` and ``tables/`` into ``out``. Every file is written atomically. Layer studies
+    (``kind: layer``) get the accuracy-vs-latency report instead."""
     sources = [Path(p) for p in paths]
     for p in sources:
         if not p.is_dir():
             raise PflnasError(f"{p}: not a directory; give study or run directories")
+    out_dir = Path(out)
+    title = title or f"pflnas report: {', '.join(p.name for p in sources)}"
+    layer = [is_layer_study(p) for p in sources]
+    if any(layer):
+        if not all(layer):
+            raise PflnasError("report layer studies and search runs separately (different kinds of study)")
+        text, writer, n = build_layer_markdown(sources, out_dir, title)
+        md_path = atomic_write_text(out_dir / "report.md", text)
+        html_path = atomic_write_text(out_dir / "report.html", to_html(text, out_dir, title))
+        return Report(out_dir, md_path, html_path, writer.figures, writer.tables, n, n)
     try:
         runs = load_runs(*sources)
     except (FileNotFoundError, ValueError) as exc:
         raise PflnasError(str(exc)) from None
-    out_dir = Path(out)
-    title = title or f"pflnas report: {', '.join(p.name for p in sources)}"
     text, writer = build_markdown(runs, out_dir, title, sources)
     md_path = atomic_write_text(out_dir / "report.md", text)
     html_path = atomic_write_text(out_dir / "report.html", to_html(text, out_dir, title))

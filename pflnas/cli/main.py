@@ -21,6 +21,7 @@ COMMANDS = {
     "retrain": "pflnas.cli.cmd_retrain",
     "evaluate": "pflnas.cli.cmd_evaluate",
     "export": "pflnas.cli.cmd_export",
+    "study": "pflnas.cli.cmd_study",
     "report": "pflnas.cli.cmd_report",
 }
 

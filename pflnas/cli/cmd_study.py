@@ -1,0 +1,62 @@
+"""``pflnas study``: run a grid of searches described in a YAML file; re-running it continues it."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from pflnas.configs import read_yaml
+from pflnas.errors import ConfigError
+from pflnas.study import StudyOptions, load_study, run_study
+from pflnas.study.layer import load_layer_study, run_layer_study
+from pflnas.study.runner import default_out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="run a grid of searches (spaces x strategies x settings x seeds), or a layer study, from YAML",
+        description="Run every search of a study file; complete runs are skipped, interrupted ones resumed.",
+    )
+    p.add_argument("file", metavar="FILE.yaml", help="study file, e.g. experiments/studies/quick.yaml")
+    p.add_argument("--out", metavar="DIR", help="study directory (default: runs/study-<name>)")
+    p.add_argument("--jobs", type=int, metavar="N", help="runs at a time (default: the file's jobs)")
+    p.add_argument("--dry-run", action="store_true", help="print each run's status and command; run nothing")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different study.yaml in --out; complete runs that still match are kept",
+    )
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="passed to every search (else $PFLNAS_DATA, else the cache dir)"
+    )
+    p.add_argument("--device", metavar="DEV", help="passed to every search: auto, cpu, cuda or cuda:N")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    data = read_yaml(args.file)
+    if data.get("kind", "search") == "layer":  # retrain homogeneous networks (pflnas.study.layer)
+        layer = load_layer_study(data, args.file)
+        out = Path(args.out) if args.out else Path("runs") / f"study-{layer.name}"
+        return run_layer_study(layer, out, args.data_dir, args.device, args.dry_run)
+    study = load_study(args.file)
+    jobs = study.jobs if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    out = Path(args.out) if args.out else default_out(study)
+    again = ["pflnas", "study", args.file, "--out", str(out)]
+    for flag, value in (("--jobs", args.jobs), ("--data-dir", args.data_dir), ("--device", args.device)):
+        if value is not None:
+            again += [flag, str(value)]
+    options = StudyOptions(
+        out=out,
+        jobs=jobs,
+        data_dir=args.data_dir,
+        device=args.device,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
+        rerun=shlex.join(again),
+    )
+    return run_study(study, options)

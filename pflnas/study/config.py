@@ -1,0 +1,298 @@
+"""A study file: a grid of ``pflnas search`` runs (spaces × strategies × settings × seeds) in YAML.
+
+:func:`load_study` checks the file's shape (unknown keys, types, empty lists, repeats, names);
+:func:`check_runs` builds every run's search config from the exact arguments its ``pflnas search`` will
+get, the way that command builds it, so a bad space, strategy or override fails before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pflnas.cli import cmd_search
+from pflnas.configs import (
+    SearchConfig,
+    build_config,
+    from_dict,
+    parse_override,
+    preset_path,
+    read_yaml,
+    to_dict,
+    validate_search_config,
+)
+from pflnas.data.specs import get_dataset_spec
+from pflnas.errors import ConfigError, PflnasError
+from pflnas.strategies import list_strategies
+from pflnas.train.device import resolve_device
+from pflnas.train.search import resolve_space
+
+# names that become parts of run ids ("{space}-{strategy}-{setting}-s{seed}") and directory names
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# search keys a study file may not set, and why: the grid sets the first three; the machine-specific ones
+# come from the `pflnas study` command line
+RESERVED = {
+    "space.name": "the grid sets it; list spaces under grid.spaces",
+    "strategy.name": "the grid sets it; list strategies under grid.strategies",
+    "run.seed": "the grid sets it; list seeds under grid.seeds",
+    "data.data_dir": "it depends on the machine; pass --data-dir to pflnas study (or set PFLNAS_DATA)",
+    "run.device": "it depends on the machine; pass --device to pflnas study",
+}
+
+
+@dataclass(frozen=True)
+class StudySearch:
+    """What every run shares, as ``pflnas search`` takes it: a preset and ``--set`` overrides."""
+
+    preset: str | None = None
+    set: dict[str, Any] = field(default_factory=dict)  # "section.key" -> value
+
+
+@dataclass(frozen=True)
+class StudyGrid:
+    spaces: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    # named override sets ("section.key" -> value), applied over search.set
+    settings: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    kind: str = "search"  # "layer" studies are pflnas.study.layer's
+    name: str = ""
+    description: str = ""
+    search: StudySearch = field(default_factory=StudySearch)
+    grid: StudyGrid = field(default_factory=StudyGrid)
+    jobs: int = 1  # runs at a time; `pflnas study --jobs` overrides
+
+    def overrides(self, setting: str) -> dict[str, Any]:
+        """The ``--set`` overrides of one setting's runs: ``search.set`` updated by the setting's own."""
+        return {**self.search.set, **self.grid.settings[setting]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One search of a study: a point of the grid."""
+
+    run_id: str
+    space: str
+    strategy: str
+    setting: str
+    seed: int
+    overrides: dict[str, Any]  # "section.key" -> value: search.set updated by the setting's overrides
+    preset: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What run.json holds; a run directory whose run.json differs holds another run."""
+        return {
+            "run_id": self.run_id,
+            "space": self.space,
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "setting": self.setting,
+            "overrides": self.overrides,
+            "preset": self.preset,
+        }
+
+
+def space_label(space: str) -> str:
+    """The run-id part for a space: its name, or the stem of a YAML path."""
+    return Path(space).stem if space.endswith((".yaml", ".yml")) else space
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and check a study file; every problem is one :class:`ConfigError` line naming the key."""
+    data = read_yaml(path)
+    settings = data.get("grid", {}).get("settings") if isinstance(data.get("grid"), dict) else None
+    if isinstance(settings, dict):  # `name:` with nothing after it is a setting without overrides
+        data["grid"]["settings"] = {k: {} if v is None else v for k, v in settings.items()}
+    try:
+        study = from_dict(StudyConfig, data)
+        _check_shape(study)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return study
+
+
+def _check_shape(study: StudyConfig) -> None:
+    if study.kind != "search":
+        raise ConfigError(f"kind must be 'search' here, got {study.kind!r} (layer studies: kind: layer)")
+    if not _STUDY_NAME.match(study.name):
+        raise ConfigError(
+            f"name {study.name!r} must be a non-empty name of letters, digits, '_', '-' or '.' "
+            "(it names the study directory runs/study-<name>)"
+        )
+    if study.jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {study.jobs}")
+    if study.search.preset is not None:
+        preset_path(study.search.preset)
+    grid = study.grid
+    for key, values in (("spaces", grid.spaces), ("strategies", grid.strategies), ("seeds", grid.seeds)):
+        if not values:
+            raise ConfigError(f"grid.{key} is empty; list at least one")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"grid.{key} repeats {', '.join(repeated)}; list each once")
+    labels = [space_label(s) for s in grid.spaces]
+    for i, (space, label) in enumerate(zip(grid.spaces, labels)):
+        if not _NAME.match(label):
+            raise ConfigError(
+                f"grid.spaces[{i}] {space!r}: a space name may hold only letters, digits and '_' "
+                "(it is part of the run ids); rename the space"
+            )
+        if labels.count(label) > 1:
+            raise ConfigError(f"grid.spaces: two spaces are both named {label!r}; rename one of the files")
+    for i, strategy in enumerate(grid.strategies):
+        if strategy not in list_strategies():
+            raise ConfigError(
+                f"grid.strategies[{i}]: unknown strategy {strategy!r}; "
+                f"available: {', '.join(list_strategies())}"
+            )
+    for i, seed in enumerate(grid.seeds):
+        if seed < 0:
+            raise ConfigError(f"grid.seeds[{i}] must be >= 0, got {seed}")
+    if not grid.settings:
+        raise ConfigError("grid.settings is empty; leave it out for one setting without overrides")
+    _check_overrides("search.set", study.search.set)
+    for name, overrides in grid.settings.items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(
+                f"grid.settings: name {name!r} may hold only letters, digits and '_' "
+                "(it is part of the run ids)"
+            )
+        if not isinstance(overrides, dict):
+            raise ConfigError(
+                f"grid.settings.{name} must be a mapping of section.key: value, got {overrides!r}"
+            )
+        _check_overrides(f"grid.settings.{name}", overrides)
+
+
+def _check_overrides(where: str, overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if not isinstance(key, str) or "." not in key:
+            raise ConfigError(f"{where}: key {key!r} must look like section.key (e.g. run.epochs)")
+        if key in RESERVED:
+            raise ConfigError(f"{where}: {key} cannot be set in a study ({RESERVED[key]})")
+        item = override_arg(key, value)
+        try:
+            parsed = parse_override(item)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        for part in key.split("."):
+            parsed = parsed[part]
+        if parsed != value:
+            raise ConfigError(
+                f"{where}.{key}: the value {value!r} does not survive the command line; simplify it"
+            )
+
+
+def override_arg(key: str, value: Any) -> str:
+    """``key=value`` for ``pflnas search --set``, with the value as one-line YAML."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"))
+    return f"{key}={text.strip().removesuffix('...').strip()}"
+
+
+def run_search_args(
+    study: StudyConfig,
+    space: str,
+    strategy: str,
+    seed: int,
+    overrides: dict[str, Any],
+    *,
+    threads: int,
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> list[str]:
+    """The ``pflnas search`` arguments of one run (without ``--out``).
+
+    Overrides come after the study's own ``run.progress``/``run.threads`` so a study's ``run.threads`` wins.
+    """
+    args = ["--space", space, "--strategy", strategy, "--seed", str(seed)]
+    if study.search.preset:
+        args += ["--preset", study.search.preset]
+    if data_dir:
+        args += ["--data-dir", data_dir]
+    if device:
+        args += ["--device", device]
+    for item in ["run.progress=false", f"run.threads={threads}"]:
+        args += ["--set", item]
+    for key, value in overrides.items():
+        args += ["--set", override_arg(key, value)]
+    return args
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def search_config(args: list[str]) -> SearchConfig:
+    """The config ``pflnas search ARGS`` would run with, checked as far as it can be without data.
+
+    The arguments go through the search command's own parser and are merged the way it merges them
+    (preset < config file < flags < ``--set``).
+    """
+    parser = _RaisingParser(prog="pflnas")
+    cmd_search.add_parser(parser.add_subparsers(parser_class=_RaisingParser))
+    ns = parser.parse_args(["search", *args])
+    layers = [read_yaml(preset_path(ns.preset))] if ns.preset else []
+    if ns.config:
+        layers.append(read_yaml(ns.config))
+    cfg = build_config(SearchConfig, layers, cmd_search.flag_overrides(ns, cmd_search.FLAG_KEYS) + ns.set)
+    validate_search_config(cfg)
+    resolve_space(cfg)
+    if cfg.strategy.name not in list_strategies():
+        raise ConfigError(
+            f"unknown strategy {cfg.strategy.name!r}; available: {', '.join(list_strategies())}"
+        )
+    get_dataset_spec(cfg.data.dataset)
+    resolve_device(cfg.run.device)
+    return cfg
+
+
+def check_runs(
+    study: StudyConfig,
+    runs: Sequence[StudyRun],
+    *,
+    threads: int,
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> None:
+    """Build and validate the search config of every run; the first problem raises one line naming the
+    study key (or the run) it comes from."""
+    if data_dir and not Path(data_dir).expanduser().exists():
+        raise ConfigError(f"--data-dir {data_dir} does not exist; point it at the data")
+    if device:
+        resolve_device(device)
+    grid = study.grid
+    space0, strategy0, seed0 = grid.spaces[0], grid.strategies[0], grid.seeds[0]
+
+    def check(where: str, space: str, strategy: str, seed: int, overrides: dict[str, Any]) -> None:
+        args = run_search_args(
+            study, space, strategy, seed, overrides, threads=threads, data_dir=data_dir, device=device
+        )
+        try:
+            search_config(args)
+        except PflnasError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    # one part at a time first, so that the message names the key to fix; then every run
+    for i, space in enumerate(grid.spaces):
+        check(f"grid.spaces[{i}]", space, strategy0, seed0, {})
+    check("search.set", space0, strategy0, seed0, study.search.set)
+    for name in grid.settings:
+        check(f"grid.settings.{name}", space0, strategy0, seed0, study.overrides(name))
+    for run in runs:
+        check(f"run {run.run_id}", run.space, run.strategy, run.seed, run.overrides)

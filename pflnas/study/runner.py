@@ -1,0 +1,377 @@
+"""Run a study: expand its grid into runs, decide which to skip, resume or start, and run them as
+``pflnas search`` subprocesses, a few at a time.
+
+A study directory holds ``study.yaml`` (the resolved study) and ``runs/<run_id>/`` per run: the search's own
+files (config.yaml, metrics.jsonl, checkpoint.pt, found.json) plus ``run.json`` (which grid point it is)
+and ``log.txt`` (the search's output). A run whose found.json loads is complete; one with a checkpoint is
+resumed; any other starts afresh. So re-running an interrupted study continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from pflnas.arch import load_architecture
+from pflnas.errors import ConfigError, PflnasError
+from pflnas.study.config import StudyConfig, StudyRun, check_runs, run_search_args, space_label
+from pflnas.train.search import CHECKPOINT, CONFIG, FOUND, METRICS
+from pflnas.utils_io import atomic_write_json, atomic_write_text
+
+STUDY_FILE = "study.yaml"
+RUNS = "runs"
+RUN_RECORD = "run.json"
+LOG = "log.txt"
+POLL_S = 0.2
+# study.yaml keys that decide what runs; a study whose other keys (description, jobs) changed is the same
+_IDENTITY = ("name", "search", "grid")
+
+
+def expand_grid(study: StudyConfig) -> list[StudyRun]:
+    """Every run of the study: space × strategy × setting × seed, in that nesting order."""
+    grid = study.grid
+    return [
+        StudyRun(
+            run_id=f"{space_label(space)}-{strategy}-{setting}-s{seed}",
+            space=space,
+            strategy=strategy,
+            setting=setting,
+            seed=seed,
+            overrides=study.overrides(setting),
+            preset=study.search.preset,
+        )
+        for space in grid.spaces
+        for strategy in grid.strategies
+        for setting in grid.settings
+        for seed in grid.seeds
+    ]
+
+
+def default_out(study: StudyConfig) -> Path:
+    return Path("runs") / f"study-{study.name}"
+
+
+def threads_per_run(jobs: int) -> int:
+    """CPU threads for each of ``jobs`` concurrent runs."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // jobs)
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    out: Path
+    jobs: int = 1
+    data_dir: str | None = None
+    device: str | None = None
+    overwrite: bool = False  # replace a different study.yaml and runs that no longer match
+    dry_run: bool = False
+    rerun: str = "pflnas study ..."  # the command that continues this study, for messages
+
+
+@dataclass
+class PlannedRun:
+    run: StudyRun
+    run_dir: Path
+    status: str  # "skip" (complete), "resume" (from checkpoint.pt) or "start"
+    command: list[str] = field(default_factory=list)  # empty for "skip"
+    replace: bool = False  # the directory holds another run's files: remove them before starting
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / LOG
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run is complete when its found.json exists and loads."""
+    try:
+        load_architecture(run_dir / FOUND)
+    except (PflnasError, OSError, ValueError):
+        return False
+    return True
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def plan_run(run: StudyRun, run_dir: Path, search_args: list[str], overwrite: bool) -> PlannedRun:
+    """What to do with one run, from what its directory holds. A directory that holds another run (its
+    run.json differs, or is missing beside other files) is an error unless ``overwrite``."""
+    search = [sys.executable, "-m", "pflnas", "search"]
+    start = [*search, *search_args, "--out", str(run_dir), "--overwrite"]  # run.json is written first
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return PlannedRun(run, run_dir, "start", start)
+    if _read_json(run_dir / RUN_RECORD) != run.record():
+        if not overwrite:
+            raise ConfigError(
+                f"{run_dir} holds another run (its {RUN_RECORD} differs from the study's); "
+                "use another --out, or --overwrite to replace it"
+            )
+        return PlannedRun(run, run_dir, "start", start, replace=True)
+    if is_complete(run_dir):
+        return PlannedRun(run, run_dir, "skip")
+    if (run_dir / CHECKPOINT).is_file() and (run_dir / CONFIG).is_file():
+        return PlannedRun(run, run_dir, "resume", [*search, "--resume", str(run_dir)])
+    return PlannedRun(run, run_dir, "start", start)
+
+
+def _normalised(data: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(data))
+
+
+def check_study_dir(study: StudyConfig, out: Path, overwrite: bool) -> None:
+    """Refuse a directory that holds another study (or other files) unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if overwrite or not out.is_dir() or not any(out.iterdir()):
+        return
+    path = out / STUDY_FILE
+    if not path.is_file():
+        raise ConfigError(f"{out} is not empty and holds no {STUDY_FILE}; use another --out")
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        old = {}
+    new = _normalised(study.to_dict())
+    differs = [k for k in _IDENTITY if not isinstance(old, dict) or old.get(k) != new[k]]
+    if differs:
+        raise ConfigError(
+            f"{path} holds a different study (it differs in {', '.join(differs)}); use another --out, or "
+            f"--overwrite to replace {STUDY_FILE} (complete runs that still match are kept)"
+        )
+
+
+def plan_study(study: StudyConfig, options: StudyOptions) -> list[PlannedRun]:
+    """Check the study and its directory, and decide what to do with each run. Runs nothing."""
+    runs = expand_grid(study)
+    threads = threads_per_run(options.jobs)
+    kw: dict[str, Any] = dict(threads=threads, data_dir=options.data_dir, device=options.device)
+    check_runs(study, runs, **kw)
+    check_study_dir(study, options.out, options.overwrite)
+    return [
+        plan_run(
+            run,
+            options.out / RUNS / run.run_id,
+            run_search_args(study, run.space, run.strategy, run.seed, run.overrides, **kw),
+            options.overwrite,
+        )
+        for run in runs
+    ]
+
+
+def _clock(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def print_plan(study: StudyConfig, plan: list[PlannedRun], options: StudyOptions) -> None:
+    print(
+        f"study {study.name}: {len(plan)} runs in {options.out}, {options.jobs} at a time, "
+        f"{threads_per_run(options.jobs)} thread(s) each (dry run: nothing is run)"
+    )
+    for p in plan:
+        note = {"skip": "  (complete: found.json)", "resume": "  (from checkpoint.pt)"}.get(p.status, "")
+        if p.replace:
+            note = "  (replaces a run with other settings)"
+        print(f"would {p.status:<7} {p.run.run_id}{note}")
+        if p.command:
+            print(f"    {shlex.join(p.command)}")
+    counts = {s: sum(p.status == s for p in plan) for s in ("skip", "resume", "start")}
+    print(", ".join(f"{n} would {s}" for s, n in counts.items()))
+
+
+@dataclass
+class _Active:
+    planned: PlannedRun
+    proc: subprocess.Popen
+    log: IO[str]
+    started: float
+
+
+def _launch(p: PlannedRun) -> _Active:
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    if p.replace:
+        for name in (FOUND, CHECKPOINT, CONFIG, METRICS):
+            (p.run_dir / name).unlink(missing_ok=True)
+    atomic_write_json(p.run_dir / RUN_RECORD, p.run.record())
+    log = open(p.log, "a" if p.status == "resume" else "w")  # noqa: SIM115 (closed when the run ends)
+    log.write(f"$ {shlex.join(p.command)}\n")
+    log.flush()
+    proc = subprocess.Popen(
+        p.command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return _Active(p, proc, log, time.perf_counter())
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+class _Terminated(Exception):
+    """SIGTERM, raised in the main thread so that the pool stops like on Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(active: list[_Active], timeout: float = 30.0) -> None:
+    """Terminate the children and wait for them; kill any that do not exit in ``timeout`` seconds."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not orphan the children
+    except ValueError:
+        old = {}
+    try:
+        for a in active:
+            if a.proc.poll() is None:
+                a.proc.terminate()
+        deadline = time.monotonic() + timeout
+        for a in active:
+            try:
+                a.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                a.proc.kill()
+                a.proc.wait()
+            a.log.close()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+_Outcome = tuple[PlannedRun, str]  # a finished run and its wall time (done) or why it failed
+
+
+def _execute(
+    todo: list[PlannedRun], jobs: int, say: Callable[[str], None]
+) -> tuple[list[_Outcome], list[_Outcome]]:
+    """Run ``todo``, ``jobs`` at a time, polling for the ones that end. Returns (done, failed)."""
+    pending, active = deque(todo), []
+    done: list[_Outcome] = []
+    failed: list[_Outcome] = []
+    width = len(str(len(todo)))
+    number = {id(p): f"[{i + 1:>{width}}/{len(todo)}]" for i, p in enumerate(todo)}
+    try:
+        while pending or active:
+            while pending and len(active) < jobs:
+                p = pending.popleft()
+                active.append(_launch(p))
+                how = "from its checkpoint" if p.status == "resume" else "fresh"
+                say(f"{number[id(p)]} {p.status:<7} {p.run.run_id}  ({how}; log: {p.log})")
+            time.sleep(POLL_S)
+            for a in [a for a in active if a.proc.poll() is not None]:
+                active.remove(a)
+                a.log.close()
+                p, rc, wall = a.planned, a.proc.returncode, _clock(time.perf_counter() - a.started)
+                if rc == 0 and is_complete(p.run_dir):
+                    done.append((p, wall))
+                    say(f"{number[id(p)]} {'done':<7} {p.run.run_id}  {wall}")
+                else:
+                    why = f"exit {rc}" if rc != 0 else f"exit 0 but no valid {FOUND}"
+                    last = _last_line(p.log)
+                    failed.append((p, why))
+                    say(
+                        f"{number[id(p)]} {'failed':<7} {p.run.run_id}  {wall}  {why}: {last}  (log: {p.log})"
+                    )
+    except (KeyboardInterrupt, _Terminated):
+        _stop(active)
+        raise _Interrupted([a.planned for a in active], list(pending)) from None
+    return done, failed
+
+
+class _Interrupted(Exception):
+    def __init__(self, running: list[PlannedRun], pending: list[PlannedRun]):
+        super().__init__("interrupted")
+        self.running, self.pending = running, pending
+
+
+def run_study(study: StudyConfig, options: StudyOptions) -> int:
+    """Plan and run the study. Returns 0 when every run is complete, 1 when some failed, 130 when
+    interrupted (Ctrl-C or SIGTERM: the children are stopped and the study can be continued)."""
+    plan = plan_study(study, options)
+    if options.dry_run:
+        print_plan(study, plan, options)
+        return 0
+    options.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(options.out / STUDY_FILE, yaml.safe_dump(study.to_dict(), sort_keys=False))
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    skipped = [p for p in plan if p.status == "skip"]
+    todo = [p for p in plan if p.status != "skip"]
+    say(
+        f"study {study.name}: {len(plan)} runs in {options.out} ({len(skipped)} complete, "
+        f"{len(todo)} to run, {options.jobs} at a time, {threads_per_run(options.jobs)} thread(s) each)"
+    )
+    for p in skipped:
+        say(f"{'skip':<7} {p.run.run_id}  (complete)")
+    t0 = time.perf_counter()
+    with _sigterm_raises():
+        try:
+            done, failed = _execute(todo, options.jobs, say)
+        except _Interrupted as stop:
+            _report_interrupt(stop, options)
+            return 130
+    say(
+        f"study {study.name}: {len(done)} done, {len(skipped)} skipped, {len(failed)} failed "
+        f"in {_clock(time.perf_counter() - t0)}  (logs: {options.out / RUNS}/<run_id>/{LOG})"
+    )
+    if failed:
+        names = ", ".join(f"{p.run.run_id} ({why}, log: {p.log})" for p, why in failed)
+        print(f"pflnas study: {len(failed)} run(s) failed: {names}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _report_interrupt(stop: _Interrupted, options: StudyOptions) -> None:
+    resumable = [p.run.run_id for p in stop.running if (p.run_dir / CHECKPOINT).is_file()]
+    restart = [p.run.run_id for p in stop.running if not (p.run_dir / CHECKPOINT).is_file()]
+    lines = [f"pflnas study: interrupted; stopped {len(stop.running)} running run(s)"]
+    if resumable:
+        lines.append(f"  resume from their last checkpoint: {', '.join(resumable)}")
+    if restart:
+        lines.append(f"  start again (no checkpoint yet): {', '.join(restart)}")
+    if stop.pending:
+        lines.append(f"  not started: {len(stop.pending)} run(s)")
+    lines.append(f"re-run the same command to continue: {options.rerun}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
