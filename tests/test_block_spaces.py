@@ -292,3 +292,12 @@ def test_retrain_evaluate_export_a_block_network(tmp_path, cifar_source, monkeyp
     assert (
         main(["export", "--arch", str(other), "--checkpoint", ckpt, "--onnx", str(tmp_path / "x.onnx")]) == 2
     )
+
+
+def test_profile_of_the_shipped_r50_family_defaults_to_imagenet(capsys):
+    files = [str(ARCHS / f"{n}.json") for n in ("r50", "r50_max", "r50_hybrid")]
+    assert main(["profile", "--arch", *files, "--no-speed", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["params"] for r in results] == [25_557_032, 14_232_232, 17_330_600]
+    assert [r["macs"] for r in results] == [4_089_184_256, 2_239_496_192, 2_586_312_704]
+    assert all(r["network"]["dataset"] == "imagenet" and r["input_shape"] == [1, 3, 224, 224] for r in results)

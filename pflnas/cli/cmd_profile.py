@@ -21,6 +21,7 @@ from pflnas.arch.record import Architecture, load_architecture
 from pflnas.configs import deep_merge, parse_override
 from pflnas.errors import ConfigError
 from pflnas.models import DATASET_PRESETS, NetworkConfig, build_from_config, resolve_network_config
+from pflnas.models.factory import record_dataset
 from pflnas.opbench import OpBenchReport, benchmark_ops, check_ops, default_image_size, format_report
 from pflnas.profile import profile_model
 from pflnas.spaces.config import SpaceConfig, load_space
@@ -43,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dataset",
         choices=list(DATASET_PRESETS),
-        help="network family and input size: cifar10 (32x32) or imagenet (224x224); default cifar10",
+        help="network family and input size: cifar10 (32x32) or imagenet (224x224); default: the record's "
+        "provenance dataset (imagenet for the paper's shipped networks), else cifar10",
     )
     p.add_argument("--num-classes", type=int, metavar="N", help="default: the dataset's")
     p.add_argument(
@@ -146,7 +148,7 @@ def _resolve(args: argparse.Namespace, path: Path) -> tuple[Architecture, Networ
     arch = load_architecture(path)
     config = resolve_network_config(
         arch,
-        dataset=args.dataset or "cifar10",
+        dataset=args.dataset or record_dataset(arch),
         num_classes=args.num_classes,
         init_channels=args.init_channels,
         layers=args.layers,

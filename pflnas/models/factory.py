@@ -118,6 +118,13 @@ def register_network(
     return decorator
 
 
+def record_dataset(arch: Architecture, default: str = "cifar10") -> str:
+    """The dataset a record was found for or published on (its provenance ``dataset``), if it is a known
+    preset; else ``default``. The paper's shipped networks say ``imagenet``; searches record theirs."""
+    dataset = arch.provenance.get("dataset")
+    return dataset if isinstance(dataset, str) and dataset in DATASET_PRESETS else default
+
+
 def get_dataset_preset(name: str) -> DatasetPreset:
     try:
         return DATASET_PRESETS[name]
