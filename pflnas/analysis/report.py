@@ -90,8 +90,21 @@ def md_table(df: pd.DataFrame, columns: dict[str, str], formats: dict[str, Any] 
     return "\n".join([head, rule, *rows]) if rows else "_no data_"
 
 
-def _varying(df: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
-    return [c for c in candidates if c in df.columns and df[c].nunique(dropna=False) > 1]
+def _varying(df: pd.DataFrame, candidates: Sequence[str], given: Sequence[str] = ()) -> list[str]:
+    """The candidate columns that vary and split the runs differently from the columns kept before them
+    (a setting named after the α mode it sets adds nothing to grouping by α mode)."""
+    kept: list[str] = []
+    for c in candidates:
+        if c not in df.columns or df[c].nunique(dropna=False) < 2:
+            continue
+        same = any(
+            df.groupby(k, dropna=False)[c].nunique(dropna=False).max() == 1
+            and df.groupby(c, dropna=False)[k].nunique(dropna=False).max() == 1
+            for k in [*given, *kept]
+        )
+        if not same:
+            kept.append(c)
+    return kept
 
 
 def _share_md(table: pd.DataFrame, by: list[str]) -> str:
@@ -160,6 +173,9 @@ def _comparisons(choices: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
         if not ({a, b} <= set(choices[factor])):
             continue
         rows = compare(choices, factor, a, b, by=by or None)
+        rows = rows[(rows["n_a"] > 0) & (rows["n_b"] > 0)]  # groups holding only one of the two levels
+        if rows.empty:
+            continue
         rows["what"] = [
             f"{factor}: {a} vs {b}" + (" (" + ", ".join(f"{k}={r[k]}" for k in by) + ")" if by else "")
             for _, r in rows.iterrows()
@@ -209,7 +225,7 @@ def build_markdown(
         )
     choices = choices_frame(complete)
     summary = summary_frame(runs)
-    groups = ["strategy", *_varying(choices, ["space", "alpha_mode", "setting"])]
+    groups = ["strategy", *_varying(choices, ["space", "alpha_mode", "setting"], ["strategy"])]
     lines = [
         f"# {title}",
         "",
