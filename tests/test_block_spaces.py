@@ -300,4 +300,6 @@ def test_profile_of_the_shipped_r50_family_defaults_to_imagenet(capsys):
     results = json.loads(capsys.readouterr().out)["results"]
     assert [r["params"] for r in results] == [25_557_032, 14_232_232, 17_330_600]
     assert [r["macs"] for r in results] == [4_089_184_256, 2_239_496_192, 2_586_312_704]
-    assert all(r["network"]["dataset"] == "imagenet" and r["input_shape"] == [1, 3, 224, 224] for r in results)
+    assert all(
+        r["network"]["dataset"] == "imagenet" and r["input_shape"] == [1, 3, 224, 224] for r in results
+    )
