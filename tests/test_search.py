@@ -72,13 +72,20 @@ SHRINK = {
     "nb201": "space.layers=1",
     "resnet50_block": "space.skeleton={depths: [1, 2], widths: [4, 8], stem_width: 8}",
     "vit_s_mixer": "space.skeleton={dim: 12, depth: 2, heads: 3}",
+    "pit_s_mixer": "space.skeleton={base_dim: 4, heads: [1, 2], depths: [1, 2]}",
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "space, strategy",
-    [("darts", "darts2"), ("nb201", "darts"), ("resnet50_block", "darts"), ("vit_s_mixer", "darts2")],
+    [
+        ("darts", "darts2"),
+        ("nb201", "gdas"),
+        ("resnet50_block", "darts"),
+        ("vit_s_mixer", "darts2"),
+        ("pit_s_mixer", "gdas"),
+    ],
 )
 def test_other_spaces_and_second_order(tmp_path, cifar_source, space, strategy):
     out = tmp_path / "run"

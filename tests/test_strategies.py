@@ -72,13 +72,16 @@ def test_weight_step_changes_only_weights(name):
 def test_state_dict_round_trip_continues_identically(name):
     net, strategy, opt, ctx, (tb, vb) = setup(name)
     strategy.arch_step(tb, vb, ctx)
+    # the loop checkpoints the RNG state too: stochastic strategies (GDAS) must continue identically
     state = copy.deepcopy({"net": net.state_dict(), "strategy": strategy.state_dict()})
+    rng = torch.random.get_rng_state()
     strategy.arch_step(tb, vb, ctx)
     expected = snapshot(net.arch_parameters())
 
     net2, strategy2, _, ctx2, _ = setup(name, seed=1)
     net2.load_state_dict(state["net"])
     strategy2.load_state_dict(state["strategy"])
+    torch.random.set_rng_state(rng)
     strategy2.arch_step(tb, vb, ctx2)
     for a, b in zip(expected, net2.arch_parameters()):
         assert torch.allclose(a, b.detach(), atol=1e-7)

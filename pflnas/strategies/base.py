@@ -31,12 +31,15 @@ class StepContext:
     ``loss(batch)`` runs the supernet forward and the criterion under the loop's autocast and returns a
     scalar. ``virtual_step(params, grads)`` returns, for each weight, the update the loop's optimizer would
     subtract for those gradients (momentum and weight decay included), without changing any state.
-    ``lr`` is the current weight learning rate.
+    ``lr`` is the current weight learning rate; ``epoch`` (0-based) of ``epochs`` is where the search is,
+    for strategies with schedules of their own (e.g. GDAS' temperature).
     """
 
     loss: Callable[[Batch], Tensor]
     virtual_step: Callable[[Sequence[Tensor], Sequence[Tensor]], list[Tensor]] | None = None
     lr: float = 0.0
+    epoch: int = 0
+    epochs: int = 1
 
 
 class Strategy(ABC):

@@ -40,6 +40,8 @@ class SearchCell(nn.Module):
                 free = split_ops(space.ops, stride)[1]
                 self.source_ops[str(src)] = SourceOps(free, channels, stride, space.pool_bn)
 
+    active: list[int] | None = None  # single path: the op index of every edge (set by the supernet)
+
     def forward_nodes(self, inputs: list[Tensor], weights: Tensor) -> list[Tensor]:
         states = list(inputs)
         free: dict[int, dict[str, Tensor]] = {}
@@ -47,9 +49,18 @@ class SearchCell(nn.Module):
         for node in self.space.node_ids():
             total: Tensor | None = None
             for src in range(node):
+                edge = self.edges[edge_key(node, src)]
+                if self.active is not None:
+                    name = edge.names[self.active[index]]
+                    shared = self.source_ops[str(src)].ops if self.share else None
+                    free_op = shared[name] if shared is not None and name in shared else None
+                    y = edge.forward_single(states[src], weights[index], self.active[index], free_op)
+                    total = y if total is None else total + y
+                    index += 1
+                    continue
                 if self.share and src not in free:
                     free[src] = self.source_ops[str(src)](states[src])
-                y = self.edges[edge_key(node, src)](states[src], weights[index], free.get(src))
+                y = edge(states[src], weights[index], free.get(src))
                 total = y if total is None else total + y
                 index += 1
             assert total is not None

@@ -57,6 +57,28 @@ class MixedEdge(nn.Module):
         self._terms = [(i, n) for i, n in enumerate(self.names) if not get_op(n).is_zero]
         if not self._terms:
             raise ValueError("a mixed edge needs at least one op other than 'none'")
+        self.zero = next(
+            (create_op(n, channels, channels, stride) for n in self.names if get_op(n).is_zero), None
+        )
+
+    def forward_single(
+        self, x: Tensor, weights: Tensor, index: int, free_op: nn.Module | None = None
+    ) -> Tensor:
+        """Single-path forward (GDAS): only op ``index`` runs; ``weights`` is a hard one-hot whose other
+        entries are added as scalars so their straight-through gradients still reach the alphas (as in
+        GDAS' reference code). ``free_op`` is the shared module of a parameter-free op, if it is one."""
+        name = self.names[index]
+        if get_op(name).is_zero:
+            assert self.zero is not None
+            y = self.zero(x)
+        elif name in self.trainable:
+            y = self.trainable[name](x)
+        elif self.own_free is not None:
+            y = self.own_free.ops[name](x)
+        else:
+            assert free_op is not None, "a shared MixedEdge needs its source's parameter-free module"
+            y = free_op(x)
+        return weights[index] * y + (weights.sum() - weights[index])
 
     def forward(self, x: Tensor, weights: Tensor, free: dict[str, Tensor] | None = None) -> Tensor:
         if self.own_free is not None:
@@ -81,7 +103,12 @@ class MixedOp(nn.Module):
             create_op(n, channels, channels, stride, context=context, heads=heads) for n in self.names
         )
 
+    active: int | None = None  # set by a single-path supernet before each forward: run only this op
+
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        if self.active is not None:  # single path (GDAS): see MixedEdge.forward_single
+            i = self.active
+            return weights[i] * self.ops[i](x) + (weights.sum() - weights[i])
         out: Tensor | None = None
         for i, op in enumerate(self.ops):
             y = weights[i] * op(x)

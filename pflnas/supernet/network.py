@@ -51,6 +51,7 @@ class Supernet(nn.Module):
             }
         )
         self.mixing: Mixing = softmax_mixing
+        self.single_path = False
 
     # --- architecture weights ---------------------------------------------------------------------
     def named_arch_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -83,12 +84,34 @@ class Supernet(nn.Module):
                 out[f"{group}.{key}"] = dict(zip(ops, torch.softmax(p.detach().float(), dim=-1).tolist()))
         return out
 
-    def set_mixing(self, mixing: Mixing) -> None:
-        """Set how alphas become mixing weights (softmax for DARTS; strategies may change it)."""
+    def set_mixing(self, mixing: Mixing, single_path: bool = False) -> None:
+        """Set how alphas become mixing weights (softmax for DARTS; strategies may change it).
+
+        ``single_path``: the mixing returns hard one-hot weights (valued 0/1, with straight-through
+        gradients) and only the selected op of every edge or block runs, as in GDAS; this costs one
+        host sync per forward to read the selection.
+        """
         self.mixing = mixing
+        self.single_path = single_path
+        if not single_path:
+            self.set_active(None)
+
+    def set_active(self, active: dict[str, list[int]] | None) -> None:
+        """Tell every mixed module which op to run (``{group: [op index per choice]}``), or all (None)."""
+        if active is not None:
+            raise NotImplementedError(f"{type(self).__name__} has no single-path forward")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_body(x, self.edge_weights())
+        weights = self.edge_weights()
+        if self.single_path:
+            groups = list(weights)
+            picks = torch.cat([weights[g].argmax(-1) for g in groups]).tolist()  # the one host sync
+            active, start = {}, 0
+            for g in groups:
+                n = weights[g].shape[0]
+                active[g], start = picks[start : start + n], start + n
+            self.set_active(active)
+        return self.forward_body(x, weights)
 
     def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
@@ -124,6 +147,10 @@ class DartsSupernet(Supernet):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
+    def set_active(self, active: dict[str, list[int]] | None) -> None:
+        for cell, group in zip(self.cells, self.groups):
+            cell.active = None if active is None else active[group]
+
     def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
         s0 = s1 = self.stem(x)
         for cell, group in zip(self.cells, self.groups):
@@ -158,6 +185,11 @@ class NB201Supernet(Supernet):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
+    def set_active(self, active: dict[str, list[int]] | None) -> None:
+        for cell, group in zip(self.cells, self.groups):
+            if group is not None:
+                cell.active = None if active is None else active[group]
+
     def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
         x = self.stem(x)
         for cell, group in zip(self.cells, self.groups):
@@ -191,6 +223,11 @@ class BlockSupernet(Supernet):
 
         body = self.BODIES[space.kind]
         self.body = body(space.skeleton_config(), slot, num_classes, in_channels, image_size)  # type: ignore[call-arg]
+
+    def set_active(self, active: dict[str, list[int]] | None) -> None:
+        for block, group in zip(self.body.blocks, self.block_groups):
+            slot = block.spatial if hasattr(block, "spatial") else block.mixer
+            slot.active = None if active is None else active[group][0]
 
     def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
         return self.body(x, [weights[g][0] for g in self.block_groups])

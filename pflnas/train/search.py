@@ -268,7 +268,13 @@ class SearchRun:
         for loader in (loaders.train, loaders.arch):
             loader.set_epoch(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
-        ctx = StepContext(loss=self._loss, virtual_step=_virtual_step(self.optimizer), lr=lr)
+        ctx = StepContext(
+            loss=self._loss,
+            virtual_step=_virtual_step(self.optimizer),
+            lr=lr,
+            epoch=epoch,
+            epochs=cfg.run.epochs,
+        )
         steps = min(len(loaders.train), len(loaders.arch))
         sums = {
             k: torch.zeros((), dtype=torch.float64, device=self.device) for k in ("loss", "correct", "arch")
