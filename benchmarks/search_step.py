@@ -1,6 +1,7 @@
-"""Search-step benchmark: time per DARTS step (first and second order) and peak memory of the cell_v1
-supernet at the DARTS settings (C=16, 8 cells, batch 64, 32x32), with and without computing the
-parameter-free ops once per source node. Each configuration runs in a fresh process so peak memory is its own.
+"""Search-step benchmark: time per step (DARTS first and second order, GDAS, PC-DARTS) and peak memory of
+the cell_v1 supernet at the DARTS settings (C=16, 8 cells, batch 64, 32x32), with and without computing the
+parameter-free ops once per source node; "vs darts" compares with first-order DARTS of the same layout.
+Each configuration runs in a fresh process so peak memory is its own.
 
     python benchmarks/search_step.py [--device cpu|cuda] [--batch-size 64] [--repeats 3] [--json OUT]
 
@@ -24,6 +25,10 @@ CONFIGS = [
     ("darts", False),
     ("darts2", True),
     ("darts2", False),
+    ("gdas", True),
+    ("gdas", False),
+    ("pcdarts", True),
+    ("pcdarts", False),
 ]
 
 
@@ -46,10 +51,10 @@ def worker(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     space = load_space("cell_v1").replace(init_channels=args.init_channels, layers=args.layers)
-    net = build_supernet(space, 10, share_param_free=args.share).to(device)
+    strategy = create_strategy(args.strategy, ArchOptimConfig())
+    net = build_supernet(space, 10, share_param_free=args.share, **strategy.supernet_options()).to(device)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    strategy = create_strategy(args.strategy, ArchOptimConfig())
     strategy.attach(net)
     weights = net.weight_parameters()
     opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
@@ -150,17 +155,20 @@ def main() -> None:
         f"median of {args.repeats}\n"
     )
     header = (
-        f"{'strategy':<8} {'param-free ops':<16} {'step (s)':>9} {'vs per-edge':>12} "
-        f"{'peak MB':>9} {'vs per-edge':>12}"
+        f"{'strategy':<8} {'param-free ops':<16} {'step (s)':>9} {'vs per-edge':>12} {'vs darts':>9} "
+        f"{'peak MB':>9} {'vs per-edge':>12} {'vs darts':>9}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         base = next(r for r in rows if r["strategy"] == row["strategy"] and not r["share"])
+        darts = next(r for r in rows if r["strategy"] == "darts" and r["share"] == row["share"])
         mode = "per source node" if row["share"] else "per edge (DARTS)"
         print(
             f"{row['strategy']:<8} {mode:<16} {row['step_s']:>9.3f} {row['step_s'] / base['step_s']:>11.2f}x "
-            f"{row['peak_mb']:>9.0f} {row['peak_mb'] / max(base['peak_mb'], 1e-9):>11.2f}x"
+            f"{row['step_s'] / darts['step_s']:>8.2f}x "
+            f"{row['peak_mb']:>9.0f} {row['peak_mb'] / max(base['peak_mb'], 1e-9):>11.2f}x "
+            f"{row['peak_mb'] / max(darts['peak_mb'], 1e-9):>8.2f}x"
         )
     if args.json:
         with open(args.json, "w") as fh:

@@ -61,7 +61,8 @@ class ArchOptimConfig:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: str = "darts"  # darts (first order) | darts2 (second order, unrolled)
+    name: str = "darts"  # darts | darts2 (second order, unrolled) | gdas | pcdarts
+    warmup_epochs: int | None = None  # epochs before the first architecture step (None: the strategy's)
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,10 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (cfg.weights.grad_clip > 0, f"weights.grad_clip must be > 0, got {cfg.weights.grad_clip}"),
         (cfg.arch.lr > 0, f"arch.lr must be > 0, got {cfg.arch.lr}"),
         (cfg.run.threads is None or cfg.run.threads >= 1, f"run.threads must be >= 1, got {cfg.run.threads}"),
+        (
+            cfg.strategy.warmup_epochs is None or 0 <= cfg.strategy.warmup_epochs < cfg.run.epochs,
+            f"strategy.warmup_epochs must be in [0, run.epochs), got {cfg.strategy.warmup_epochs}",
+        ),
         (
             cfg.collapse.max_skip_per_cell >= 0,
             f"collapse.max_skip_per_cell must be >= 0, got {cfg.collapse.max_skip_per_cell}",

@@ -68,6 +68,7 @@ def test_cli_search_writes_valid_run(tmp_path, cifar_source, capsys):
 
 
 SHRINK = {
+    "cell_v1": "run.epochs=2",  # PC-DARTS: a warm-up epoch, then an architecture epoch
     "darts": "space.layers=3",
     "nb201": "space.layers=1",
     "resnet50_block": "space.skeleton={depths: [1, 2], widths: [4, 8], stem_width: 8}",
@@ -85,6 +86,7 @@ SHRINK = {
         ("resnet50_block", "darts"),
         ("vit_s_mixer", "darts2"),
         ("pit_s_mixer", "gdas"),
+        ("cell_v1", "pcdarts"),
     ],
 )
 def test_other_spaces_and_second_order(tmp_path, cifar_source, space, strategy):
@@ -102,7 +104,7 @@ def test_other_spaces_and_second_order(tmp_path, cifar_source, space, strategy):
             str(out),
             "--epochs",
             "1",
-            *(TINY if space in ("darts", "nb201") else TINY[4:]),
+            *(TINY if space in ("cell_v1", "darts", "nb201") else TINY[4:]),
             "--set",
             SHRINK[space],
         ]
@@ -110,6 +112,12 @@ def test_other_spaces_and_second_order(tmp_path, cifar_source, space, strategy):
     assert rc == 0
     arch = load_architecture(out / "found.json")
     assert arch.space.name == space and arch.provenance["strategy"] == strategy
+    if strategy == "pcdarts":
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["arch_step"] for r in rows] == [False, True] and rows[0]["arch_loss"] is None
+        assert set(arch.provenance["edge_normalization"]) == {
+            f"cell{c}.edge{n}<-{s}" for c in range(3) for n in range(2, 6) for s in range(n)
+        }
     if arch.space.is_block:
         assert len(arch.blocks) == len(arch.space.sites()) and not arch.cells
         row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])

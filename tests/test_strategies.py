@@ -17,8 +17,8 @@ STRATEGIES = list_strategies()
 def setup(name, seed=0):
     torch.manual_seed(seed)
     space = load_space("cell_v1").replace(init_channels=4, layers=3)
-    net = build_supernet(space, 10)
     strategy = create_strategy(name, ArchOptimConfig(lr=0.01))
+    net = build_supernet(space, 10, **strategy.supernet_options())
     strategy.attach(net)
     opt = torch.optim.SGD(net.weight_parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
 

@@ -29,7 +29,13 @@ def _argmax(ops: list[str], dist: Mapping[str, float]) -> str:
     return best
 
 
-def derive_cell(space: SpaceConfig, group: str, cell_type: str, probs: Probabilities) -> CellArch:
+def derive_cell(
+    space: SpaceConfig,
+    group: str,
+    cell_type: str,
+    probs: Probabilities,
+    edge_scale: Mapping[str, float] | None = None,
+) -> CellArch:
     real_ops = [op for op in space.ops if not get_op(op).is_zero]
     edges: list[Edge] = []
     for node in space.node_ids():
@@ -42,7 +48,11 @@ def derive_cell(space: SpaceConfig, group: str, cell_type: str, probs: Probabili
         if space.keep_edges is None:
             edges += [Edge(node, src, _argmax(list(space.ops), d)) for src, d in dists.items()]
             continue
-        strength = {src: max(d[op] for op in real_ops) for src, d in dists.items()}
+        scale = edge_scale or {}
+        strength = {
+            src: max(d[op] for op in real_ops) * scale.get(edge_label(group, node, src), 1.0)
+            for src, d in dists.items()
+        }
         kept = sorted(dists, key=lambda s: -strength[s])[: space.keep_edges]  # stable: ties keep lower source
         edges += [Edge(node, src, _argmax(real_ops, dists[src])) for src in kept]
     return CellArch(group, cell_type, tuple(edges), space.concat())
@@ -57,12 +67,19 @@ def derive_block(space: SpaceConfig, group: str, block_type: str, probs: Probabi
 
 
 def derive_architecture(
-    space: SpaceConfig, probs: Probabilities, provenance: dict[str, Any] | None = None
+    space: SpaceConfig,
+    probs: Probabilities,
+    provenance: dict[str, Any] | None = None,
+    edge_scale: Mapping[str, float] | None = None,
 ) -> Architecture:
-    """The discrete architecture that ``probs`` (``{label: {op: p}}``) selects in ``space``."""
+    """The discrete architecture that ``probs`` (``{label: {op: p}}``) selects in ``space``.
+
+    ``edge_scale`` (PC-DARTS edge normalisation, ``{edge label: weight}``) multiplies each edge's strength
+    when a DARTS node picks its strongest incoming edges; op choices are unaffected.
+    """
     clean = {k: {op: round(float(p), 6) for op, p in v.items()} for k, v in probs.items()}
     if space.is_block:
         blocks = tuple(derive_block(space, g, t, probs) for g, t in space.alpha_groups())
         return Architecture(space, (), clean, dict(provenance or {}), blocks)
-    cells = tuple(derive_cell(space, g, t, probs) for g, t in space.alpha_groups())
+    cells = tuple(derive_cell(space, g, t, probs, edge_scale) for g, t in space.alpha_groups())
     return Architecture(space, cells, clean, dict(provenance or {}))

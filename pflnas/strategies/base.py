@@ -73,7 +73,21 @@ class Strategy(ABC):
 
     def export(self, provenance: dict[str, Any] | None = None) -> Architecture:
         assert self.supernet is not None, "attach() first"
-        return derive_architecture(self.supernet.space, self.probabilities(), provenance)
+        strengths = self.supernet.edge_strengths()
+        if strengths:  # PC-DARTS: edge weights pick the edges, and the record keeps them
+            provenance = {
+                **(provenance or {}),
+                "edge_normalization": {k: round(v, 6) for k, v in strengths.items()},
+            }
+        return derive_architecture(self.supernet.space, self.probabilities(), provenance, strengths)
+
+    def supernet_options(self) -> dict[str, Any]:
+        """Keyword arguments the loop passes to ``build_supernet`` (e.g. PC-DARTS' partial channels)."""
+        return {}
+
+    def default_warmup_epochs(self, epochs: int) -> int:
+        """Epochs of weight training before the first architecture step when the config does not say."""
+        return 0
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -18,16 +18,17 @@ class SearchCell(nn.Module):
     ``space.edges()`` order. Parameter-free outputs are computed once per source node when ``share``.
     """
 
-    def __init__(self, space: SpaceConfig, channels: int, reduction: bool, share: bool):
+    def __init__(self, space: SpaceConfig, channels: int, reduction: bool, share: bool, partial: int = 1):
         super().__init__()
         self.space = space
         self.share = share
+        self.part = channels // partial  # PC-DARTS partial channels: the ops see the first 1/partial
         cell_type = "reduce" if reduction else "normal"
         self.edge_list = space.edges()
         self.edges = nn.ModuleDict(
             {
                 edge_key(node, src): MixedEdge(
-                    space.ops, channels, space.edge_stride(cell_type, src), space.pool_bn, share
+                    space.ops, channels, space.edge_stride(cell_type, src), space.pool_bn, share, partial
                 )
                 for node, src in self.edge_list
             }
@@ -38,7 +39,7 @@ class SearchCell(nn.Module):
             for src in sources:
                 stride = space.edge_stride(cell_type, src)
                 free = split_ops(space.ops, stride)[1]
-                self.source_ops[str(src)] = SourceOps(free, channels, stride, space.pool_bn)
+                self.source_ops[str(src)] = SourceOps(free, self.part, stride, space.pool_bn)
 
     active: list[int] | None = None  # single path: the op index of every edge (set by the supernet)
 
@@ -59,7 +60,7 @@ class SearchCell(nn.Module):
                     index += 1
                     continue
                 if self.share and src not in free:
-                    free[src] = self.source_ops[str(src)](states[src])
+                    free[src] = self.source_ops[str(src)](states[src][:, : self.part])
                 y = edge(states[src], weights[index], free.get(src))
                 total = y if total is None else total + y
                 index += 1
@@ -80,8 +81,9 @@ class DartsSearchCell(SearchCell):
         reduction: bool,
         reduction_prev: bool,
         share: bool,
+        partial: int = 1,
     ):
-        super().__init__(space, channels, reduction, share)
+        super().__init__(space, channels, reduction, share, partial)
         self.reduction = reduction
         self.preprocess0 = (
             FactorizedReduce(c_prev_prev, channels, affine=False)
@@ -98,8 +100,8 @@ class DartsSearchCell(SearchCell):
 class NB201SearchCell(SearchCell):
     """NAS-Bench-201 search cell: one input, output is the last node."""
 
-    def __init__(self, space: SpaceConfig, channels: int, share: bool):
-        super().__init__(space, channels, reduction=False, share=share)
+    def __init__(self, space: SpaceConfig, channels: int, share: bool, partial: int = 1):
+        super().__init__(space, channels, reduction=False, share=share, partial=partial)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         return self.forward_nodes([x], weights)[-1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from pflnas.ops import create_op, get_op
@@ -30,6 +31,12 @@ def split_ops(ops: Sequence[str], stride: int) -> tuple[list[str], list[str]]:
     return trainable, free
 
 
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """Interleave ``groups`` channel groups (ShuffleNet; PC-DARTS mixes the processed and bypassed parts)."""
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
 class SourceOps(nn.Module):
     """The parameter-free candidates applied to one tensor; returns ``{op name: output}``."""
 
@@ -48,9 +55,16 @@ class MixedEdge(nn.Module):
     source node); otherwise the edge owns its own copies (the DARTS layout, kept for benchmarks).
     """
 
-    def __init__(self, ops: Sequence[str], channels: int, stride: int, pool_bn: bool, shared: bool):
+    def __init__(
+        self, ops: Sequence[str], channels: int, stride: int, pool_bn: bool, shared: bool, partial: int = 1
+    ):
         super().__init__()
+        if partial < 1 or channels % partial:
+            raise ValueError(f"partial channels: {channels} channels do not split into {partial} parts")
         self.names = list(ops)
+        self.stride, self.partial = stride, partial
+        channels = self.part = channels // partial  # PC-DARTS: the ops see 1/partial of the channels
+        self.bypass = nn.MaxPool2d(2, 2, ceil_mode=True) if partial > 1 and stride == 2 else None
         trainable, free = split_ops(ops, stride)
         self.trainable = nn.ModuleDict({n: candidate(n, channels, stride, pool_bn) for n in trainable})
         self.own_free = None if shared else SourceOps(free, channels, stride, pool_bn)
@@ -67,6 +81,11 @@ class MixedEdge(nn.Module):
         """Single-path forward (GDAS): only op ``index`` runs; ``weights`` is a hard one-hot whose other
         entries are added as scalars so their straight-through gradients still reach the alphas (as in
         GDAS' reference code). ``free_op`` is the shared module of a parameter-free op, if it is one."""
+        if self.partial > 1:
+            return self._reassemble(x, self._single(x[:, : self.part], weights, index, free_op))
+        return self._single(x, weights, index, free_op)
+
+    def _single(self, x: Tensor, weights: Tensor, index: int, free_op: nn.Module | None) -> Tensor:
         name = self.names[index]
         if get_op(name).is_zero:
             assert self.zero is not None
@@ -80,7 +99,20 @@ class MixedEdge(nn.Module):
             y = free_op(x)
         return weights[index] * y + (weights.sum() - weights[index])
 
+    def _reassemble(self, x: Tensor, mixed: Tensor) -> Tensor:
+        """PC-DARTS: the untouched channels bypass the ops (max-pooled at stride 2), then shuffle."""
+        rest = x[:, self.part :]
+        if self.bypass is not None:
+            rest = self.bypass(rest)
+        return channel_shuffle(torch.cat([mixed, rest], dim=1), self.partial)
+
     def forward(self, x: Tensor, weights: Tensor, free: dict[str, Tensor] | None = None) -> Tensor:
+        """``free``: the parameter-free outputs of the edge's (partial) input, from its source's SourceOps."""
+        if self.partial > 1:
+            return self._reassemble(x, self._mix(x[:, : self.part], weights, free))
+        return self._mix(x, weights, free)
+
+    def _mix(self, x: Tensor, weights: Tensor, free: dict[str, Tensor] | None) -> Tensor:
         if self.own_free is not None:
             free = self.own_free(x)
         assert free is not None, "a shared MixedEdge needs the parameter-free outputs of its source"

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from pflnas.arch.labels import edge_key
+from pflnas.errors import ConfigError
 from pflnas.models.resnet_block import ResNetBlockNet
 from pflnas.models.transformer_block import PiTBlockNet, ViTBlockNet
 from pflnas.ops.blocks import ResNetBasicBlock
@@ -35,10 +37,28 @@ class Supernet(nn.Module):
     alpha group to its ``[num_edges, num_ops]`` mixing weights.
     """
 
-    def __init__(self, space: SpaceConfig, share_param_free: bool = True):
+    def __init__(self, space: SpaceConfig, share_param_free: bool = True, edge_norm: bool = False):
         super().__init__()
         self.space = space
         self.share_param_free = share_param_free
+        # PC-DARTS edge normalisation: per node, weights over its incoming edges (``cell3.node2``)
+        self.edge_norm: nn.ModuleDict | None = None
+        if edge_norm:
+            if space.is_block:
+                raise ConfigError(f"edge normalisation needs a cell space; {space.name!r} is a block space")
+            self.edge_norm = nn.ModuleDict(
+                {
+                    group: nn.ParameterDict(
+                        {
+                            f"node{n}": nn.Parameter(
+                                1e-3 * torch.randn(sum(1 for m, _ in space.edges() if m == n))
+                            )
+                            for n in space.node_ids()
+                        }
+                    )
+                    for group, _ in space.alpha_groups()
+                }
+            )
         self.arch = nn.ModuleDict(
             {
                 group: nn.ParameterDict(
@@ -61,7 +81,31 @@ class Supernet(nn.Module):
                 yield f"{group}.{key}", p
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_arch_parameters()]
+        """Every architecture parameter: the alphas and, with edge normalisation, the edge weights."""
+        alphas = [p for _, p in self.named_arch_parameters()]
+        if self.edge_norm is None:
+            return alphas
+        return alphas + [p for params in self.edge_norm.values() for p in params.values()]
+
+    def edge_scales(self, group: str) -> Tensor | None:
+        """``[num_edges]`` edge-normalisation weights of ``group`` in ``space.edges()`` order, or None."""
+        if self.edge_norm is None:
+            return None
+        params = self.edge_norm[group]
+        return torch.cat([torch.softmax(params[f"node{n}"], dim=-1) for n in self.space.node_ids()])
+
+    @torch.no_grad()
+    def edge_strengths(self) -> dict[str, float]:
+        """``{edge label: normalisation weight}`` (empty without edge normalisation)."""
+        if self.edge_norm is None:
+            return {}
+        out = {}
+        for group in self.edge_norm:
+            scales = self.edge_scales(group)
+            assert scales is not None
+            for (n, src), w in zip(self.space.edges(), scales.float().tolist()):
+                out[f"{group}.{edge_key(n, src)}"] = w
+        return out
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch_ids = {id(p) for p in self.arch_parameters()}
@@ -72,7 +116,14 @@ class Supernet(nn.Module):
         return torch.stack(list(self.arch[group].values()))
 
     def edge_weights(self) -> dict[str, Tensor]:
-        return {group: self.mixing(self.alpha_matrix(group)) for group in self.arch}
+        """Mixing weights per group; with edge normalisation each edge's row is scaled by its weight
+        (sum_e b_e sum_o a_eo op(x) = sum_e sum_o (b_e a_eo) op(x))."""
+        out = {}
+        for group in self.arch:
+            w = self.mixing(self.alpha_matrix(group))
+            scales = self.edge_scales(group)
+            out[group] = w if scales is None else w * scales.to(w.dtype).unsqueeze(-1)
+        return out
 
     @torch.no_grad()
     def probabilities(self) -> dict[str, dict[str, float]]:
@@ -118,12 +169,23 @@ class Supernet(nn.Module):
 
 
 class DartsSupernet(Supernet):
-    """DARTS ``model_search.Network``: stem, ``layers`` cells with reductions at 1/3 and 2/3, classifier."""
+    """DARTS ``model_search.Network``: stem, ``layers`` cells with reductions at 1/3 and 2/3, classifier.
+
+    ``partial_channels`` > 1 and ``edge_norm`` give PC-DARTS' supernet (partial channel connections with
+    channel shuffle, edge normalisation).
+    """
 
     def __init__(
-        self, space: SpaceConfig, num_classes: int, in_channels: int = 3, share_param_free: bool = True
+        self,
+        space: SpaceConfig,
+        num_classes: int,
+        in_channels: int = 3,
+        share_param_free: bool = True,
+        partial_channels: int = 1,
+        edge_norm: bool = False,
     ):
-        super().__init__(space, share_param_free)
+        super().__init__(space, share_param_free, edge_norm)
+        _check_partial(space, partial_channels)
         c = space.init_channels
         c_stem = space.stem_multiplier * c
         self.stem = nn.Sequential(
@@ -139,7 +201,9 @@ class DartsSupernet(Supernet):
             if reduction:
                 c_cur *= 2
             self.cells.append(
-                DartsSearchCell(space, c_pp, c_p, c_cur, reduction, reduction_prev, share_param_free)
+                DartsSearchCell(
+                    space, c_pp, c_p, c_cur, reduction, reduction_prev, share_param_free, partial_channels
+                )
             )
             self.groups.append(space.group_of_cell(i))
             reduction_prev = reduction
@@ -163,9 +227,16 @@ class NB201Supernet(Supernet):
     reduction blocks, BN-ReLU, global pool, classifier."""
 
     def __init__(
-        self, space: SpaceConfig, num_classes: int, in_channels: int = 3, share_param_free: bool = True
+        self,
+        space: SpaceConfig,
+        num_classes: int,
+        in_channels: int = 3,
+        share_param_free: bool = True,
+        partial_channels: int = 1,
+        edge_norm: bool = False,
     ):
-        super().__init__(space, share_param_free)
+        super().__init__(space, share_param_free, edge_norm)
+        _check_partial(space, partial_channels)
         c = space.init_channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
         self.cells = nn.ModuleList()
@@ -177,7 +248,7 @@ class NB201Supernet(Supernet):
                 self.cells.append(ResNetBasicBlock(c_prev, c_stage, 2))
                 self.groups.append(None)
             for _ in range(space.layers):
-                self.cells.append(NB201SearchCell(space, c_stage, share_param_free))
+                self.cells.append(NB201SearchCell(space, c_stage, share_param_free, partial_channels))
                 self.groups.append(space.group_of_cell(index))
                 index += 1
             c_prev = c_stage
@@ -242,14 +313,32 @@ SUPERNETS: dict[str, type[Supernet]] = {
 }
 
 
+def _check_partial(space: SpaceConfig, partial: int) -> None:
+    if partial < 1 or space.init_channels % partial:
+        raise ConfigError(
+            f"partial channel connections with K={partial} need init_channels divisible by {partial} "
+            f"(space {space.name!r} has {space.init_channels})"
+        )
+
+
 def build_supernet(
     space: SpaceConfig,
     num_classes: int,
     in_channels: int = 3,
     share_param_free: bool = True,
     image_size: int = 32,
+    partial_channels: int = 1,
+    edge_norm: bool = False,
 ) -> Supernet:
-    """The supernet of ``space``; ``image_size`` picks a block space's stem (cell spaces ignore it)."""
+    """The supernet of ``space``; ``image_size`` picks a block space's stem (cell spaces ignore it).
+
+    ``partial_channels`` / ``edge_norm``: PC-DARTS' supernet (cell spaces only)."""
     if space.is_block:
+        if partial_channels != 1 or edge_norm:
+            raise ConfigError(
+                "partial channels and edge normalisation are for cell spaces; "
+                f"{space.name!r} is a block space"
+            )
         return BlockSupernet(space, num_classes, in_channels, share_param_free, image_size)
-    return SUPERNETS[space.kind](space, num_classes, in_channels, share_param_free)  # type: ignore[call-arg]
+    cls = SUPERNETS[space.kind]
+    return cls(space, num_classes, in_channels, share_param_free, partial_channels, edge_norm)  # type: ignore[call-arg]

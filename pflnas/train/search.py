@@ -174,18 +174,21 @@ class SearchRun:
         seed_everything(cfg.run.seed)
         set_determinism(self.device, cfg.run.deterministic)
         self.loaders = _make_loaders(cfg, self.device)
+        self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
         model: Supernet = build_supernet(
             self.space,
             self.loaders.num_classes,
             self.loaders.in_channels,
             cfg.run.share_param_free,
             image_size=self.loaders.image_size,
+            **self.strategy.supernet_options(),
         ).to(self.device)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
         self.strategy.attach(model)
+        given = cfg.strategy.warmup_epochs
+        self.warmup = self.strategy.default_warmup_epochs(cfg.run.epochs) if given is None else given
         w = cfg.weights
         self.weights = model.weight_parameters()
         self.optimizer = torch.optim.SGD(
@@ -288,8 +291,9 @@ class SearchRun:
             disable=not cfg.run.progress or None,
             dynamic_ncols=True,
         )
+        search_arch = epoch >= self.warmup  # weights-only warm-up epochs first (e.g. PC-DARTS)
         for step, (train_batch, arch_batch) in enumerate(zip(loaders.train, loaders.arch)):
-            logs = self.strategy.arch_step(train_batch, arch_batch, ctx)
+            logs = self.strategy.arch_step(train_batch, arch_batch, ctx) if search_arch else {}
             x, y = train_batch
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
@@ -302,14 +306,15 @@ class SearchRun:
                 a.grad = None
             sums["loss"] += loss.detach() * len(y)
             sums["correct"] += (logits.detach().argmax(1) == y).sum()
-            sums["arch"] += logs["arch_loss"].double() * len(y)
+            if "arch_loss" in logs:
+                sums["arch"] += logs["arch_loss"].double() * len(y)
             seen += len(y)
             bar.update(1)
             if step % 10 == 0 or step == steps - 1:  # a host sync only every few steps
                 bar.set_postfix(
                     loss=f"{sums['loss'].item() / seen:.3f}",
                     acc=f"{sums['correct'].item() / seen:.3f}",
-                    arch=f"{sums['arch'].item() / seen:.3f}",
+                    arch=f"{sums['arch'].item() / seen:.3f}" if search_arch else "warm-up",
                 )
         bar.close()
         val_loss, val_acc = evaluate(model, loaders.evaluate, self._autocast)
@@ -322,7 +327,8 @@ class SearchRun:
             "lr": lr,
             "train_loss": sums["loss"].item() / max(seen, 1),
             "train_acc": sums["correct"].item() / max(seen, 1),
-            "arch_loss": sums["arch"].item() / max(seen, 1),
+            "arch_loss": sums["arch"].item() / max(seen, 1) if search_arch else None,
+            "arch_step": search_arch,
             "val_loss": val_loss,
             "val_acc": val_acc,
             "param_free_share": None if math.isnan(share) else share,
