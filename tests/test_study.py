@@ -215,7 +215,7 @@ def test_dry_run_reports_skip_resume_start_and_runs_nothing(tmp_path, capsys):
     assert rc == 2 and "holds a different study (it differs in grid)" in err and "--overwrite" in err
 
 
-@pytest.mark.parametrize("name, runs", [("quick", 6), ("paper_nas", 80)])
+@pytest.mark.parametrize("name, runs", [("quick", 6), ("paper_nas", 160)])
 def test_shipped_study_files_are_valid(tmp_path, capsys, name, runs):
     path = Path(__file__).parents[1] / "experiments" / "studies" / f"{name}.yaml"
     rc, text, err = _dry(capsys, path, tmp_path / "o")
