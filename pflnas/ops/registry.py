@@ -60,11 +60,6 @@ class OpSpec:
     description: str = ""
     factories: Mapping[str, OpFactory] = field(default_factory=lambda: MappingProxyType({}))
 
-    @property
-    def factory(self) -> OpFactory:
-        """The ``cell`` factory (the context most ops are registered for)."""
-        return self.factories["cell"]
-
     def contexts(self) -> tuple[str, ...]:
         return tuple(c for c in CONTEXTS if c in self.factories)
 

@@ -35,6 +35,7 @@ from pflnas.arch.record import load_architecture, save_architecture
 from pflnas.configs import from_dict, to_dict
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.spaces import load_space
+from pflnas.study.config import override_arg
 from pflnas.train.recipe import list_recipes
 from pflnas.utils_io import atomic_write_text
 
@@ -115,10 +116,7 @@ def _retrain_cmd(study: LayerStudy, run: LayerRun, run_dir: Path, extra: list[st
     cmd = [sys.executable, "-m", "pflnas", "retrain", "--arch", str(run_dir / "arch.json")]
     cmd += ["--recipe", study.retrain.recipe, "--out", str(retrain), "--overwrite", *extra]
     for key, value in sets.items():
-        cmd += [
-            "--set",
-            f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
-        ]
+        cmd += ["--set", override_arg(key, value)]
     return cmd
 
 

@@ -168,7 +168,20 @@ class Supernet(nn.Module):
         raise NotImplementedError
 
 
-class DartsSupernet(Supernet):
+class CellSupernet(Supernet):
+    """A supernet of search cells: ``self.cells`` and, per cell, the alpha group it reads in
+    ``self.groups`` (``None`` for fixed blocks between cells)."""
+
+    cells: nn.ModuleList
+    groups: list[str | None]
+
+    def set_active(self, active: dict[str, list[int]] | None) -> None:
+        for cell, group in zip(self.cells, self.groups):
+            if group is not None:
+                cell.active = None if active is None else active[group]
+
+
+class DartsSupernet(CellSupernet):
     """DARTS ``model_search.Network``: stem, ``layers`` cells with reductions at 1/3 and 2/3, classifier.
 
     ``partial_channels`` > 1 and ``edge_norm`` give PC-DARTS' supernet (partial channel connections with
@@ -194,7 +207,7 @@ class DartsSupernet(Supernet):
         c_pp, c_p, c_cur = c_stem, c_stem, c
         reductions = space.reduction_layers()
         self.cells = nn.ModuleList()
-        self.groups: list[str] = []
+        self.groups = []
         reduction_prev = False
         for i in range(space.layers):
             reduction = i in reductions
@@ -211,10 +224,6 @@ class DartsSupernet(Supernet):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
-    def set_active(self, active: dict[str, list[int]] | None) -> None:
-        for cell, group in zip(self.cells, self.groups):
-            cell.active = None if active is None else active[group]
-
     def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
         s0 = s1 = self.stem(x)
         for cell, group in zip(self.cells, self.groups):
@@ -222,7 +231,7 @@ class DartsSupernet(Supernet):
         return self.classifier(self.global_pool(s1).flatten(1))
 
 
-class NB201Supernet(Supernet):
+class NB201Supernet(CellSupernet):
     """The NAS-Bench-201 skeleton: stem, 3 stages of ``layers`` cells (C, 2C, 4C) joined by residual
     reduction blocks, BN-ReLU, global pool, classifier."""
 
@@ -240,7 +249,7 @@ class NB201Supernet(Supernet):
         c = space.init_channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
         self.cells = nn.ModuleList()
-        self.groups: list[str | None] = []
+        self.groups = []
         c_prev, index = c, 0
         for stage in range(3):
             c_stage = c * 2**stage
@@ -255,11 +264,6 @@ class NB201Supernet(Supernet):
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
-
-    def set_active(self, active: dict[str, list[int]] | None) -> None:
-        for cell, group in zip(self.cells, self.groups):
-            if group is not None:
-                cell.active = None if active is None else active[group]
 
     def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
         x = self.stem(x)
