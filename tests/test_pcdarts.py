@@ -75,7 +75,7 @@ def test_edge_weights_decide_the_kept_edges():
     assert {e.source for e in scaled.cells[0].edges if e.node == 5} == {1, 4}
 
 
-def test_pcdarts_needs_a_cell_space_and_divisible_channels():
+def test_pcdarts_needs_a_cell_space_and_divisible_channels(tmp_path, capsys):
     with pytest.raises(ConfigError, match="cell spaces"):
         build_supernet(tiny("resnet50_block"), 10, image_size=32, partial_channels=4)
     with pytest.raises(ConfigError, match="divisible by 4"):

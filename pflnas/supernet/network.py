@@ -325,6 +325,17 @@ def _check_partial(space: SpaceConfig, partial: int) -> None:
         )
 
 
+def check_supernet_options(space: SpaceConfig, partial_channels: int = 1, edge_norm: bool = False) -> None:
+    """Raise ConfigError unless ``space`` takes these supernet options (cheap: run it before the data)."""
+    if space.is_block and (partial_channels != 1 or edge_norm):
+        raise ConfigError(
+            "partial channels and edge normalisation (PC-DARTS) are for cell spaces; "
+            f"{space.name!r} is a block space"
+        )
+    if not space.is_block:
+        _check_partial(space, partial_channels)
+
+
 def build_supernet(
     space: SpaceConfig,
     num_classes: int,
@@ -337,12 +348,8 @@ def build_supernet(
     """The supernet of ``space``; ``image_size`` picks a block space's stem (cell spaces ignore it).
 
     ``partial_channels`` / ``edge_norm``: PC-DARTS' supernet (cell spaces only)."""
+    check_supernet_options(space, partial_channels, edge_norm)
     if space.is_block:
-        if partial_channels != 1 or edge_norm:
-            raise ConfigError(
-                "partial channels and edge normalisation are for cell spaces; "
-                f"{space.name!r} is a block space"
-            )
         return BlockSupernet(space, num_classes, in_channels, share_param_free, image_size)
     cls = SUPERNETS[space.kind]
     return cls(space, num_classes, in_channels, share_param_free, partial_channels, edge_norm)  # type: ignore[call-arg]

@@ -27,6 +27,7 @@ from pflnas.errors import PflnasError
 from pflnas.spaces.config import SpaceConfig, load_space
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import Supernet, build_supernet
+from pflnas.supernet.network import check_supernet_options
 from pflnas.train.checkpoint import load_checkpoint, save_checkpoint
 from pflnas.train.device import resolve_device, rng_state, seed_everything, set_determinism, set_rng_state
 from pflnas.train.metrics import MetricsLog
@@ -173,8 +174,9 @@ class SearchRun:
             torch.set_num_threads(cfg.run.threads)
         seed_everything(cfg.run.seed)
         set_determinism(self.device, cfg.run.deterministic)
-        self.loaders = _make_loaders(cfg, self.device)
         self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
+        check_supernet_options(self.space, **self.strategy.supernet_options())  # before the data loads
+        self.loaders = _make_loaders(cfg, self.device)
         model: Supernet = build_supernet(
             self.space,
             self.loaders.num_classes,
