@@ -3,17 +3,21 @@ batch size, precision and device, measured in one run.
 
     python benchmarks/retrain_throughput.py [--device cpu|cuda] [--arch experiments/archs/darts_v2.json]
         [--init-channels 36] [--layers 20] [--batch-size 96] [--steps 20] [--amp bf16|none] [--workers 2]
+        [--dataset cifar10|imagenet] [--image-size 224] [--channels-last] [--json OUT]
 
-Both loops train the DARTS CIFAR network of ``--arch`` with SGD (timm's optimizer factory), cross-entropy,
-crop+flip augmentation, on CIFAR-10 (``$PFLNAS_DATA`` or ``--data-dir``). The timm-style loop reads an
-extracted ImageFolder tree through torchvision's ImageFolder and a DataLoader with worker processes (per-image
-PIL decoding and transforms, as timm's train.py does); pflnas keeps the decoded uint8 set in memory and
-augments whole batches on the device. Reported: images/s over ``--steps`` steps after ``--warmup`` steps.
+Both loops train the network of ``--arch`` with SGD (timm's optimizer factory), cross-entropy and the same
+precision. CIFAR-10 (``$PFLNAS_DATA`` or ``--data-dir``): crop+flip; the timm-style loop reads an extracted
+ImageFolder tree through torchvision's ImageFolder and a DataLoader with worker processes (per-image PIL
+decoding and transforms, as timm's train.py does); pflnas keeps the decoded uint8 set in memory and augments
+whole batches on the device. ``--dataset imagenet`` (``--data-dir`` an ImageFolder tree with train/ and val/,
+e.g. the paper's R50-hybrid on ImageNet): both loops decode JPEGs in worker processes with
+RandomResizedCrop + flip. Reported: images/s over ``--steps`` steps after ``--warmup`` steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tarfile
 import tempfile
@@ -40,11 +44,27 @@ def _sync(device: torch.device) -> None:
 
 def pflnas_loop(args: argparse.Namespace, device: torch.device, tmp: Path) -> float:
     n = args.batch_size * (args.steps + args.warmup)
+    cell = args.dataset == "cifar10"
     cfg = RetrainConfig(
-        model=ModelSection(init_channels=args.init_channels, layers=args.layers),
-        data=DataSection(data_dir=args.data_dir, subset=n, batch_size=args.batch_size),
+        model=ModelSection(
+            init_channels=args.init_channels if cell else None, layers=args.layers if cell else None
+        ),
+        data=DataSection(
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            subset=n,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            image_size=None if cell else args.image_size,
+        ),
         schedule=ScheduleSection(epochs=1),
-        run=RunSection(device=str(device), amp=args.amp, progress=False, tensorboard=False),
+        run=RunSection(
+            device=str(device),
+            amp=args.amp,
+            channels_last=args.channels_last,
+            progress=False,
+            tensorboard=False,
+        ),
     )
     run = RetrainRun(cfg, load_architecture(args.arch), tmp / "pflnas", DistInfo(0, 1, 0, device))
     run.setup()
@@ -66,7 +86,7 @@ def pflnas_loop(args: argparse.Namespace, device: torch.device, tmp: Path) -> fl
     return args.steps * args.batch_size / (time.perf_counter() - t0)
 
 
-def timm_loop(args: argparse.Namespace, device: torch.device, tmp: Path) -> float:
+def _cifar_tree(args: argparse.Namespace, tmp: Path) -> Path:
     root = tmp / "imagefolder"
     source = load_dataset("cifar10", args.data_dir).source
     if not (root / "train").exists():
@@ -75,15 +95,19 @@ def timm_loop(args: argparse.Namespace, device: torch.device, tmp: Path) -> floa
         tops = [p for p in root.iterdir() if (p / "train").is_dir()]
         if tops:
             root = tops[0]
-    normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-    tf = transforms.Compose(
-        [
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
+    return root
+
+
+def timm_loop(args: argparse.Namespace, device: torch.device, tmp: Path) -> float:
+    if args.dataset == "cifar10":
+        root = _cifar_tree(args, tmp)
+        normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+        crop = [transforms.RandomCrop(32, padding=4)]
+    else:
+        root = Path(args.data_dir)
+        normalize = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        crop = [transforms.RandomResizedCrop(args.image_size)]
+    tf = transforms.Compose([*crop, transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
     dataset = datasets.ImageFolder(str(root / "train"), transform=tf)
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -95,7 +119,13 @@ def timm_loop(args: argparse.Namespace, device: torch.device, tmp: Path) -> floa
         persistent_workers=args.workers > 0,
     )
     arch = load_architecture(args.arch)
-    model = build_network(arch, init_channels=args.init_channels, layers=args.layers).to(device)
+    if args.dataset == "cifar10":
+        model = build_network(arch, init_channels=args.init_channels, layers=args.layers)
+    else:
+        model = build_network(arch, dataset=args.dataset, num_classes=len(dataset.classes))
+    model = model.to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = create_optimizer_v2(model, opt="momentum", lr=0.025, weight_decay=3e-4, filter_bias_and_bn=False)
     dtype = torch.bfloat16 if args.amp == "bf16" else None
     model.train()
@@ -107,6 +137,8 @@ def timm_loop(args: argparse.Namespace, device: torch.device, tmp: Path) -> floa
             _sync(device)
             t0 = time.perf_counter()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
@@ -129,21 +161,33 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--amp", choices=["bf16", "none"], default="none")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--dataset", choices=["cifar10", "imagenet"], default="cifar10")
+    p.add_argument("--image-size", type=int, default=224, help="imagenet: training crop")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--json", help="also write the rows as JSON to this file")
     args = p.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         rows = [("timm train.py-style loop", timm_loop(args, device, Path(tmp)))]
         rows.append(("pflnas retrain", pflnas_loop(args, device, Path(tmp))))
     base = rows[0][1]
+    what = (
+        f"DARTS network C={args.init_channels}, {args.layers} cells"
+        if args.dataset == "cifar10"
+        else f"{Path(args.arch).stem} at {args.image_size}x{args.image_size}"
+    )
     print(
-        f"\nDARTS network C={args.init_channels}, {args.layers} cells, batch {args.batch_size}, "
-        f"amp {args.amp}, "
+        f"\n{what}, batch {args.batch_size}, amp {args.amp}, channels_last {args.channels_last}, "
         f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
         f"threads {torch.get_num_threads()}, data workers {args.workers}, {args.steps} timed steps\n"
     )
     print(f"{'loop':<28} {'images/s':>10} {'vs timm-style':>14}")
     for name, ips in rows:
         print(f"{name:<28} {ips:>10.1f} {ips / base:>13.2f}x")
+    if args.json:
+        rows_out = [{"loop": name, "images_per_s": ips, "vs_timm": ips / base} for name, ips in rows]
+        with open(args.json, "w") as fh:
+            json.dump({"settings": vars(args), "model": what, "rows": rows_out}, fh, indent=2)
 
 
 if __name__ == "__main__":

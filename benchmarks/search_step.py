@@ -50,12 +50,14 @@ def worker(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    space = load_space("cell_v1").replace(init_channels=args.init_channels, layers=args.layers)
+    space = load_space(getattr(args, "space", "cell_v1"))  # benchmarks/nni_darts.py passes another space
+    space = space.replace(init_channels=args.init_channels, layers=args.layers)
     strategy = create_strategy(args.strategy, ArchOptimConfig())
     net = build_supernet(space, 10, share_param_free=args.share, **strategy.supernet_options()).to(device)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
     strategy.attach(net)
+    forward = torch.compile(net) if args.compile else net
     weights = net.weight_parameters()
     opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
 
@@ -70,7 +72,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     def loss(b):
         with amp:
-            logits = net(b[0])
+            logits = forward(b[0])
         return F.cross_entropy(logits.float(), b[1])
 
     ctx = StepContext(loss=loss, virtual_step=_virtual_step(opt), lr=0.025)
@@ -106,6 +108,9 @@ def worker(args: argparse.Namespace) -> dict:
         "step_s_min": min(times),
         "peak_mb": peak,
         "threads": torch.get_num_threads(),
+        "compile": bool(args.compile),
+        "amp": bool(args.amp),
+        "channels_last": bool(args.channels_last),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
     }
 
@@ -120,6 +125,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the supernet forward")
+    p.add_argument(
+        "--configs",
+        help="comma-separated strategy:share pairs to run, e.g. darts:1,darts2:1 (default: all eight)",
+    )
     p.add_argument("--json", help="also write the rows as JSON to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--strategy", default="darts", help=argparse.SUPPRESS)
@@ -134,8 +144,12 @@ def main() -> None:
         "--init-channels", str(args.init_channels), "--layers", str(args.layers),
         "--repeats", str(args.repeats), "--warmup", str(args.warmup),
     ] + ["--amp"] * args.amp + ["--channels-last"] * args.channels_last  # fmt: skip
+    common += ["--compile"] * args.compile
+    configs = CONFIGS
+    if args.configs:
+        configs = [(c.split(":")[0], bool(int(c.split(":")[1]))) for c in args.configs.split(",")]
     rows = []
-    for strategy, share in CONFIGS:
+    for strategy, share in configs:
         cmd = [
             sys.executable,
             __file__,
@@ -161,8 +175,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        base = next(r for r in rows if r["strategy"] == row["strategy"] and not r["share"])
-        darts = next(r for r in rows if r["strategy"] == "darts" and r["share"] == row["share"])
+        base = next((r for r in rows if r["strategy"] == row["strategy"] and not r["share"]), row)
+        darts = next((r for r in rows if r["strategy"] == "darts" and r["share"] == row["share"]), row)
         mode = "per source node" if row["share"] else "per edge (DARTS)"
         print(
             f"{row['strategy']:<8} {mode:<16} {row['step_s']:>9.3f} {row['step_s'] / base['step_s']:>11.2f}x "

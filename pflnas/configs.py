@@ -7,6 +7,7 @@ Unknown keys and wrong types are rejected with one clear line naming the key.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ class ArchOptimConfig:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: str = "darts"  # darts | darts2 (second order, unrolled) | gdas | pcdarts
+    name: str = "darts"  # darts | darts2 | gdas | pcdarts | spos | spos_random | evolution | nsga2 | random
     warmup_epochs: int | None = None  # epochs before the first architecture step (None: the strategy's)
 
 
@@ -72,10 +73,12 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
+    compile: bool = False  # torch.compile the supernet forward (helps dense mixing; see README)
     deterministic: bool | None = None  # None: deterministic on CPU (exact resume), cuDNN autotune on GPU
     share_param_free: bool = True  # compute parameter-free ops once per source node
     progress: bool = True
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    verify_sync: bool = False  # torchrun: check after every step (not only every epoch) that ranks agree
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,50 @@ class CollapseConfig:
 
 
 @dataclass(frozen=True)
+class SposConfig:
+    """One-shot search after supernet training (``spos``, ``spos_random``): candidates are scored with
+    inherited weights after recalibrating BatchNorm statistics."""
+
+    population: int = 20  # regularized evolution: population size (>= 1)
+    sample_size: int = 5  # tournament size (1..population)
+    cycles: int = 60  # candidates evaluated after the initial population (random search: population + cycles)
+    bn_batches: int = 10  # training batches used to recalibrate BatchNorm statistics per candidate (0: none)
+    eval_batches: int | None = None  # held-out batches scored per candidate (None: the whole eval split)
+
+
+@dataclass(frozen=True)
+class TrialsConfig:
+    """Multi-trial search on Optuna (``evolution``, ``nsga2``, ``random``): each trial trains one sampled
+    architecture for a short budget."""
+
+    n_trials: int = 20  # complete trials the study needs, over all workers sharing it
+    epochs: int = 1  # training epochs per trial
+    # [accuracy] or [accuracy, latency|params] (latency: measured at batch 1 on the run's device);
+    # None: the strategy's default ([accuracy, latency] for nsga2, [accuracy] otherwise)
+    objectives: tuple[str, ...] | None = None
+    storage: str | None = None  # journal file path or Optuna storage URL (None: the run dir's trials.journal)
+    study: str | None = None  # study name (None: <space>-<strategy>-seed<seed>, the same on every worker)
+    population: int = 10  # regularized evolution / NSGA-II population
+    sample_size: int = 3  # regularized evolution tournament size
+    heartbeat_interval: int = 30  # seconds between worker heartbeats
+    grace_period: int | None = None  # seconds without a heartbeat before a trial counts as dead (None: 2x)
+    max_retry: int = 3  # retries of a trial whose worker died
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """Measured-latency-aware differentiable search (:mod:`pflnas.latency`): the architecture loss becomes
+    ``CE + weight * E[latency]``, the expected latency (ms per batch of ``batch_size``) of the derived
+    network's candidate ops under the op probabilities, from a per-op table timed on ``device``. 0: off."""
+
+    weight: float = 0.0  # per millisecond
+    device: str | None = None  # cpu | cuda: where the op latency table is measured (None: the search device)
+    batch_size: int = 1  # batch the ops are timed at
+    repeats: int = 20  # timed passes per op (after 10 warm-up passes)
+    cache_dir: str | None = None  # latency table cache (None: $PFLNAS_CACHE, else ~/.cache/pflnas)
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     space: SpaceSection = field(default_factory=SpaceSection)
     data: DataConfig = field(default_factory=DataConfig)
@@ -97,6 +144,9 @@ class SearchConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     run: RunConfig = field(default_factory=RunConfig)
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    spos: SposConfig = field(default_factory=SposConfig)
+    trials: TrialsConfig = field(default_factory=TrialsConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
 
 T = TypeVar("T")
@@ -270,6 +320,108 @@ def validate_search_config(cfg: SearchConfig) -> None:
             for key in ("max_skip_share", "max_skip_mass", "min_entropy")
         ],
     ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    _check_latency(cfg.latency, cfg.strategy.name)
+    _check_trials(cfg.trials, cfg.strategy.name)
+    _check_spos(cfg.spos)
+
+
+def _check_spos(sp: SposConfig) -> None:
+    checks = [
+        (sp.population >= 1, f"spos.population must be >= 1, got {sp.population}"),
+        (
+            1 <= sp.sample_size <= sp.population,
+            f"spos.sample_size must be in [1, spos.population={sp.population}], got {sp.sample_size}",
+        ),
+        (sp.cycles >= 0, f"spos.cycles must be >= 0, got {sp.cycles}"),
+        (
+            sp.bn_batches >= 0,
+            f"spos.bn_batches must be >= 0 (0: no BatchNorm recalibration), got {sp.bn_batches}",
+        ),
+        (
+            sp.eval_batches is None or sp.eval_batches >= 1,
+            f"spos.eval_batches must be >= 1 or null (the whole held-out split), got {sp.eval_batches}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+# strategies that train no architecture weights, so a latency term in the architecture loss has no effect
+NO_ARCH_WEIGHTS = ("spos", "spos_random", "evolution", "nsga2", "random")
+
+
+def _check_latency(lat: LatencyConfig, strategy: str) -> None:
+    if not lat.weight >= 0:
+        raise ConfigError(f"latency.weight must be >= 0 (per ms of expected latency), got {lat.weight}")
+    if lat.device not in (None, "cpu", "cuda"):
+        raise ConfigError(f"latency.device must be cpu or cuda, got {lat.device!r}")
+    if lat.batch_size < 1:
+        raise ConfigError(f"latency.batch_size must be >= 1, got {lat.batch_size}")
+    if lat.repeats < 1:
+        raise ConfigError(f"latency.repeats must be >= 1, got {lat.repeats}")
+    if lat.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--latency-device cuda: no CUDA GPU is available; use --latency-device cpu")
+    if lat.weight > 0 and strategy in NO_ARCH_WEIGHTS:
+        raise ConfigError(
+            f"--latency-weight needs a differentiable strategy (darts, darts2, gdas, pcdarts); {strategy!r} "
+            "trains no architecture weights to add a latency term to"
+        )
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a literal password (``postgresql://user:secret@host`` -> ``postgresql://user:***@host``);
+    a ``${VAR}`` placeholder, read from the environment when connecting, is kept."""
+    return re.sub(r"(://[^:/@]+):(?!\$\{\w+\}@)[^@]*@", r"\1:***@", url)
+
+
+def _check_trials(t: TrialsConfig, strategy: str) -> None:
+    checks = [
+        (t.n_trials >= 1, f"trials.n_trials must be >= 1, got {t.n_trials}"),
+        (t.epochs >= 1, f"trials.epochs must be >= 1, got {t.epochs}"),
+        (t.population >= 2, f"trials.population must be >= 2, got {t.population}"),
+        (
+            t.sample_size >= 1 and (strategy != "evolution" or t.sample_size <= t.population),
+            f"trials.sample_size must be in [1, trials.population={t.population}], got {t.sample_size}",
+        ),
+        (t.heartbeat_interval >= 1, f"trials.heartbeat_interval must be >= 1 s, got {t.heartbeat_interval}"),
+        (
+            t.grace_period is None or t.grace_period > t.heartbeat_interval,
+            f"trials.grace_period must exceed trials.heartbeat_interval ({t.heartbeat_interval} s), "
+            f"got {t.grace_period}",
+        ),
+        (t.max_retry >= 0, f"trials.max_retry must be >= 0, got {t.max_retry}"),
+        (t.study is None or t.study.strip() != "", "trials.study must be a non-empty name"),
+        (t.storage is None or t.storage.strip() != "", "trials.storage must be a journal file path or a URL"),
+        (
+            t.storage is None or redact_url(t.storage) == t.storage,
+            "the storage URL holds a password, which pflnas will not write to config.yaml; put it in an "
+            "environment variable instead, e.g. --storage 'postgresql://user:${PGPASSWORD}@host/db'",
+        ),
+    ]
+    objectives = t.objectives
+    if objectives is not None:
+        names = ["latency" if n == "latency_ms" else n for n in objectives]
+        checks.append(
+            (
+                names in (["accuracy"], ["accuracy", "latency"], ["accuracy", "params"]),
+                f"trials.objectives must be [accuracy], [accuracy, latency] or [accuracy, params], "
+                f"got {list(objectives)}",
+            )
+        )
+        checks.append(
+            (
+                strategy != "evolution" or len(names) == 1,
+                "regularized evolution optimises accuracy alone (trials.objectives=[accuracy]); "
+                "use --strategy nsga2 for two objectives",
+            )
+        )
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

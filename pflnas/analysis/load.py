@@ -123,9 +123,11 @@ def load_run(path: str | Path, study: str = "") -> RunData:
             issues.append(f"found.json unreadable ({exc})")
     else:
         issues.append("no found.json yet")
-    want = _get(config, "run", "epochs")
+    want, unit = _get(config, "run", "epochs"), "epochs"
+    if metrics and "trial" in metrics[0]:  # a multi-trial search writes one row per complete trial
+        want, unit = _get(config, "trials", "n_trials"), "trials"
     if isinstance(want, int) and len(metrics) < want:
-        issues.append(f"metrics.jsonl has {len(metrics)} of {want} epochs")
+        issues.append(f"metrics.jsonl has {len(metrics)} of {want} {unit}")
     space = _space(config, arch, issues)
     prov = arch.provenance if arch is not None else {}
     seed = info.get("seed", _get(config, "run", "seed", default=prov.get("seed")))

@@ -10,7 +10,9 @@ import yaml
 
 from pflnas.configs import SearchConfig, build_config, preset_path, read_yaml, validate_search_config
 from pflnas.errors import ConfigError
-from pflnas.strategies import list_strategies
+from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies, list_strategies
+from pflnas.train.dist_search import SearchSync
+from pflnas.train.distributed import init_distributed, shutdown
 from pflnas.train.search import CONFIG, FOUND, SearchRun, resolve_space
 
 # CLI flag -> config key; a flag left unset does not override the config
@@ -25,13 +27,18 @@ FLAG_KEYS = {
     "device": "run.device",
     "amp": "run.amp",
     "channels_last": "run.channels_last",
+    "latency_weight": "latency.weight",
+    "latency_device": "latency.device",
+    "trials": "trials.n_trials",
+    "storage": "trials.storage",
+    "study": "trials.study",
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an architecture in a supernet; writes found.json")
     p.add_argument("--space", help="search space name (cell_v1, darts, nb201) or YAML path")
-    p.add_argument("--strategy", help=f"search strategy: {', '.join(list_strategies())}")
+    p.add_argument("--strategy", help=f"search strategy ({describe_strategies()})")
     p.add_argument("--dataset", help="cifar10 or fashion-mnist")
     p.add_argument("--data-dir", help="where the dataset is (else $PFLNAS_DATA, else the cache dir)")
     p.add_argument("--epochs", type=int)
@@ -40,6 +47,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", action="store_const", const=True, help="bf16 autocast")
     p.add_argument("--channels-last", action="store_const", const=True)
+    p.add_argument(
+        "--latency-weight",
+        type=float,
+        metavar="LAMBDA",
+        help="add LAMBDA x expected latency (ms, measured per op on --latency-device) to the architecture "
+        "loss of a differentiable strategy (default 0: off)",
+    )
+    p.add_argument(
+        "--latency-device", help="cpu or cuda: where the per-op latency table is timed (default: --device)"
+    )
+    p.add_argument("--trials", type=int, metavar="N", help="multi-trial strategies: complete trials to run")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="multi-trial strategies: Optuna storage (journal file path, or URL such as postgresql://...) "
+        "shared by every worker of the study (default: trials.journal in the run directory)",
+    )
+    p.add_argument(
+        "--study",
+        metavar="NAME",
+        help="multi-trial strategies: study name (default: <space>-<strategy>-seed<seed>)",
+    )
     p.add_argument("--out", help="run directory (default: runs/search-<space>-<strategy>-<time>)")
     p.add_argument("--config", help="YAML config file (sections: space, data, weights, arch, strategy, run)")
     p.add_argument(
@@ -117,11 +146,37 @@ def run(args: argparse.Namespace) -> int:
         cfg, run_dir = _resume_config(args)
     else:
         cfg = _config_from_args(args)
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.out or f"runs/search-{cfg.space.name}-{cfg.strategy.name}-{stamp}")
         resolve_space(cfg)  # fail on a bad space before touching the disk
-        check_out_dir(run_dir, args.overwrite)
-    arch = SearchRun(cfg, run_dir).run(resume=bool(args.resume))
+    if cfg.strategy.name in MULTI_TRIAL_STRATEGIES:
+        return _run_multi_trial(args, cfg, run_dir if args.resume else None)
+    if cfg.strategy.name not in list_strategies():
+        raise ConfigError(f"unknown strategy {cfg.strategy.name!r}; available: {describe_strategies()}")
+    info = init_distributed(cfg.run.device)  # under torchrun: this process's rank and device
+    try:
+        if not args.resume:  # rank 0 names, checks and creates the run directory; every rank gets its path
+            run_dir = SearchSync(info).from_main(lambda: _new_run_dir(args, cfg))
+        arch = SearchRun(cfg, run_dir, info).run(resume=bool(args.resume))
+    finally:
+        shutdown(info)
+    if info.is_main:
+        share = arch.param_free_share()
+        print(f"found architecture: {run_dir / FOUND}  (parameter-free share of kept ops: {share:.2f})")
+    return 0
+
+
+def _run_multi_trial(args: argparse.Namespace, cfg: SearchConfig, run_dir: Path | None) -> int:
+    """``--strategy evolution|nsga2|random``: one Optuna worker (see :mod:`pflnas.multitrial.driver`)."""
+    from pflnas.multitrial.driver import MultiTrialRun  # imports Optuna only when needed
+
+    run_dir = run_dir or _new_run_dir(args, cfg)
+    arch = MultiTrialRun(cfg, run_dir).run(resume=bool(args.resume))
     share = arch.param_free_share()
     print(f"found architecture: {run_dir / FOUND}  (parameter-free share of kept ops: {share:.2f})")
     return 0
+
+
+def _new_run_dir(args: argparse.Namespace, cfg: SearchConfig) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(args.out or f"runs/search-{cfg.space.name}-{cfg.strategy.name}-{stamp}")
+    check_out_dir(run_dir, args.overwrite)
+    return run_dir

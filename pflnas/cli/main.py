@@ -23,6 +23,7 @@ COMMANDS = {
     "export": "pflnas.cli.cmd_export",
     "study": "pflnas.cli.cmd_study",
     "report": "pflnas.cli.cmd_report",
+    "bench": "pflnas.cli.cmd_bench",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
@@ -20,6 +20,9 @@ from pflnas.arch.record import Architecture
 from pflnas.configs import ArchOptimConfig
 from pflnas.errors import ConfigError
 from pflnas.supernet.network import Supernet
+
+if TYPE_CHECKING:
+    from pflnas.train.subnet_eval import SubnetEvaluator
 
 Batch = tuple[Tensor, Tensor]
 
@@ -33,6 +36,12 @@ class StepContext:
     subtract for those gradients (momentum and weight decay included), without changing any state.
     ``lr`` is the current weight learning rate; ``epoch`` (0-based) of ``epochs`` is where the search is,
     for strategies with schedules of their own (e.g. GDAS' temperature).
+
+    Distributed search (the loop owns the process group; strategies never import ``torch.distributed``):
+    ``reduce_grads(params)`` averages ``p.grad`` over all processes in place and must be called right
+    before the architecture optimizer steps, so every process applies the same update; ``average(tensors)``
+    returns the element-wise means over processes of gradient tensors a strategy uses itself (e.g. the
+    unrolled step of second-order DARTS). Both are no-ops in a single process.
     """
 
     loss: Callable[[Batch], Tensor]
@@ -40,6 +49,8 @@ class StepContext:
     lr: float = 0.0
     epoch: int = 0
     epochs: int = 1
+    reduce_grads: Callable[[Sequence[Tensor]], None] = lambda params: None  # one process: nothing to do
+    average: Callable[[Sequence[Tensor]], list[Tensor]] = list  # one process: the tensors themselves
 
 
 class Strategy(ABC):
@@ -55,6 +66,8 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
+    # False for one-shot strategies whose architecture step only picks the path to train (SPOS)
+    updates_alphas: ClassVar[bool] = True
 
     def __init__(self, arch_optim: ArchOptimConfig):
         self.arch_optim = arch_optim
@@ -89,6 +102,13 @@ class Strategy(ABC):
         """Epochs of weight training before the first architecture step when the config does not say."""
         return 0
 
+    def after_training(self, evaluate: SubnetEvaluator) -> list[dict[str, Any]] | None:
+        """Called once after the last epoch, before :meth:`export`. A one-shot strategy (SPOS) searches the
+        trained supernet here, scoring candidates with ``evaluate`` (inherited weights, BatchNorm
+        recalibrated), and returns one row per scored candidate, which the loop writes to evolution.jsonl.
+        Default: nothing to do (None)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -111,10 +131,31 @@ def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]
 
 
 def list_strategies() -> list[str]:
+    """The registered one-shot strategies (:class:`Strategy` classes stepped by the supernet loop)."""
     return sorted(_STRATEGIES)
+
+
+# Multi-trial strategies (:mod:`pflnas.multitrial`) train one discrete network per Optuna trial: there is no
+# supernet to step, so they are no Strategy classes; they are listed here by name so that listings and errors
+# name every strategy without importing Optuna.
+MULTI_TRIAL_STRATEGIES: tuple[str, ...] = ("evolution", "nsga2", "random")
+
+
+def strategy_kinds() -> dict[str, list[str]]:
+    """Every ``pflnas search --strategy`` name by kind: ``{"one-shot": [...], "multi-trial": [...]}``."""
+    return {"one-shot": list_strategies(), "multi-trial": list(MULTI_TRIAL_STRATEGIES)}
+
+
+def describe_strategies() -> str:
+    """``"one-shot: darts, ...; multi-trial: evolution, ..."`` for help texts and errors."""
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in strategy_kinds().items())
 
 
 def create_strategy(name: str, arch_optim: ArchOptimConfig) -> Strategy:
     if name not in _STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; available: {', '.join(list_strategies())}")
+        if name in MULTI_TRIAL_STRATEGIES:
+            raise ConfigError(
+                f"{name!r} is a multi-trial strategy: run it with pflnas.multitrial, not a supernet"
+            )
+        raise ConfigError(f"unknown strategy {name!r}; available: {describe_strategies()}")
     return _STRATEGIES[name](arch_optim)

@@ -46,6 +46,7 @@ class DARTS(Strategy):
             grads = list(torch.autograd.grad(loss, alphas))
         for a, g in zip(alphas, grads):
             a.grad = g
+        ctx.reduce_grads(alphas)  # distributed: the mean over processes, so every process steps alike
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"arch_loss": loss.detach()}
@@ -63,6 +64,7 @@ class DARTS(Strategy):
             # w' = w - xi * update(grad_w L_train)
             train_grads = torch.autograd.grad(ctx.loss(train_batch), weights, allow_unused=True)
             train_grads = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, train_grads)]
+            train_grads = ctx.average(train_grads)  # distributed: the global batch's gradient, one w'
             with torch.no_grad():
                 for w, delta in zip(weights, ctx.virtual_step(weights, train_grads)):
                     w.sub_(delta)
@@ -70,6 +72,7 @@ class DARTS(Strategy):
             grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
             d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[: len(alphas)])]
             d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(alphas) :])]
+            d_w = ctx.average(d_w)  # distributed: one eps and one w+-; d_alpha is averaged with the result
             # Finite-difference Hessian-vector product around the original weights.
             eps = 0.01 / torch.cat([g.reshape(-1) for g in d_w]).norm().clamp_min(1e-12)
             hessian = []

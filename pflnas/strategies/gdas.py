@@ -62,6 +62,7 @@ class GDAS(Strategy):
         loss = ctx.loss(val_batch)
         for a, g in zip(alphas, torch.autograd.grad(loss, alphas)):
             a.grad = g
+        ctx.reduce_grads(alphas)  # distributed: the mean over processes, so every process steps alike
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"arch_loss": loss.detach(), "tau": torch.tensor(self.tau)}

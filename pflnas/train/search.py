@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import platform
 import subprocess
@@ -23,20 +24,27 @@ from pflnas.arch.collapse import collapse_diagnostics, thresholds_from
 from pflnas.arch.record import Architecture, save_architecture
 from pflnas.configs import SearchConfig, to_dict
 from pflnas.data import BatchLoader, load_dataset, search_split
-from pflnas.errors import PflnasError
+from pflnas.errors import ConfigError, PflnasError
+from pflnas.latency import LatencyTable, LatencyTerm, cached_table, load_table
 from pflnas.spaces.config import SpaceConfig, load_space
+from pflnas.speed import SpeedConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import Supernet, build_supernet
 from pflnas.supernet.network import check_supernet_options
-from pflnas.train.checkpoint import load_checkpoint, save_checkpoint
+from pflnas.train.checkpoint import save_checkpoint
 from pflnas.train.device import resolve_device, rng_state, seed_everything, set_determinism, set_rng_state
+from pflnas.train.dist_search import AlphaDump, SearchSync, check_global_batch
+from pflnas.train.distributed import DistInfo
 from pflnas.train.metrics import MetricsLog
-from pflnas.utils_io import atomic_write_text
+from pflnas.train.subnet_eval import SubnetEvaluator
+from pflnas.utils_io import atomic_write_json, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 FOUND = "found.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
+EVOLUTION = "evolution.jsonl"  # one-shot strategies: every candidate scored after training
+LATENCY_TABLE = "latency_table.json"
 
 
 def resolve_space(cfg: SearchConfig) -> SpaceConfig:
@@ -66,8 +74,12 @@ class _Loaders:
     source: str
 
 
-def _make_loaders(cfg: SearchConfig, device: torch.device) -> _Loaders:
+def _make_loaders(cfg: SearchConfig, device: torch.device, info: DistInfo | None = None) -> _Loaders:
+    """The search's loaders; under torchrun each rank takes its slice of the same global batches (the
+    per-rank batch is ``data.batch_size / world_size``) and its disjoint slice of the held-out split."""
     d = cfg.data
+    rank, world = (info.rank, info.world_size) if info is not None else (0, 1)
+    batch_size = d.batch_size // world  # divisible: checked by check_global_batch
     data = load_dataset(d.dataset, d.data_dir)
     train_idx, arch_idx = search_split(len(data.train_y), d.train_portion, d.subset, cfg.run.seed)
     eval_idx = arch_idx if d.eval_limit is None else arch_idx[: d.eval_limit]
@@ -83,22 +95,26 @@ def _make_loaders(cfg: SearchConfig, device: torch.device) -> _Loaders:
             images,
             labels,
             train_idx,
-            d.batch_size,
+            batch_size,
             augment=True,
             shuffle=True,
             drop_last=True,
             seed=seed * 2 + 1,
+            rank=rank,
+            world_size=world,
             **common,
         ),
         arch=BatchLoader(
             images,
             labels,
             arch_idx,
-            d.batch_size,
+            batch_size,
             augment=True,
             shuffle=True,
             drop_last=True,
             seed=seed * 2 + 2,
+            rank=rank,
+            world_size=world,
             **common,
         ),
         evaluate=BatchLoader(
@@ -110,6 +126,9 @@ def _make_loaders(cfg: SearchConfig, device: torch.device) -> _Loaders:
             shuffle=False,
             drop_last=False,
             seed=seed,
+            rank=rank,
+            world_size=world,
+            even_shards=False,  # every held-out image once; the sums are all-reduced
             **common,
         ),
         num_classes=len(data.classes),
@@ -138,7 +157,10 @@ def _virtual_step(optimizer: torch.optim.SGD):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, loader: BatchLoader, autocast: Any, sync: SearchSync | None = None
+) -> tuple[float, float]:
+    """Mean loss and accuracy; with ``sync``, over the shards of every rank (sums all-reduced)."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=next(model.parameters()).device)
     correct = torch.zeros_like(loss_sum)
@@ -150,6 +172,9 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast: Any) -> tuple[floa
         correct += (logits.argmax(1) == y).sum()
         count += len(y)
     model.train()
+    if sync is not None and sync.distributed:
+        totals = sync.sum_(torch.stack([loss_sum, correct, loss_sum.new_tensor(count)]))
+        loss_sum, correct, count = totals[0], totals[1], int(totals[2].item())
     return (loss_sum / max(count, 1)).item(), (correct / max(count, 1)).item()
 
 
@@ -161,11 +186,15 @@ def _entropy(probs: dict[str, dict[str, float]]) -> float:
 class SearchRun:
     """One search in one run directory. ``run()`` returns the found architecture."""
 
-    def __init__(self, cfg: SearchConfig, run_dir: str | Path):
+    def __init__(self, cfg: SearchConfig, run_dir: str | Path, info: DistInfo | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.space = resolve_space(cfg)
-        self.device = resolve_device(cfg.run.device)
+        # torchrun: ``info`` from init_distributed (pflnas.train.dist_search says how ranks stay in step)
+        self.info = info or DistInfo(0, 1, 0, resolve_device(cfg.run.device))
+        self.device = self.info.device
+        self.sync = SearchSync(self.info)
+        self.alpha_dump = AlphaDump(self.info.rank)  # PFLNAS_DEBUG_ALPHA_DIR: alphas after every step
 
     # --- setup -------------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -176,7 +205,8 @@ class SearchRun:
         set_determinism(self.device, cfg.run.deterministic)
         self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
         check_supernet_options(self.space, **self.strategy.supernet_options())  # before the data loads
-        self.loaders = _make_loaders(cfg, self.device)
+        check_global_batch(cfg.data.batch_size, self.info)
+        self.loaders = _make_loaders(cfg, self.device, self.info)
         model: Supernet = build_supernet(
             self.space,
             self.loaders.num_classes,
@@ -188,6 +218,8 @@ class SearchRun:
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        # the compiled forward serves the loss closures; the strategy keeps the plain module
+        self.forward = torch.compile(model) if cfg.run.compile else model
         self.strategy.attach(model)
         given = cfg.strategy.warmup_epochs
         self.warmup = self.strategy.default_warmup_epochs(cfg.run.epochs) if given is None else given
@@ -202,6 +234,7 @@ class SearchRun:
         self.metrics = MetricsLog(self.run_dir / METRICS)
         self.start_epoch = 0
         self.elapsed = 0.0
+        self.latency: LatencyTerm | None = None  # latency.weight > 0: set by run()
 
     def _autocast(self):
         if not self.cfg.run.amp:
@@ -211,7 +244,7 @@ class SearchRun:
     def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
         with self._autocast():
-            logits = self.model(x)
+            logits = self.forward(x)
         return F.cross_entropy(logits.float(), y)
 
     # --- checkpoints -------------------------------------------------------------------------------
@@ -227,28 +260,37 @@ class SearchRun:
             "config": to_dict(self.cfg),
             "space": self.space.to_dict(),
             "elapsed": self.elapsed,
+            # torchrun: every rank's RNG states (a collective: every rank builds the state)
+            **({"rng_ranks": self.sync.gather(rng_state())} if self.info.distributed else {}),
         }
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.run_dir / CHECKPOINT, self.device)
+        state = self.sync.load_checkpoint_from_main(self.run_dir / CHECKPOINT, self.device)  # rank 0's file
         if state.get("space") != self.space.to_dict():
             raise PflnasError(f"checkpoint in {self.run_dir} is for another search space; start a new run")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.strategy.load_state_dict(state["strategy"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        same_world = ranks is not None and len(ranks) == self.info.world_size
+        set_rng_state(ranks[self.info.rank] if same_world else state["rng"])
         self.start_epoch = int(state["epoch"])
         self.elapsed = float(state["elapsed"])
-        self.metrics.truncate_to(self.start_epoch)
+        if self.info.is_main:
+            self.metrics.truncate_to(self.start_epoch)
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> Architecture:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        main = self.info.is_main  # under torchrun only rank 0 writes
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self._setup()
-        if resume and (self.run_dir / CHECKPOINT).exists():
+        if self.cfg.latency.weight > 0:
+            self.latency = self._latency_term(resume)
+        if resume and self.sync.from_main((self.run_dir / CHECKPOINT).exists):
             self._restore()
-        else:
+        elif main:
             atomic_write_text(
                 self.run_dir / CONFIG,
                 yaml.safe_dump(
@@ -256,17 +298,86 @@ class SearchRun:
                 ),
             )
             self.metrics.truncate_to(0)
+        self.alpha_dump.step(self.start_epoch, -1, self.model.arch_parameters())  # before the first step
         for epoch in range(self.start_epoch, self.cfg.run.epochs):
             t0 = time.perf_counter()
             record = self._train_epoch(epoch)
             self.scheduler.step()
             self.elapsed += time.perf_counter() - t0
             record["epoch_time"] = round(time.perf_counter() - t0, 3)
-            self.metrics.append(record)
-            save_checkpoint(self._state(epoch + 1), self.run_dir / CHECKPOINT)
-        arch = self.strategy.export(self._provenance())
-        save_architecture(arch, self.run_dir / FOUND)
+            state = self._state(epoch + 1)  # on every rank (it gathers their RNG states under torchrun)
+            if main:
+                self.metrics.append(record)
+                save_checkpoint(state, self.run_dir / CHECKPOINT)
+        # a one-shot strategy (SPOS) searches the trained supernet with inherited weights (the loop's data)
+        self.loaders.train.set_epoch(self.cfg.run.epochs)  # the same BatchNorm batches after a resume
+        with SubnetEvaluator(
+            self.model,
+            self.loaders.train,
+            self.loaders.evaluate,
+            self.cfg.spos,
+            seed=self.cfg.run.seed,
+            autocast=self._autocast,
+            progress=self.cfg.run.progress and main,
+            sync=self.sync,
+        ) as evaluator:
+            history = self.strategy.after_training(evaluator)
+        if history is not None and main:
+            atomic_write_text(self.run_dir / EVOLUTION, "".join(json.dumps(row) + "\n" for row in history))
+        arch = self.strategy.export(self.sync.from_main(self._provenance))  # rank 0's record everywhere
+        self._save_found(arch)
         return arch
+
+    def _save_found(self, arch: Architecture) -> None:
+        """Rank 0 writes found.json once every rank has derived the same one (checked under torchrun:
+        everything but the provenance, which may hold a rank's own timings; rank 0's is written)."""
+        record = arch.to_dict()
+        self.alpha_dump.export(json.dumps(record, sort_keys=True))
+        derived = {k: v for k, v in record.items() if k != "provenance"}
+        self.sync.agree(json.dumps(derived, sort_keys=True), f"the found architecture ({FOUND})")
+        if self.info.is_main:
+            save_architecture(arch, self.run_dir / FOUND)
+
+    # --- latency-aware search ----------------------------------------------------------------------
+    def _latency_term(self, resume: bool) -> LatencyTerm:
+        """The latency term over the run's table (rank 0 reads or measures it, every rank uses the same)."""
+        if not self.strategy.updates_alphas:
+            raise ConfigError(
+                f"--latency-weight needs a strategy that trains architecture weights; "
+                f"{self.strategy.name!r} does not"
+            )
+        table = self.sync.from_main(lambda: self._latency_table(resume))
+        return LatencyTerm(self.model, table, self.cfg.latency.weight)
+
+    def _latency_table(self, resume: bool) -> LatencyTable:
+        """A resumed run rereads its own ``latency_table.json``; a new run takes the cached table of the
+        target device (measuring it if needed) and copies it into the run directory."""
+        lat, path = self.cfg.latency, self.run_dir / LATENCY_TABLE
+        if resume and path.is_file():
+            tqdm.write(f"latency table: the run's own {path}")
+            return load_table(path)
+        speed = SpeedConfig(
+            device=lat.device or self.device.type,
+            batch_size=lat.batch_size,
+            repeats=lat.repeats,
+            threads=torch.get_num_threads(),
+        )
+        source = cached_table(self.space, self.loaders.image_size, speed, lat.cache_dir)
+        key = source.table.key
+        how = "reused cached" if source.reused else f"measured ({len(source.table.timings)} op runs)"
+        tqdm.write(
+            f"latency table: {how} {source.path} -- {key['device']} ({key['device_name']}), "
+            f"{key['threads']} threads, batch {key['batch_size']}, image {key['image_size']}"
+        )
+        atomic_write_json(path, source.table.to_dict())
+        return source.table
+
+    def _arch_ctx(self, ctx: StepContext, arch_batch: tuple[Tensor, Tensor]) -> StepContext:
+        """The architecture step's context: with a latency term, its loss closure adds
+        ``weight * E[latency]`` on the held-out batch (see :mod:`pflnas.latency.objective`)."""
+        if self.latency is None:
+            return ctx
+        return dataclasses.replace(ctx, loss=self.latency.wrap(ctx.loss, arch_batch))
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, loaders, model = self.cfg, self.loaders, self.model
@@ -279,6 +390,8 @@ class SearchRun:
             lr=lr,
             epoch=epoch,
             epochs=cfg.run.epochs,
+            reduce_grads=self.sync.reduce_grads,  # torchrun: architecture gradients averaged over ranks
+            average=self.sync.average,
         )
         steps = min(len(loaders.train), len(loaders.arch))
         sums = {
@@ -290,36 +403,44 @@ class SearchRun:
             total=steps,
             desc=f"epoch {epoch + 1}/{cfg.run.epochs}",
             leave=False,
-            disable=not cfg.run.progress or None,
+            disable=not (cfg.run.progress and self.info.is_main) or None,
             dynamic_ncols=True,
         )
         search_arch = epoch >= self.warmup  # weights-only warm-up epochs first (e.g. PC-DARTS)
         for step, (train_batch, arch_batch) in enumerate(zip(loaders.train, loaders.arch)):
-            logs = self.strategy.arch_step(train_batch, arch_batch, ctx) if search_arch else {}
+            arch_ctx = self._arch_ctx(ctx, arch_batch)
+            logs = self.strategy.arch_step(train_batch, arch_batch, arch_ctx) if search_arch else {}
             x, y = train_batch
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                logits = model(x)
+                logits = self.forward(x)
             loss = F.cross_entropy(logits.float(), y)
             loss.backward()
+            self.sync.reduce_grads(self.weights)  # torchrun: one all-reduce, before clipping
             nn.utils.clip_grad_norm_(self.weights, cfg.weights.grad_clip)
             self.optimizer.step()
             for a in model.arch_parameters():  # the weight step must not leave gradients on alphas
                 a.grad = None
+            if cfg.run.verify_sync:
+                self.sync.verify_model(model, f"after epoch {epoch + 1} step {step + 1}")
+            self.alpha_dump.step(epoch, step, model.arch_parameters())
             sums["loss"] += loss.detach() * len(y)
             sums["correct"] += (logits.detach().argmax(1) == y).sum()
             if "arch_loss" in logs:
                 sums["arch"] += logs["arch_loss"].double() * len(y)
             seen += len(y)
             bar.update(1)
-            if step % 10 == 0 or step == steps - 1:  # a host sync only every few steps
+            if not bar.disable and (step % 10 == 0 or step == steps - 1):  # host sync: every 10 steps
                 bar.set_postfix(
                     loss=f"{sums['loss'].item() / seen:.3f}",
                     acc=f"{sums['correct'].item() / seen:.3f}",
                     arch=f"{sums['arch'].item() / seen:.3f}" if search_arch else "warm-up",
                 )
         bar.close()
-        val_loss, val_acc = evaluate(model, loaders.evaluate, self._autocast)
+        seen = self.sync.sum_counts(sums, seen)  # torchrun: global sums, for rank 0's record
+        self.sync.average_bn_statistics(model)  # every rank evaluates, saves and exports the same model
+        self.sync.verify_model(model, f"at the end of epoch {epoch + 1}", buffers=True)
+        val_loss, val_acc = evaluate(model, loaders.evaluate, self._autocast, self.sync)
         probs = self.strategy.probabilities()
         current = self.strategy.export()
         share = current.param_free_share()
@@ -337,19 +458,26 @@ class SearchRun:
             "mean_entropy": _entropy(probs),
             "op_counts": current.op_counts(),
             **diagnostics,
+            **({} if self.latency is None else {"expected_latency_ms": self.latency.expected_ms()}),
             "probs": probs,
         }
         mass = diagnostics["param_free_mass"]
         collapse = diagnostics["collapse"]
-        tqdm.write(
+        self._say(
             f"epoch {epoch + 1}/{cfg.run.epochs}  "
             f"train loss {record['train_loss']:.3f} acc {record['train_acc']:.3f}"
             f"  val loss {val_loss:.3f} acc {val_acc:.3f}  param-free share {share:.2f}"
             f" mass {mass if mass is not None else float('nan'):.2f}"
             f"  skips {diagnostics['skip_count']}  entropy {record['mean_entropy']:.2f}"
+            + (f"  E[latency] {record['expected_latency_ms']:.3f} ms" if self.latency is not None else "")
             + (f"  COLLAPSE? {'; '.join(collapse['reasons'])}" if collapse["flagged"] else "")
         )
         return record
+
+    def _say(self, line: str) -> None:
+        """A progress line, printed by rank 0 only."""
+        if self.info.is_main:
+            tqdm.write(line)
 
     def _provenance(self) -> dict[str, Any]:
         from pflnas import __version__
@@ -364,6 +492,7 @@ class SearchRun:
             if self.device.type == "cpu"
             else torch.cuda.get_device_name(self.device),
             "wall_time_s": round(self.elapsed, 3),
+            "world_size": self.info.world_size,  # processes (torchrun); data.batch_size is the global batch
             "pflnas_version": __version__,
             "git_commit": _git_commit(),
             "torch_version": torch.__version__,
