@@ -141,6 +141,7 @@ def _run_cli(args, env=None):
         (["--epochs", "x"], "invalid int value"),
         (["--preset", "huge"], "unknown preset"),
         (["--config", "/nonexistent.yaml"], "does not exist"),
+        (["--strategy", "gdas", "--set", "run.compile=true"], "run.compile does not suit 'gdas'"),
     ],
 )
 def test_bad_inputs_one_line_exit_2(tmp_path, cifar_source, args, message):

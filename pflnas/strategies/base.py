@@ -68,6 +68,8 @@ class Strategy(ABC):
     name: ClassVar[str]
     # False for one-shot strategies whose architecture step only picks the path to train (SPOS)
     updates_alphas: ClassVar[bool] = True
+    # True where every forward may run another path (GDAS, SPOS): torch.compile would recompile each time
+    dynamic_path: ClassVar[bool] = False
 
     def __init__(self, arch_optim: ArchOptimConfig):
         self.arch_optim = arch_optim

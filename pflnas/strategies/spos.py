@@ -50,6 +50,7 @@ def _path_seed(seed: int) -> int:
 class SPOS(Strategy):
     name = "spos"
     updates_alphas = False
+    dynamic_path = True
 
     def __init__(self, arch_optim: ArchOptimConfig, search: str = "evolution"):
         super().__init__(arch_optim)

@@ -205,6 +205,11 @@ class SearchRun:
         set_determinism(self.device, cfg.run.deterministic)
         self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
         check_supernet_options(self.space, **self.strategy.supernet_options())  # before the data loads
+        if cfg.run.compile and self.strategy.dynamic_path:
+            raise ConfigError(
+                f"run.compile does not suit {self.strategy.name!r}: its forward changes path every step, so "
+                "torch.compile would recompile again and again; drop run.compile"
+            )
         check_global_batch(cfg.data.batch_size, self.info)
         self.loaders = _make_loaders(cfg, self.device, self.info)
         model: Supernet = build_supernet(
@@ -445,6 +450,8 @@ class SearchRun:
         current = self.strategy.export()
         share = current.param_free_share()
         diagnostics = collapse_diagnostics(probs, current, thresholds_from(cfg.collapse))
+        if not self.strategy.updates_alphas:  # SPOS: untouched alphas are no sign of collapse
+            diagnostics["collapse"] = {"flagged": False, "reasons": []}
         record = {
             "epoch": epoch,
             "lr": lr,
