@@ -18,42 +18,23 @@ an architecture the space validates, with the same record format as a one-shot s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import combinations
 from typing import Any
 
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import BaseTrial
 
 from pflnas.arch.derive import derive_architecture
-from pflnas.arch.genome import GenomeSpace, _pair
+from pflnas.arch.genome import GenomeSpace
 from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture
 from pflnas.errors import ArchitectureError
-from pflnas.ops import get_op
 from pflnas.spaces.config import BLOCK_CHOICE, SpaceConfig
 
 
-def _kept_ops(space: SpaceConfig) -> tuple[str, ...]:
-    return tuple(op for op in space.ops if not get_op(op).is_zero)
-
-
 def search_space(space: SpaceConfig) -> dict[str, CategoricalDistribution]:
-    """The Optuna parameters of ``space`` in a fixed order (see the module docstring)."""
-    params: dict[str, CategoricalDistribution] = {}
-    for group, _ in space.alpha_groups():
-        if space.is_block:
-            params[f"{group}.{BLOCK_CHOICE}"] = CategoricalDistribution(space.group_ops(group))
-        elif space.keep_edges is None:
-            for node, src in space.edges():
-                params[edge_label(group, node, src)] = CategoricalDistribution(space.ops)
-        else:
-            keep = space.keep_edges
-            for node in space.node_ids():
-                pairs = [_pair(c) for c in combinations(range(node), min(keep, node))]
-                params[f"{group}.node{node}.inputs"] = CategoricalDistribution(pairs)
-                for slot in range(min(keep, node)):
-                    params[f"{group}.node{node}.op{slot}"] = CategoricalDistribution(_kept_ops(space))
-    return params
+    """The Optuna parameters of ``space`` in a fixed order: the one-shot genome's choices (see the module
+    docstring and :class:`pflnas.arch.genome.GenomeSpace`)."""
+    return {key: CategoricalDistribution(values) for key, values in GenomeSpace.of(space).options.items()}
 
 
 def suggest_architecture(
