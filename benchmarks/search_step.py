@@ -38,13 +38,14 @@ def _rss_mb() -> float:
 
 def worker(args: argparse.Namespace) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from pflnas.configs import ArchOptimConfig
     from pflnas.spaces import load_space
     from pflnas.strategies import StepContext, create_strategy
     from pflnas.supernet import build_supernet
+    from pflnas.train.graph_step import GraphedStep
     from pflnas.train.search import _virtual_step
+    from pflnas.train.search_step import SearchStep
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -68,28 +69,29 @@ def worker(args: argparse.Namespace) -> dict:
         return x, torch.randint(0, 10, (args.batch_size,), device=device)
 
     tb, vb = batch(), batch()
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
 
-    def loss(b):
-        with amp:
-            logits = forward(b[0])
-        return F.cross_entropy(logits.float(), b[1])
+    def amp():  # autocast's weight-cast cache must be off under CUDA-graph capture
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp, cache_enabled=False)
 
-    ctx = StepContext(loss=loss, virtual_step=_virtual_step(opt), lr=0.025)
+    body = SearchStep(net, strategy, opt, weights, grad_clip=5.0, forward=forward, autocast=amp)
+    ctx = StepContext(loss=body.loss, virtual_step=_virtual_step(opt), lr=0.025)
+    if args.cuda_graph:
+        graphed = GraphedStep(lambda t, a: body(t, a, ctx, True), [opt, *strategy.optimizers()], device)
 
-    def step():
-        strategy.arch_step(tb, vb, ctx)
-        opt.zero_grad(set_to_none=True)
-        loss(tb).backward()
-        torch.nn.utils.clip_grad_norm_(weights, 5.0)
-        opt.step()
+        def step():
+            graphed(tb, vb)
+
+    else:
+
+        def step():
+            body(tb, vb, ctx, True)
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     base_rss = _rss_mb()
-    for _ in range(args.warmup):
+    for _ in range(max(args.warmup, 5) if args.cuda_graph else args.warmup):  # graph: 3 eager, capture
         step()
     sync()
     if device.type == "cuda":
@@ -109,6 +111,7 @@ def worker(args: argparse.Namespace) -> dict:
         "peak_mb": peak,
         "threads": torch.get_num_threads(),
         "compile": bool(args.compile),
+        "cuda_graph": bool(args.cuda_graph),
         "amp": bool(args.amp),
         "channels_last": bool(args.channels_last),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -127,6 +130,16 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the supernet forward")
     p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="replay each step as one CUDA graph (run.cuda_graph); with --compare, both in one run",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="with --cuda-graph: run every configuration eagerly and graphed, and print the ratio",
+    )
+    p.add_argument(
         "--configs",
         help="comma-separated strategy:share pairs to run, e.g. darts:1,darts2:1 (default: all eight)",
     )
@@ -135,6 +148,8 @@ def main() -> None:
     p.add_argument("--strategy", default="darts", help=argparse.SUPPRESS)
     p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.compare and not args.cuda_graph:
+        p.error("--compare compares eager with --cuda-graph steps; add --cuda-graph")
     if args.worker:
         args.share = bool(args.share)
         print(json.dumps(worker(args)))
@@ -145,42 +160,50 @@ def main() -> None:
         "--repeats", str(args.repeats), "--warmup", str(args.warmup),
     ] + ["--amp"] * args.amp + ["--channels-last"] * args.channels_last  # fmt: skip
     common += ["--compile"] * args.compile
+    graph_modes = [False, True] if args.compare else [bool(args.cuda_graph)]
     configs = CONFIGS
     if args.configs:
         configs = [(c.split(":")[0], bool(int(c.split(":")[1]))) for c in args.configs.split(",")]
     rows = []
     for strategy, share in configs:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--worker",
-            "--strategy",
-            strategy,
-            "--share",
-            str(int(share)),
-            *common,
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"  measured {strategy} share={share}: {rows[-1]['step_s']:.3f} s", file=sys.stderr)
+        for graph in graph_modes:
+            cmd = [sys.executable, __file__, "--worker", "--strategy", strategy, "--share", str(int(share))]
+            cmd += common + ["--cuda-graph"] * graph
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(
+                f"  measured {strategy} share={share} graph={graph}: {rows[-1]['step_s']:.4f} s",
+                file=sys.stderr,
+            )
     print(
         f"\ncell_v1 supernet, C={args.init_channels}, {args.layers} cells, batch {args.batch_size}, 32x32, "
         f"device {rows[0]['device']}, threads {rows[0]['threads']}, amp {args.amp}, "
         f"median of {args.repeats}\n"
     )
     header = (
-        f"{'strategy':<8} {'param-free ops':<16} {'step (s)':>9} {'vs per-edge':>12} {'vs darts':>9} "
-        f"{'peak MB':>9} {'vs per-edge':>12} {'vs darts':>9}"
+        f"{'strategy':<8} {'param-free ops':<16} {'graph':<6} {'step (s)':>9} {'vs eager':>9} "
+        f"{'vs per-edge':>12} {'vs darts':>9} {'peak MB':>9} {'vs per-edge':>12} {'vs darts':>9}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
-        base = next((r for r in rows if r["strategy"] == row["strategy"] and not r["share"]), row)
-        darts = next((r for r in rows if r["strategy"] == "darts" and r["share"] == row["share"]), row)
+        same = [r for r in rows if r["cuda_graph"] == row["cuda_graph"]]
+        base = next((r for r in same if r["strategy"] == row["strategy"] and not r["share"]), row)
+        darts = next((r for r in same if r["strategy"] == "darts" and r["share"] == row["share"]), row)
+        eager = next(
+            (
+                r
+                for r in rows
+                if (r["strategy"], r["share"], r["cuda_graph"]) == (row["strategy"], row["share"], False)
+            ),
+            row,
+        )
         mode = "per source node" if row["share"] else "per edge (DARTS)"
         print(
-            f"{row['strategy']:<8} {mode:<16} {row['step_s']:>9.3f} {row['step_s'] / base['step_s']:>11.2f}x "
-            f"{row['step_s'] / darts['step_s']:>8.2f}x "
+            f"{row['strategy']:<8} {mode:<16} {'yes' if row['cuda_graph'] else 'no':<6} "
+            f"{row['step_s']:>9.4f} "
+            f"{row['step_s'] / eager['step_s']:>8.3f}x "
+            f"{row['step_s'] / base['step_s']:>11.2f}x {row['step_s'] / darts['step_s']:>8.2f}x "
             f"{row['peak_mb']:>9.0f} {row['peak_mb'] / max(base['peak_mb'], 1e-9):>11.2f}x "
             f"{row['peak_mb'] / max(darts['peak_mb'], 1e-9):>8.2f}x"
         )

@@ -7,6 +7,7 @@ Unknown keys and wrong types are rejected with one clear line naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -74,11 +75,14 @@ class RunConfig:
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
     compile: bool = False  # torch.compile the supernet forward (helps dense mixing; see README)
+    cuda_graph: bool = False  # replay each search step as one CUDA graph (fixed-path strategies, one GPU)
     deterministic: bool | None = None  # None: deterministic on CPU (exact resume), cuDNN autotune on GPU
     share_param_free: bool = True  # compute parameter-free ops once per source node
     progress: bool = True
     threads: int | None = None  # torch CPU threads (None: torch's default)
     verify_sync: bool = False  # torchrun: check after every step (not only every epoch) that ranks agree
+    nonfinite: str = "stop"  # NaN/Inf in a loss, gradients or alphas: stop | skip (pflnas.train.guard)
+    nonfinite_max_skips: int = 20  # nonfinite=skip: stop anyway once more batches than this were skipped
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -198,8 +205,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML (YAML 1.1) reads 1e-4, without a dot, as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+            return number
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -223,12 +238,20 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(f"{where}: key {odd[0]!r} is not a name; valid keys here: {', '.join(names)}")
     unknown = sorted(set(data) - set(names))
     if unknown:
-        dotted = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
+        dotted = ", ".join(_printable(f"{prefix}.{k}" if prefix else k) for k in unknown)
         raise ConfigError(f"unknown config key(s) {dotted}; valid keys here: {', '.join(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _printable(name: str) -> str:
+    """``name`` as typed, or its repr when it holds newlines or other unprintable characters."""
+    return name if name.isprintable() else repr(name)
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -245,7 +268,7 @@ def parse_override(item: str) -> dict[str, Any]:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. run.epochs=10)")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     out: dict[str, Any] = {}
     cur = out
@@ -256,14 +279,65 @@ def parse_override(item: str) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
+MAX_YAML_BYTES = 4 * 1024 * 1024  # configs, recipes, spaces and studies are a few kilobytes
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    """Parse YAML text safely (no Python tags, no duplicate keys); any problem is one ConfigError line."""
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        where = f" at line {exc.problem_mark.line + 1}" if getattr(exc, "problem_mark", None) else ""
+        first = lines[0] if lines else "parse error"
+        raise ConfigError(f"{origin}: not valid YAML ({first}{where})") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: YAML nested too deeply") from None
+
+
+def load_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The parsed YAML of the file at ``path``; a missing, unreadable, huge or non-UTF-8 file raises
+    ConfigError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} {p} does not exist")
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} is not a file")
+    try:
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{p}: {size} bytes is far too large for a {what} (limit {MAX_YAML_BYTES})")
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file; expected YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {p} ({exc.strerror or exc}); check its permissions") from None
+    return parse_yaml(text, str(p))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is ``{}``)."""
+    p = Path(path)
+    data = load_yaml(p)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -282,6 +356,10 @@ def preset_path(name: str) -> Path:
 def build_config(cls: type[T], layers: list[dict[str, Any]], overrides: list[str] = ()) -> T:  # type: ignore[assignment]
     merged: dict[str, Any] = {}
     for layer in layers:
+        if layer is None:  # an empty YAML document
+            continue
+        if not isinstance(layer, dict):
+            raise ConfigError(f"a config must be a mapping of sections, got {type(layer).__name__}")
         merged = deep_merge(merged, layer)
     for item in overrides:
         merged = deep_merge(merged, parse_override(item))
@@ -303,7 +381,30 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (cfg.weights.lr_min >= 0, f"weights.lr_min must be >= 0, got {cfg.weights.lr_min}"),
         (cfg.weights.grad_clip > 0, f"weights.grad_clip must be > 0, got {cfg.weights.grad_clip}"),
         (cfg.arch.lr > 0, f"arch.lr must be > 0, got {cfg.arch.lr}"),
+        (0 <= cfg.weights.momentum < 1, f"weights.momentum must be in [0, 1), got {cfg.weights.momentum}"),
+        (
+            cfg.weights.weight_decay >= 0,
+            f"weights.weight_decay must be >= 0, got {cfg.weights.weight_decay}",
+        ),
+        (cfg.arch.weight_decay >= 0, f"arch.weight_decay must be >= 0, got {cfg.arch.weight_decay}"),
+        (
+            all(0 <= b < 1 for b in cfg.arch.betas),
+            f"arch.betas must both be in [0, 1), got {list(cfg.arch.betas)}",
+        ),
+        (
+            cfg.data.eval_limit is None or cfg.data.eval_limit >= 1,
+            f"data.eval_limit must be >= 1 or null (the whole held-out split), got {cfg.data.eval_limit}",
+        ),
+        (0 <= cfg.run.seed < 2**63, f"run.seed must be in [0, 2**63), got {cfg.run.seed}"),
         (cfg.run.threads is None or cfg.run.threads >= 1, f"run.threads must be >= 1, got {cfg.run.threads}"),
+        (
+            cfg.run.nonfinite in ("stop", "skip"),
+            f"run.nonfinite must be stop or skip, got {cfg.run.nonfinite!r}",
+        ),
+        (
+            cfg.run.nonfinite_max_skips >= 0,
+            f"run.nonfinite_max_skips must be >= 0, got {cfg.run.nonfinite_max_skips}",
+        ),
         (
             cfg.strategy.warmup_epochs is None or 0 <= cfg.strategy.warmup_epochs < cfg.run.epochs,
             f"strategy.warmup_epochs must be in [0, run.epochs), got {cfg.strategy.warmup_epochs}",
@@ -323,9 +424,25 @@ def validate_search_config(cfg: SearchConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _check_split_batches(cfg.data)
     _check_latency(cfg.latency, cfg.strategy.name)
     _check_trials(cfg.trials, cfg.strategy.name)
     _check_spos(cfg.spos)
+
+
+def _check_split_batches(d: DataConfig) -> None:
+    """With ``data.subset``, both halves of the search split must hold a whole batch: the loaders drop the
+    last partial batch, so a smaller half would train nothing at all, silently."""
+    if d.subset is None:
+        return
+    weights = int(d.train_portion * d.subset)  # the cut of pflnas.data.split.search_split
+    alphas = d.subset - weights
+    if min(weights, alphas) < d.batch_size:
+        raise ConfigError(
+            f"data.subset={d.subset} splits into {weights} images for weights and {alphas} for alphas, "
+            f"fewer than data.batch_size={d.batch_size}, so no batch would be trained; lower "
+            "data.batch_size or raise data.subset"
+        )
 
 
 def _check_spos(sp: SposConfig) -> None:

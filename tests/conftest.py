@@ -28,7 +28,7 @@ def cifar_source(tmp_path_factory) -> str:
     if real and Path(real).exists():
         return real
     root = tmp_path_factory.mktemp("fake-cifar")
-    make_tree(root / "tree", n_train=12, n_test=2)
+    make_tree(root / "tree", n_train=26, n_test=2)
     return str(make_archive(root / "tree", root / "cifar10-fake.tar.gz"))
 
 

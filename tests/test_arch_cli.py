@@ -100,8 +100,8 @@ MUTATIONS = {
     "missing op": (_delete((*EDGE0, "op")), "missing key 'op'"),
     "cells not a list": (_set(("cells",), {}), "'cells' must be a list"),
     "cell not an object": (_set(("cells", 0), []), r"cells\[0\] must be an object"),
-    "node is a string": (_set((*EDGE0, "node"), "2"), "'node' must be a int"),
-    "node is a bool": (_set((*EDGE0, "node"), True), "'node' must be a int"),
+    "node is a string": (_set((*EDGE0, "node"), "2"), "'node' must be an integer"),
+    "node is a bool": (_set((*EDGE0, "node"), True), "'node' must be an integer"),
     "op is a number": (_set((*EDGE0, "op"), 3), "'op' must be a str"),
     "concat of strings": (_set(("cells", 0, "concat"), ["2", "3"]), "list of node ids"),
     "wrong concat": (_set(("cells", 0, "concat"), [2, 3]), "concat"),
@@ -144,7 +144,7 @@ def test_validate_rejects_malformed_records(tmp_path, capsys, valid_dict, case):
         (b"[1, 2]", "must be a JSON object"),
         (b'"found"', "must be a JSON object"),
         (b"null", "must be a JSON object"),
-        (b"\xff\xfe\x00garbage", "not a text file"),
+        (b"\xff\xfe\x00garbage", "not a UTF-8 text file"),
     ],
 )
 def test_validate_rejects_files_that_are_not_records(tmp_path, capsys, content, message):

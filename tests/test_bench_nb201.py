@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pflnas.arch import load_architecture
 from pflnas.arch.record import Architecture
@@ -199,11 +201,15 @@ def test_cli_interrupted_bench_keeps_finished_seeds(tmp_path, capsys, monkeypatc
         (["--strategy", "darts", "--queries", "5"], "--queries is the budget of multi-trial"),
         (["--strategy", "random", "--epochs", "2"], "--epochs configure one-shot"),
         (["--strategy", "random", "--seeds", "0"], "--seeds must be >= 1"),
+        (["--strategy", "darts", "--jobs", "0"], "--jobs must be >= 1"),
+        (["--strategy", "darts", "--device", "cuda", "--jobs", "4"], "no CUDA GPU is visible"),
         (["--strategy", "darts", "--set", "space.name=darts"], "fixed by the bench"),
         (["--strategy", "darts", "--set", "space.alpha_mode=individual"], "alpha_mode=shared"),
     ],
 )
 def test_cli_bad_input_is_one_line(tmp_path, capsys, args, message):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
     rc, _, err = _bench(tmp_path, capsys, *args)
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
 
@@ -228,3 +234,30 @@ def test_cli_oneshot_scores_the_found_cell(tmp_path, capsys, cifar_source, sessi
         run["accuracy"] == table.accuracy(found) and run["regret"] == table.best_accuracy() - run["accuracy"]
     )
     assert run["epochs"] == 1 and run["code"] == list(table.encode(found))
+
+
+@needs_table
+@pytest.mark.slow
+def test_cli_oneshot_jobs_match_the_sequential_bench(
+    tmp_path, capsys, cifar_source, session_cache, monkeypatch
+):  # noqa: E501
+    """--jobs 2 searches two seeds in two processes; each seed finds the same cell with the same
+    probabilities as in the sequential bench, and the summary reuses the workers' files."""
+    monkeypatch.setenv("PFLNAS_CACHE", session_cache)
+    tiny = ["space.init_channels=4", "space.layers=1", "data.subset=64", "data.batch_size=16"]
+    tiny += ["data.eval_limit=32", "run.progress=false", "run.threads=1"]
+    common = ("--strategy", "darts", "--seeds", "2", "--epochs", "1", "--data-dir", cifar_source, "--json")
+    sets = [x for s in tiny for x in ("--set", s)]
+    rc, out, err = _bench(tmp_path, capsys, *common, "--jobs", "2", *sets)
+    assert rc == 0, err
+    assert "running 2 one-shot seeds in 2 processes" in err and "darts seed 1: reusing" in err
+    parallel = json.loads(out)["strategies"][0]["runs"]
+    assert [r["seed"] for r in parallel] == [0, 1]
+    assert all((tmp_path / "bench" / "darts" / f"seed{k}" / "search.log").is_file() for k in (0, 1))
+    rc, out, err = _bench(tmp_path / "seq", capsys, *common, *sets)
+    assert rc == 0, err
+    sequential = json.loads(out)["strategies"][0]["runs"]
+    for p, q in zip(parallel, sequential):
+        assert p["code"] == q["code"] and p["accuracy"] == q["accuracy"]
+        a, b = (json.loads(Path(r["found"]).read_text()) for r in (p, q))
+        assert a["probabilities"] == b["probabilities"]

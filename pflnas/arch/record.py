@@ -31,7 +31,7 @@ from pflnas.spaces.config import SpaceConfig, list_spaces, load_space, space_fro
 from pflnas.utils_io import atomic_write_json
 
 SCHEMA_VERSION = 1
-MAX_FILE_BYTES = 64 * 1024 * 1024  # a found.json is kilobytes; refuse to parse anything absurd
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a found.json is kilobytes; refuse to parse anything absurd
 
 
 @dataclass(frozen=True)
@@ -256,13 +256,19 @@ def _validate_cell(space: SpaceConfig, cell: CellArch) -> None:
 
 
 # --- parsing ----------------------------------------------------------------------------------------
-def _need(mapping: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+_KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "an object"}
+
+
+def _need(mapping: dict[str, Any], key: str, kind: type, where: str = "") -> Any:
+    """``mapping[key]`` if present and of ``kind``; ``where`` prefixes the message (empty: top level)."""
+    prefix = f"{where}: " if where else ""
     if key not in mapping:
-        raise ArchitectureError(f"{where}: missing key {key!r}")
+        raise ArchitectureError(f"{prefix}missing key {key!r}")
     value = mapping[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise ArchitectureError(f"{where}: {key!r} must be a {names}, got {type(value).__name__}")
+        raise ArchitectureError(
+            f"{prefix}{key!r} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {type(value).__name__}"
+        )
     return value
 
 
@@ -302,8 +308,8 @@ def _parse(data: Any, origin: str) -> Architecture:
         other = "cells" if space.is_block else "blocks"
         if other in data:
             raise ArchitectureError(f"a {space.kind} space records {body!r}, not {other!r}")
-        blocks = _parse_blocks(_need(data, "blocks", list, origin)) if space.is_block else ()
-        raw_cells = [] if space.is_block else _need(data, "cells", list, origin)
+        blocks = _parse_blocks(_need(data, "blocks", list)) if space.is_block else ()
+        raw_cells = [] if space.is_block else _need(data, "cells", list)
         cells = []
         for i, rc in enumerate(raw_cells):
             where = f"cells[{i}]"
@@ -331,11 +337,12 @@ def _parse(data: Any, origin: str) -> Architecture:
         if share is not None and (not isinstance(share, (int, float)) or isinstance(share, bool)):
             raise ArchitectureError("'param_free_share' must be a number or null")
         probs = data.get("probabilities", {})
-        _check_probabilities(probs, space)
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
             raise ArchitectureError("'provenance' must be an object")
-        return Architecture(space, tuple(cells), probs, provenance, blocks)
+        arch = Architecture(space, tuple(cells), probs, provenance, blocks)  # checks the graph first
+        _check_probabilities(probs, space)
+        return arch
     except ArchitectureError as exc:
         raise ArchitectureError(f"{origin}: {exc}") from None
 
@@ -398,14 +405,30 @@ def load_architecture(path: str | Path) -> Architecture:
             f"{p}: {size} bytes is far too large for a found.json (limit {MAX_FILE_BYTES})"
         )
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_bytes().decode("utf-8-sig")  # tolerate the byte-order mark some editors write
     except UnicodeDecodeError:
-        raise ArchitectureError(f"{p}: not a text file; expected JSON") from None
+        raise ArchitectureError(f"{p}: not a UTF-8 text file; expected JSON") from None
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise ArchitectureError(f"{p}: cannot be read ({why}); check its permissions") from None
+    return Architecture.from_dict(parse_json(text, str(p)), str(p))
+
+
+def parse_json(text: str, origin: str) -> Any:
+    """``json.loads`` whose every failure (syntax, absurd nesting, a number of thousands of digits) is one
+    ArchitectureError line."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ArchitectureError(
-            f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+            f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         ) from None
-    return Architecture.from_dict(data, str(p))
+    except RecursionError:
+        raise ArchitectureError(f"{origin}: JSON nested too deeply to be a found.json") from None
+    except ValueError:  # Python's limit on the digits of an integer is the one other failure
+        raise ArchitectureError(
+            f"{origin}: holds a number with thousands of digits; not a found.json"
+        ) from None
 
 
 def save_architecture(arch: Architecture, path: str | Path) -> Path:

@@ -11,11 +11,16 @@ its finished seeds and a re-run with the same settings reuses them.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ import numpy as np
 from pflnas.arch.record import Architecture
 from pflnas.bench.nb201 import NB201Stats, NB201Table, nb201_string
 from pflnas.configs import SearchConfig, to_dict
-from pflnas.errors import ConfigError
+from pflnas.errors import ConfigError, PflnasError
 from pflnas.utils_io import atomic_write_json
 
 MULTI_TRIAL = ("evolution", "random")
@@ -127,6 +132,78 @@ def run_oneshot_seed(table: NB201Table, cfg: SearchConfig, run_dir: Path) -> dic
         "search_time_s": arch.provenance.get("wall_time_s"),
         "wall_time_s": round(time.perf_counter() - t0, 3),
     }
+
+
+@dataclass(frozen=True)
+class OneShotJob:
+    """One pending one-shot seed: its search config, run directory, result file and settings."""
+
+    cfg: SearchConfig
+    run_dir: Path
+    result_path: Path
+    settings: dict[str, Any]
+
+
+def _run_job(job: OneShotJob, threads: int) -> dict[str, Any]:
+    """Worker process: one one-shot seed, its search output in ``run_dir/search.log``; saves its result."""
+    cfg = job.cfg
+    if cfg.run.threads is None:  # share the cores between the jobs
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=threads))
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, progress=False))
+    table = _worker_table()
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        open(job.run_dir / "search.log", "a", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        result = run_oneshot_seed(table, cfg, job.run_dir)
+    save_seed(job.result_path, job.settings, result)
+    return result
+
+
+_TABLE: list[NB201Table] = []
+
+
+def _worker_table() -> NB201Table:
+    from pflnas.bench.nb201 import load_nb201_table
+
+    if not _TABLE:
+        _TABLE.append(load_nb201_table())
+    return _TABLE[0]
+
+
+def run_oneshot_jobs(
+    jobs: Sequence[OneShotJob], workers: int, log: Callable[[str], None], *, warm_data: bool = True
+) -> None:
+    """Run one-shot seeds in ``workers`` spawned processes at once (several searches share a GPU well when
+    each is launch-bound; on CPU each gets ``cpu_count // workers`` threads unless ``run.threads`` is set).
+    Each finished seed is saved by its worker, so an interrupted bench keeps it. The first failure stops
+    the rest and is raised as one line."""
+    if not jobs:
+        return
+    if warm_data:  # decode the data set into the cache once, not once per worker
+        from pflnas.data import load_dataset
+
+        load_dataset(jobs[0].cfg.data.dataset, jobs[0].cfg.data.data_dir)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    log(f"running {len(jobs)} one-shot seeds in {workers} processes ({threads} threads each)")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        futures: dict[Future, OneShotJob] = {pool.submit(_run_job, job, threads): job for job in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                job = futures[future]
+                name = f"{job.cfg.strategy.name} seed {job.cfg.run.seed}"
+                exc = future.exception()
+                if exc is not None:
+                    for other in pending:
+                        other.cancel()
+                    why = str(exc) if isinstance(exc, PflnasError) else f"{type(exc).__name__}: {exc}"
+                    raise ConfigError(f"{name} failed ({why}); its log: {job.run_dir / 'search.log'}")
+                log(f"{name}: done in {future.result()['wall_time_s']:.1f} s")
 
 
 # --- per-seed files -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 from pflnas.arch.darts_genotype import architecture_from_genotype
 from pflnas.arch.homogeneous import homogeneous_architecture
 from pflnas.arch.record import Architecture, load_architecture, save_architecture
+from pflnas.cli.paths import check_out_file
 from pflnas.configs import deep_merge, parse_override
 from pflnas.errors import ConfigError
 from pflnas.ops import get_op
@@ -113,10 +114,7 @@ def _homogeneous(args: argparse.Namespace) -> int:
 
 
 def _check_out(out: Path, force: bool) -> None:
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file name such as {out / 'found.json'}")
-    if out.exists() and not force:
-        raise ConfigError(f"{out} already exists; pass --force to overwrite it")
+    check_out_file(out, "--out", force=force, example="found.json")
 
 
 # --- the readable summary -----------------------------------------------------------------------------

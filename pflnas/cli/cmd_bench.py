@@ -14,16 +14,19 @@ from pflnas.bench.runner import (
     MULTI_TRIAL,
     REFUSED,
     MultiTrialPlan,
+    OneShotJob,
     finished_seed,
     markdown_table,
     oneshot_settings,
     run_multitrial_seed,
+    run_oneshot_jobs,
     run_oneshot_seed,
     save_seed,
     seed_file,
     summarize,
 )
 from pflnas.cli.cmd_search import flag_overrides
+from pflnas.cli.paths import check_out_folder
 from pflnas.configs import (
     SearchConfig,
     build_config,
@@ -32,6 +35,7 @@ from pflnas.configs import (
     validate_search_config,
 )
 from pflnas.errors import ConfigError
+from pflnas.train.device import resolve_device
 from pflnas.train.search import resolve_space
 from pflnas.utils_io import atomic_write_json, atomic_write_text
 
@@ -67,6 +71,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     nb.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="one-shot: search config override"
     )
+    nb.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="one-shot: seeds searched at once in separate processes (default 1); several launch-bound "
+        "searches share one GPU well; on CPU the cores are split between them",
+    )
     nb.add_argument("--data-dir", help="one-shot: where CIFAR-10 is (else $PFLNAS_DATA, else the cache dir)")
     nb.add_argument("--device", help="one-shot: auto, cpu, cuda or cuda:N")
     nb.add_argument("--out", type=Path, default=Path("runs/bench-nb201"), help="default: runs/bench-nb201")
@@ -93,6 +104,8 @@ def _strategies(args: argparse.Namespace) -> list[str]:
 def _check_flags(args: argparse.Namespace, names: list[str]) -> None:
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     for flag in ("queries", "population", "sample_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -122,6 +135,7 @@ def oneshot_config(args: argparse.Namespace, strategy: str, seed: int) -> Search
     fixed = ["space.name=nb201", f"strategy.name={strategy}", f"run.seed={seed}"]
     cfg = build_config(SearchConfig, layers, fixed + flag_overrides(args, ONESHOT_FLAGS) + list(args.set))
     validate_search_config(cfg)
+    resolve_device(cfg.run.device)  # --device cuda without a GPU: one line now, not one per seed later
     space = resolve_space(cfg)
     if len(space.alpha_groups()) != 1:
         raise ConfigError(
@@ -173,14 +187,33 @@ def _bench_strategy(args: argparse.Namespace, table: NB201Table, strategy: str) 
     return settings, results
 
 
+def _pending_oneshot(args: argparse.Namespace, table: NB201Table, names: list[str]) -> list[OneShotJob]:
+    """The one-shot seeds with no stored result yet (a stored one made with other settings is an error
+    unless --overwrite), seed by seed across strategies, so a bench cut short has as many seeds of each."""
+    jobs = []
+    for seed in range(args.seeds):
+        for name in names:
+            if name in MULTI_TRIAL:
+                continue
+            cfg = oneshot_config(args, name, seed)
+            settings = oneshot_settings(cfg, table)
+            path = seed_file(args.out, name, seed)
+            if finished_seed(path, settings, args.overwrite) is None:
+                jobs.append(OneShotJob(cfg, args.out / name / f"seed{seed}", path, settings))
+    return jobs
+
+
 def run_nb201(args: argparse.Namespace) -> int:
     names = _strategies(args)
     _check_flags(args, names)
+    check_out_folder(args.out, "--out")
     for name in names:  # a bad one-shot config fails before any seed runs
         if name not in MULTI_TRIAL:
             oneshot_config(args, name, 0)
     table = load_nb201_table()
     stats = table.stats(0.01)
+    if args.jobs > 1:
+        run_oneshot_jobs(_pending_oneshot(args, table, names), args.jobs, _log)
     summaries = []
     for name in names:
         settings, results = _bench_strategy(args, table, name)

@@ -9,6 +9,7 @@ from pflnas.arch.record import load_architecture
 from pflnas.data.retrain import retrain_loaders
 from pflnas.errors import PflnasError
 from pflnas.export import load_trained_network
+from pflnas.models import DATASET_PRESETS, NetworkConfig
 from pflnas.train.distributed import init_distributed
 from pflnas.train.retrain import evaluate
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     arch = load_architecture(args.arch)
     model, net_cfg = load_trained_network(arch, args.checkpoint, ema=args.ema, auxiliary=False)
     dataset = args.dataset or net_cfg.dataset
+    _check_fits(dataset, net_cfg)  # before the (slow) data load
     info = init_distributed(args.device)
     data = retrain_loaders(
         dataset,
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if data.num_classes != net_cfg.num_classes:
         raise PflnasError(
-            f"{dataset} has {data.num_classes} classes but the checkpoint's network has {net_cfg.num_classes}"
+            f"{dataset} has {data.num_classes} classes but the checkpoint's network has "
+            f"{net_cfg.num_classes}; evaluate on the data it was trained on ({net_cfg.dataset})"
         )
     result = evaluate(model.to(info.device), data.eval, info, None)
     if args.json:
@@ -62,3 +65,17 @@ def run(args: argparse.Namespace) -> int:
             f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  ({result['count']} images of {dataset})"
         )
     return 0
+
+
+def _check_fits(dataset: str, net_cfg: NetworkConfig) -> None:
+    """Refuse a dataset whose images (channels) or fixed class count the checkpoint's network cannot take."""
+    preset = DATASET_PRESETS.get(dataset)
+    if preset is None:  # an unknown name: the data loader says which names exist
+        return
+    classes = preset.num_classes if dataset != "imagenet" else net_cfg.num_classes  # ImageFolder subsets
+    if (preset.in_channels, classes) != (net_cfg.in_channels, net_cfg.num_classes):
+        raise PflnasError(
+            f"{dataset} has {preset.in_channels}-channel images and {preset.num_classes} classes, but the "
+            f"checkpoint's network takes {net_cfg.in_channels}-channel images and has {net_cfg.num_classes} "
+            f"classes; evaluate on the data it was trained on (--dataset {net_cfg.dataset})"
+        )

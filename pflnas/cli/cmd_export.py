@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pflnas.arch.record import load_architecture
+from pflnas.cli.paths import check_out_file
 from pflnas.errors import ConfigError
 from pflnas.export import DEFAULT_OPSET, EXPORTERS, export_onnx, load_trained_network, require
 from pflnas.models import DATASET_PRESETS
@@ -52,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_opset(args.opset)
+    check_out_file(args.onnx, "--onnx", example="model.onnx")
     require("onnx", "ONNX export")  # fail before the (slow) build when the extra is missing
     if not args.no_check:
         require("onnxruntime", "the ONNX parity check (or pass --no-check)")
@@ -90,3 +93,18 @@ def run(args: argparse.Namespace) -> int:
             f"(logits scale {report.logits_scale:.3g}; batch {' and '.join(map(str, report.batch_sizes))})"
         )
     return 0
+
+
+def _check_opset(opset: int) -> None:
+    """Refuse an ONNX opset torch cannot write before building anything (torch would dump its IR graph)."""
+    try:
+        from torch.onnx import _constants  # private, so read defensively
+
+        low, high = int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):
+        low, high = 7, None
+    if opset < low or (high is not None and opset > high):
+        top = f"..{high}" if high is not None else " or more"
+        raise ConfigError(
+            f"--opset {opset} is not an ONNX opset torch can write; use {low}{top} (default {DEFAULT_OPSET})"
+        )

@@ -6,6 +6,7 @@ import argparse
 import warnings
 from pathlib import Path
 
+from pflnas.cli.paths import check_out_folder
 from pflnas.errors import ConfigError
 
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
         if len(args.dirs) != 1:
             raise ConfigError("several directories: give --out DIR for the report")
         out = args.dirs[0] / "report"
+    check_out_folder(out, "--out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IncompleteRunWarning)
         report = write_report(args.dirs, out, args.title)

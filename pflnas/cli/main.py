@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pflnas.errors import PflnasError
+from pflnas.train.signals import RunInterrupted
 
 # subcommand -> module under pflnas.cli that defines add_parser(subparsers) and run(args) -> int
 COMMANDS = {
@@ -60,10 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PflnasError as exc:
         if args.debug:
             raise
-        print(f"pflnas {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever a value quoted in it holds
+        print(f"pflnas {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"pflnas {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if not isinstance(exc, RunInterrupted):  # a run that saved itself has said how to resume
+            print(f"pflnas {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

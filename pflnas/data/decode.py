@@ -31,7 +31,12 @@ def decode_image_bytes(data: bytes, spec: DatasetSpec, where: str) -> torch.Tens
     try:
         with Image.open(io.BytesIO(data)) as img:
             array = np.asarray(img.convert(spec.pil_mode))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise DataError(
+            f"cannot read image {where} (not an image format PIL knows, or damaged); "
+            "replace or delete the file"
+        ) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {where} ({exc}); replace or delete the file") from None
     height, width = array.shape[:2]
     if (height, width) != (spec.image_size, spec.image_size):

@@ -8,8 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from pflnas.configs import load_yaml
 from pflnas.errors import ConfigError
 from pflnas.ops import get_op, list_ops
 from pflnas.spaces.skeletons import BlockSite, OpSite, Skeleton, parse_skeleton
@@ -30,6 +29,9 @@ KINDS: dict[str, dict[str, Any]] = {
 CELL_FIELDS = ("nodes", "init_channels", "layers", "stem_multiplier", "pool_bn")
 BLOCK_CHOICE = "op"  # the key of a block's choice: labels read ``block3.op``
 ALPHA_MODES = ("individual", "shared")
+# Far above any published space, low enough that a typo (nodes: 40000) fails at once instead of exhausting
+# memory while the edges, cells or blocks are enumerated.
+MAX_NODES, MAX_LAYERS, MAX_BLOCKS = 32, 256, 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class SpaceConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        for key in ("name", "kind", "description"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"space {key} must be a string, got {getattr(self, key)!r}")
+        if not isinstance(self.pool_bn, bool):
+            raise ConfigError(f"space {self.name!r}: pool_bn must be true or false, got {self.pool_bn!r}")
         if self.kind not in KINDS:
             raise ConfigError(f"space {self.name!r}: unknown kind {self.kind!r}; use one of {sorted(KINDS)}")
         unknown = [op for op in self.ops if op not in list_ops()]
@@ -79,6 +86,13 @@ class SpaceConfig:
                 )
             skeleton = parse_skeleton(self.kind, self.skeleton, f"space {self.name!r}")
             object.__setattr__(self, "_skeleton", skeleton)
+            depths = getattr(skeleton, "depths", None)
+            blocks = sum(depths) if depths is not None else getattr(skeleton, "depth", 0)
+            if blocks > MAX_BLOCKS:
+                raise ConfigError(
+                    f"space {self.name!r}: the skeleton has {blocks} blocks, far too many "
+                    f"(at most {MAX_BLOCKS})"
+                )
             resolved = {
                 k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(skeleton).items()
             }
@@ -101,6 +115,11 @@ class SpaceConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"space {self.name!r}: {key} must be a positive integer, got {value!r}")
+        for key, limit in (("nodes", MAX_NODES), ("layers", MAX_LAYERS)):
+            if getattr(self, key) > limit:
+                raise ConfigError(
+                    f"space {self.name!r}: {key} {getattr(self, key)} is far too large (at most {limit})"
+                )
         if self.kind == "darts_cell" and self.layers < 3:
             raise ConfigError(
                 f"space {self.name!r}: a DARTS-cell network needs layers >= 3, got {self.layers}"
@@ -314,10 +333,4 @@ def load_space(name_or_path: str | Path) -> SpaceConfig:
                 f"unknown search space {text!r}; built-in spaces: {', '.join(list_spaces())} "
                 "(or give a YAML path)"
             )
-    if not path.is_file():
-        raise ConfigError(f"search space file {text} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return space_from_dict(data, str(path))
+    return space_from_dict(load_yaml(path, "search space file"), str(path))

@@ -236,8 +236,8 @@ def parse_skeleton(kind: str, raw: Mapping[str, Any], where: str) -> Skeleton:
                 raise ConfigError(f"{where}: skeleton.{key} must be a list, got {value!r}")
             value = tuple(value)
         elif tp is float:
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{where}: skeleton.{key} must be a number, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"{where}: skeleton.{key} must be a finite number, got {value!r}")
             value = float(value)
         elif tp is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"{where}: skeleton.{key} must be an integer, got {value!r}")
@@ -246,3 +246,5 @@ def parse_skeleton(kind: str, raw: Mapping[str, Any], where: str) -> Skeleton:
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    except OverflowError:  # e.g. widths * width_mult beyond any integer
+        raise ConfigError(f"{where}: skeleton values {dict(raw)} are far too large") from None

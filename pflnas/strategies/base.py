@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from pflnas.arch.derive import derive_architecture
@@ -95,6 +96,12 @@ class Strategy(ABC):
                 "edge_normalization": {k: round(v, 6) for k, v in strengths.items()},
             }
         return derive_architecture(self.supernet.space, self.probabilities(), provenance, strengths)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers the strategy steps itself (the loop makes them CUDA-graph capturable when it
+        replays steps as graphs). Default: ``self.optimizer`` when the strategy has one."""
+        opt = getattr(self, "optimizer", None)
+        return [opt] if isinstance(opt, torch.optim.Optimizer) else []
 
     def supernet_options(self) -> dict[str, Any]:
         """Keyword arguments the loop passes to ``build_supernet`` (e.g. PC-DARTS' partial channels)."""

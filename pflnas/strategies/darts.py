@@ -79,7 +79,7 @@ class DARTS(Strategy):
             for sign in (1.0, -1.0):
                 with torch.no_grad():
                     for w, w0, g in zip(weights, backup, d_w):
-                        w.copy_(w0).add_(g, alpha=float(sign * eps))
+                        w.copy_(w0).add_(g * (sign * eps))  # eps stays on the device: no host sync
                 hessian.append(torch.autograd.grad(ctx.loss(train_batch), alphas, allow_unused=True))
             xi = ctx.lr
             final = []

@@ -19,6 +19,17 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
+def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete the temp files that atomic writes killed midway left in ``run_dir`` (``.NAME.XXXX.tmp``;
+    the file they were replacing is intact). Call it only when no other process writes there."""
+    removed = []
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with ``weights_only=True``; a missing, truncated or foreign file is one clear line."""
     p = Path(path)

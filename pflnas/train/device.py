@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import re
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -77,3 +80,23 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def memory_guard(what: str, fix: str) -> Iterator[None]:
+    """Turn an allocation failure while building ``what`` (a network far too wide for this machine) into
+    one ConfigError line saying ``fix``, instead of an allocator traceback."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise ConfigError(f"{what} does not fit in the device's memory; {fix}") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if "can't allocate memory" not in text and "out of memory" not in text:
+            raise
+        raise ConfigError(f"{what} does not fit in memory ({_bytes_asked(text)}); {fix}") from None
+
+
+def _bytes_asked(text: str) -> str:
+    m = re.search(r"allocate (\d+) bytes", text)
+    return f"it asked for {int(m.group(1)) / 2**30:.1f} GiB" if m else "allocation failed"

@@ -81,6 +81,8 @@ class RunSection:
     threads: int | None = None
     progress: bool = True
     tensorboard: bool = True
+    nonfinite: str = "stop"  # NaN/Inf in loss or gradients: stop | skip the batch (pflnas.train.guard)
+    nonfinite_max_skips: int = 20  # nonfinite=skip: stop anyway once more steps than this were skipped
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,18 @@ def validate_retrain_config(cfg: RetrainConfig) -> None:
         (d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}"),
         (d.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {d.eval_batch_size}"),
         (d.subset is None or d.subset >= 1, f"data.subset must be >= 1, got {d.subset}"),
+        (
+            d.subset is None or d.subset >= d.batch_size,
+            f"data.subset={d.subset} is smaller than data.batch_size={d.batch_size}, so no batch would be "
+            "trained; lower data.batch_size or raise data.subset",
+        ),
         (d.workers >= 0, f"data.workers must be >= 0, got {d.workers}"),
         (d.cutout >= 0, f"data.cutout must be >= 0, got {d.cutout}"),
         (0 <= d.reprob <= 1, f"data.reprob must be in [0, 1], got {d.reprob}"),
         (d.mixup >= 0 and d.cutmix >= 0, "data.mixup and data.cutmix must be >= 0"),
         (0 <= d.label_smoothing < 1, f"data.label_smoothing must be in [0, 1), got {d.label_smoothing}"),
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+        (o.momentum >= 0, f"optim.momentum must be >= 0, got {o.momentum}"),
         (o.lr_base_batch is None or o.lr_base_batch >= 1, "optim.lr_base_batch must be >= 1"),
         (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
         (o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip must be > 0, got {o.grad_clip}"),
@@ -135,16 +143,38 @@ def validate_retrain_config(cfg: RetrainConfig) -> None:
             f"schedule.warmup_epochs must be in [0, epochs), got {s.warmup_epochs}",
         ),
         (s.decay_epochs > 0, f"schedule.decay_epochs must be > 0, got {s.decay_epochs}"),
+        (s.decay_rate > 0, f"schedule.decay_rate must be > 0, got {s.decay_rate}"),
+        (s.min_lr >= 0, f"schedule.min_lr must be >= 0, got {s.min_lr}"),
+        (s.warmup_lr >= 0, f"schedule.warmup_lr must be >= 0, got {s.warmup_lr}"),
         (
             r.amp is None or r.amp in AMP_MODES,
             f"run.amp must be one of {', '.join(AMP_MODES)}, got {r.amp!r}",
         ),
         (r.accumulation >= 1, f"run.accumulation must be >= 1, got {r.accumulation}"),
+        (0 <= r.seed < 2**63, f"run.seed must be in [0, 2**63), got {r.seed}"),
+        (r.threads is None or r.threads >= 1, f"run.threads must be >= 1, got {r.threads}"),
         (0 < r.ema_decay < 1, f"run.ema_decay must be in (0, 1), got {r.ema_decay}"),
         (r.checkpoint_every is None or r.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
+        (r.nonfinite in ("stop", "skip"), f"run.nonfinite must be stop or skip, got {r.nonfinite!r}"),
+        (r.nonfinite_max_skips >= 0, f"run.nonfinite_max_skips must be >= 0, got {r.nonfinite_max_skips}"),
         (0 <= m.drop_path < 1, f"model.drop_path must be in [0, 1), got {m.drop_path}"),
         (m.auxiliary_weight >= 0, f"model.auxiliary_weight must be >= 0, got {m.auxiliary_weight}"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _check_optimizer(o.name)
+
+
+def _check_optimizer(name: str) -> None:
+    """``optim.name`` must be an optimizer timm's ``create_optimizer_v2`` knows; like timm, only the part
+    after the last ``_`` names it (``lookahead_adamw`` is AdamW with Lookahead)."""
+    from timm.optim import list_optimizers  # timm is imported only when a recipe is validated
+
+    known = list_optimizers()
+    if name.lower().split("_")[-1] not in known:
+        common = ", ".join(n for n in ("momentum", "sgd", "adamw", "adam", "lamb", "rmsproptf") if n in known)
+        raise ConfigError(
+            f"optim.name {name!r} is not a timm optimizer; use e.g. {common} "
+            "(all: timm.optim.list_optimizers())"
+        )

@@ -26,13 +26,15 @@ from tqdm import tqdm
 from pflnas.arch.record import Architecture
 from pflnas.configs import to_dict
 from pflnas.data.retrain import RetrainData, retrain_loaders
-from pflnas.errors import ConfigError, PflnasError
+from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.models import AuxOutput, NetworkConfig, build_from_config, resolve_network_config
-from pflnas.train.checkpoint import load_checkpoint, save_checkpoint
-from pflnas.train.device import rng_state, seed_everything, set_determinism, set_rng_state
-from pflnas.train.distributed import DistInfo, all_reduce_sum
+from pflnas.train.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
+from pflnas.train.device import memory_guard, rng_state, seed_everything, set_determinism, set_rng_state
+from pflnas.train.distributed import DistInfo, all_reduce_sum, gather_object
+from pflnas.train.guard import FiniteGuard, total_norm
 from pflnas.train.metrics import MetricsLog
 from pflnas.train.recipe import RetrainConfig
+from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.utils_io import atomic_write_json, atomic_write_text
 
 LAST, BEST, CONFIG, METRICS, RESULT = "last.pt", "best.pt", "config.yaml", "metrics.jsonl", "result.json"
@@ -86,8 +88,20 @@ class Sums:
     count: Tensor
 
     @classmethod
-    def zeros(cls, device: torch.device) -> Sums:
-        return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in range(4)))
+    def zeros(cls, device: torch.device, values: dict[str, float] | None = None) -> Sums:
+        """Zeros, or the running sums a mid-epoch checkpoint saved (``values``, from :meth:`to_dict`)."""
+        v = values or {}
+        keys = ("loss", "top1", "top5", "count")
+        return cls(*(torch.tensor(v.get(k, 0.0), dtype=torch.float64, device=device) for k in keys))
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k).item() for k in ("loss", "top1", "top5", "count")}
+
+    def absorb(self, other: Sums) -> None:
+        """Add ``other``'s sums (the micro-batches of an optimizer step that was applied)."""
+        for k in ("loss", "top1", "top5", "count"):
+            getattr(self, k).add_(getattr(other, k))
+            getattr(other, k).zero_()
 
     def add(self, loss: Tensor, logits: Tensor, target: Tensor) -> None:
         n = target.shape[0]
@@ -159,8 +173,15 @@ class RetrainRun:
             randaugment=d.randaugment,
             reprob=d.reprob,
         )
+        if len(self.data.train) == 0:  # it would train nothing and "succeed"
+            raise DataError(
+                f"the training data gives no full batch of data.batch_size={cfg.data.batch_size}"
+                f"{' across the processes' if info.distributed else ''}; lower data.batch_size or use more "
+                "data (data.subset)"
+            )
         self.net_cfg = network_config(cfg, self.arch, self.data)
-        model = build_from_config(self.arch, self.net_cfg).to(self.device)
+        with memory_guard("the network", "lower model.init_channels / model.layers"):
+            model = build_from_config(self.arch, self.net_cfg).to(self.device)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.run.sync_bn and self.device.type != "cuda":
@@ -209,13 +230,22 @@ class RetrainRun:
         self.model = torch.compile(model) if cfg.run.compile else model
         self.metrics = MetricsLog(self.run_dir / METRICS)
         self.epoch, self.step_in_epoch, self.updates, self.best, self.elapsed = 0, 0, 0, -1.0, 0.0
+        self.partial: dict[str, float] | None = None  # the epoch's running sums of a mid-epoch checkpoint
+        reduce = (lambda t: all_reduce_sum(t, info)) if info.distributed else None
+        self.stop = StopSignals()  # replaced by the one run() enters
+        self.guard = FiniteGuard(
+            cfg.run.nonfinite, cfg.run.nonfinite_max_skips, self.device, kept=self._kept, reduce=reduce
+        )
+        self._named = list(self.model_without_ddp.named_parameters())
 
     # --- checkpoints -------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def _state(self, partials: list[Any] | None = None) -> dict[str, Any]:
         return {
             "format": "pflnas-retrain-checkpoint-1",
             "epoch": self.epoch,
             "step": self.step_in_epoch,
+            "partial": partials,  # mid-epoch: every rank's running sums of the epoch so far
+            "nonfinite_skipped": self.guard.skipped,
             "updates": self.updates,
             "model": self.model_without_ddp.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -230,9 +260,12 @@ class RetrainRun:
             "elapsed": self.elapsed,
         }
 
-    def _save(self, name: str) -> None:
+    def _save(self, name: str, partial: dict[str, float] | None = None) -> None:
+        """Rank 0 writes; every rank calls it (the running sums of a mid-epoch checkpoint are gathered)."""
+        self.guard.flush()  # never a checkpoint after a non-finite step
+        partials = gather_object(partial, self.info) if partial is not None else None
         if self.info.is_main:
-            save_checkpoint(self._state(), self.run_dir / name)
+            save_checkpoint(self._state(partials), self.run_dir / name)
 
     def restore(self) -> None:
         state = load_checkpoint(self.run_dir / LAST, self.device)
@@ -250,8 +283,18 @@ class RetrainRun:
         set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch, self.updates = state["epoch"], state["step"], state["updates"]
         self.best, self.elapsed = state["best_top1"], state["elapsed"]
+        self.guard.skipped = int(state.get("nonfinite_skipped", 0))
+        partials = state.get("partial")
+        if self.step_in_epoch and partials is not None:
+            if len(partials) != self.info.world_size:
+                raise PflnasError(
+                    f"{self.run_dir / LAST} was saved inside an epoch by {len(partials)} process(es); "
+                    f"resume it with as many (torchrun --nproc-per-node {len(partials)})"
+                )
+            self.partial = partials[self.info.rank]
         if self.info.is_main:
             self.metrics.truncate_to(self.epoch)
+            remove_stale_temp_files(self.run_dir)  # a kill inside an atomic write leaves its temp file
 
     # --- training ----------------------------------------------------------------------------------
     def _autocast(self):
@@ -277,7 +320,9 @@ class RetrainRun:
         if hasattr(self.model_without_ddp, "drop_path_prob"):  # DARTS: linear drop-path schedule
             self.model_without_ddp.drop_path_prob = cfg.model.drop_path * self.epoch / cfg.schedule.epochs
         accum = cfg.run.accumulation
-        sums = Sums.zeros(self.device)
+        partial, self.partial = self.partial or {}, None
+        sums, window = Sums.zeros(self.device, partial), Sums.zeros(self.device)
+        skipped = int(partial.get("skipped", 0))
         start_step, seen, t0 = self.step_in_epoch, 0, time.perf_counter()
         bar = tqdm(
             total=len(loader),
@@ -295,38 +340,66 @@ class RetrainRun:
                 x, target = self.mixup(x, y)
             sync = (step + 1) % accum == 0 or step + 1 == len(loader)
             no_sync = model.no_sync() if info.distributed and not sync else contextlib.nullcontext()
+            self.guard.at(self.epoch, step)
             with no_sync:
                 with self._autocast():
                     out = model(x)
                 loss, logits = self._loss(out, target)
+                self.guard.watch("the training loss", loss)
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            if sync:
-                self._optimizer_step()
-            sums.add(loss, logits.detach(), y)
+            window.add(loss, logits.detach(), y)  # counted once its optimizer step is applied
             seen += y.shape[0]
             bar.update(1)
-            if sync and cfg.run.checkpoint_every and self.updates % cfg.run.checkpoint_every == 0:
+            if not sync:
+                continue
+            if self._optimizer_step():
+                sums.absorb(window)
+            else:  # run.nonfinite=skip: the step was dropped, and so are its sums
+                window = Sums.zeros(self.device)
+                skipped += 1
+            stop = self.stop.requested(self.updates + skipped)
+            if stop or (cfg.run.checkpoint_every and self.updates % cfg.run.checkpoint_every == 0):
                 self.step_in_epoch = step + 1
-                self._save(LAST)
+                self._save(LAST, {**sums.to_dict(), "skipped": skipped})
+            if stop:
+                bar.close()
+                self._stopped(f"epoch {self.epoch + 1} step {step + 1}")
             if step % 20 == 0:
                 bar.set_postfix(
                     loss=f"{sums.loss.item() / max(sums.count.item(), 1):.3f}",
                     img_s=f"{seen * info.world_size / (time.perf_counter() - t0):.0f}",
                 )
         bar.close()
+        self.guard.flush()  # nothing non-finite goes into the epoch's record
         elapsed = time.perf_counter() - t0
         out = sums.reduce(info)
         out["images_per_s"] = seen * info.world_size / max(elapsed, 1e-9)
         out["time"] = elapsed
+        out["skipped"] = skipped
         return out
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self) -> bool:
+        """Clip and step; False when the guard dropped the step (run.nonfinite=skip)."""
         clip = self.cfg.optim.grad_clip
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        if clip:
-            nn.utils.clip_grad_norm_(self.model_without_ddp.parameters(), clip)
+        params = [p for _, p in self._named]
+        guard = self.guard
+        check = self.scaler is None  # fp16: inf gradients are the scaler's business (it skips, rescales)
+        if check and guard.eager:  # before clipping, which would spread one NaN over every gradient
+            guard.watch_each(
+                "the gradients", ((f"grad of {n}", p.grad) for n, p in self._named if p.grad is not None)
+            )
+        norm = nn.utils.clip_grad_norm_(params, clip) if clip else None
+        if check and not guard.eager:  # clipping's norm when it clips (no extra pass), else one norm
+            total = norm if norm is not None else total_norm(p.grad for p in params if p.grad is not None)
+            guard.watch("the gradients", total)
+        if not guard.ok():
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()  # closes the unscale_ above; the scale stays
+            return False
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -336,6 +409,18 @@ class RetrainRun:
         self.updates += 1
         if self.ema is not None:
             self.ema.update(self.model_without_ddp, step=self.updates)
+        self.guard.step_done()
+        return True
+
+    def _kept(self) -> str:
+        path = self.run_dir / LAST
+        if not path.is_file():
+            return "no checkpoint was written yet"
+        return f"{path} is left as it was (the last good state; --resume {self.run_dir} continues from it)"
+
+    def _stopped(self, where: str) -> None:
+        """SIGINT/SIGTERM, the checkpoint saved: say how to resume and raise the signal's exception."""
+        stop_after_saving("retrain", self.stop.signum or 0, where, self.run_dir, self.info.is_main)
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         self.setup()
@@ -344,14 +429,26 @@ class RetrainRun:
         if resume and (self.run_dir / LAST).exists():
             self.restore()
         elif self.info.is_main:
+            # arch.json first: config.yaml marks a run directory --resume accepts, so it must come last
+            atomic_write_json(self.run_dir / "arch.json", self.arch.to_dict())
             atomic_write_text(
                 self.run_dir / CONFIG,
                 yaml.safe_dump({**to_dict(self.cfg), "network": self.net_cfg.to_dict()}, sort_keys=False),
             )
-            atomic_write_json(self.run_dir / "arch.json", self.arch.to_dict())
             self.metrics.truncate_to(0)
         writer = self._tensorboard()
         total = self.cfg.schedule.epochs
+        reduce = (lambda t: all_reduce_sum(t, self.info)) if self.info.distributed else None
+        with StopSignals(reduce, self.device) as self.stop:
+            self._epochs(writer, total)
+        result = self._result()
+        if self.info.is_main:
+            atomic_write_json(self.run_dir / RESULT, result)
+        if writer is not None:
+            writer.close()
+        return result
+
+    def _epochs(self, writer: Any, total: int) -> None:
         while self.epoch < total:
             lr = self.optimizer.param_groups[0]["lr"]
             train = self.train_one_epoch()
@@ -366,6 +463,7 @@ class RetrainRun:
                 "top5": evaluated["top5"],
                 "images_per_s": train["images_per_s"],
                 "epoch_time": train["time"],
+                **({"skipped_batches": train["skipped"]} if self.cfg.run.nonfinite == "skip" else {}),
             }
             if self.ema is not None:
                 ema_eval = evaluate(self.ema.module, self.data.eval, self.info, self.dtype)
@@ -384,15 +482,11 @@ class RetrainRun:
                     f"top1 {record['top1']:.4f} top5 {record['top5']:.4f}  "
                     f"{record['images_per_s']:.0f} img/s"
                 )
-            self._save(LAST)
-            if improved:
+            if improved:  # best.pt first: a kill between the two leaves last.pt behind, which redoes both
                 self._save(BEST)
-        result = self._result()
-        if self.info.is_main:
-            atomic_write_json(self.run_dir / RESULT, result)
-        if writer is not None:
-            writer.close()
-        return result
+            self._save(LAST)
+            if self.stop.requested(force=True):  # a signal during the evaluation: saved just now
+                self._stopped(f"the end of epoch {self.epoch}")
 
     def _result(self) -> dict[str, Any]:
         rows = self.metrics.read() if self.info.is_main else []

@@ -24,18 +24,29 @@ from pflnas.arch.collapse import collapse_diagnostics, thresholds_from
 from pflnas.arch.record import Architecture, save_architecture
 from pflnas.configs import SearchConfig, to_dict
 from pflnas.data import BatchLoader, load_dataset, search_split
-from pflnas.errors import ConfigError, PflnasError
+from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.latency import LatencyTable, LatencyTerm, cached_table, load_table
 from pflnas.spaces.config import SpaceConfig, load_space
 from pflnas.speed import SpeedConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import Supernet, build_supernet
 from pflnas.supernet.network import check_supernet_options
-from pflnas.train.checkpoint import save_checkpoint
-from pflnas.train.device import resolve_device, rng_state, seed_everything, set_determinism, set_rng_state
+from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
+from pflnas.train.device import (
+    memory_guard,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_determinism,
+    set_rng_state,
+)
 from pflnas.train.dist_search import AlphaDump, SearchSync, check_global_batch
 from pflnas.train.distributed import DistInfo
+from pflnas.train.graph_step import GraphedStep
+from pflnas.train.guard import FiniteGuard, SkipBatch, total_norm
 from pflnas.train.metrics import MetricsLog
+from pflnas.train.search_step import SearchStep
+from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.train.subnet_eval import SubnetEvaluator
 from pflnas.utils_io import atomic_write_json, atomic_write_text
 
@@ -138,6 +149,18 @@ def _make_loaders(cfg: SearchConfig, device: torch.device, info: DistInfo | None
     )
 
 
+def _check_batches(cfg: SearchConfig, loaders: _Loaders) -> None:
+    """A search whose weight or architecture half gives no full batch would train nothing and "succeed"."""
+    halves = {"weight": loaders.train, "architecture": loaders.arch}
+    for name, loader in halves.items():
+        if len(loader) == 0:
+            raise DataError(
+                f"the {name} half of the search data ({len(loader.indices)} images) gives no full "
+                f"batch of data.batch_size={cfg.data.batch_size}; lower data.batch_size or use more data "
+                "(data.subset, data.train_portion)"
+            )
+
+
 def _virtual_step(optimizer: torch.optim.SGD):
     """The update SGD (momentum, weight decay) would subtract for ``grads``, without changing its state."""
 
@@ -210,16 +233,19 @@ class SearchRun:
                 f"run.compile does not suit {self.strategy.name!r}: its forward changes path every step, so "
                 "torch.compile would recompile again and again; drop run.compile"
             )
+        self._check_cuda_graph()
         check_global_batch(cfg.data.batch_size, self.info)
         self.loaders = _make_loaders(cfg, self.device, self.info)
-        model: Supernet = build_supernet(
-            self.space,
-            self.loaders.num_classes,
-            self.loaders.in_channels,
-            cfg.run.share_param_free,
-            image_size=self.loaders.image_size,
-            **self.strategy.supernet_options(),
-        ).to(self.device)
+        _check_batches(cfg, self.loaders)
+        with memory_guard("the supernet", "lower space.init_channels / space.layers or data.batch_size"):
+            model: Supernet = build_supernet(
+                self.space,
+                self.loaders.num_classes,
+                self.loaders.in_channels,
+                cfg.run.share_param_free,
+                image_size=self.loaders.image_size,
+                **self.strategy.supernet_options(),
+            ).to(self.device)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -236,15 +262,68 @@ class SearchRun:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=cfg.run.epochs, eta_min=w.lr_min
         )
+        self.step_body = SearchStep(
+            model,
+            self.strategy,
+            self.optimizer,
+            self.weights,
+            cfg.weights.grad_clip,
+            forward=self.forward,
+            autocast=self._autocast,
+            reduce_grads=self.sync.reduce_grads,  # torchrun: one all-reduce, before clipping
+            # NaN/Inf checks before clipping and the optimizer step (a captured graph checks its outputs)
+            check=None if cfg.run.cuda_graph else self._check_weight_step,
+        )
+        self.graphed: GraphedStep | None = None
+        if cfg.run.cuda_graph:  # see pflnas.train.graph_step: one launch per step instead of thousands
+            optimizers = [self.optimizer, *self.strategy.optimizers()]
+            self.graphed = GraphedStep(self.step_body, optimizers, self.device)  # type: ignore[arg-type]
         self.metrics = MetricsLog(self.run_dir / METRICS)
         self.start_epoch = 0
+        self.start_step = 0  # a checkpoint saved on SIGINT/SIGTERM may lie inside an epoch
+        self.partial: dict[str, float] | None = None  # and then holds that epoch's running sums
         self.elapsed = 0.0
+        self._epoch_start = time.perf_counter()
         self.latency: LatencyTerm | None = None  # latency.weight > 0: set by run()
+        self.stop = StopSignals()  # replaced by the one run() enters
+        self.guard = FiniteGuard(
+            cfg.run.nonfinite,
+            cfg.run.nonfinite_max_skips,
+            self.device,
+            kept=self._kept,
+            reduce=self.sync.sum_ if self.info.distributed else None,
+        )
+        arch_ids = {id(p) for p in model.arch_parameters()}
+        named = list(model.named_parameters())
+        self._named_weights = [(n, p) for n, p in named if id(p) not in arch_ids]
+        self._named_alphas = [(n.removeprefix("arch."), p) for n, p in named if id(p) in arch_ids]
+        self._arch_loss: Tensor | None = None  # the last loss of the architecture step, for the guard
+
+    def _check_cuda_graph(self) -> None:
+        run = self.cfg.run
+        if not run.cuda_graph:
+            return
+        why = None
+        if self.device.type != "cuda":
+            why = f"it needs a CUDA device (run.device resolves to {self.device.type})"
+        elif self.strategy.dynamic_path:
+            why = f"{self.strategy.name!r} runs another path every step, which a captured graph cannot"
+        elif self.info.distributed:
+            why = "it runs in a single process for now (not under torchrun)"
+        elif run.compile:
+            why = "run.compile is on (pick one: torch.compile or the captured step)"
+        elif run.nonfinite == "skip":
+            why = "run.nonfinite=skip must decide before each optimizer step, inside the graph"
+        if why:
+            raise ConfigError(f"run.cuda_graph cannot be used: {why}; drop run.cuda_graph")
 
     def _autocast(self):
         if not self.cfg.run.amp:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        # a captured graph must not reuse autocast's cached weight casts (they would be stale on replay)
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cfg.run.cuda_graph
+        )
 
     def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
@@ -253,10 +332,20 @@ class SearchRun:
         return F.cross_entropy(logits.float(), y)
 
     # --- checkpoints -------------------------------------------------------------------------------
-    def _state(self, epochs_done: int) -> dict[str, Any]:
+    def _state(
+        self, epochs_done: int, step: int = 0, partial: dict[str, float] | None = None
+    ) -> dict[str, Any]:
+        """The checkpoint at the end of epoch ``epochs_done - 1``, or (``step`` > 0: on SIGINT/SIGTERM)
+        after ``step`` steps of epoch ``epochs_done``, with that epoch's running sums ``partial``."""
         return {
             "format": "pflnas-search-checkpoint-1",
             "epoch": epochs_done,
+            "step": step,
+            # every rank's running sums of the epoch so far (a collective: every rank calls _state)
+            "partial": self.sync.gather(partial) if step else None,
+            # inside an epoch the ranks' BatchNorm statistics differ (they are averaged at its end)
+            "buffers_ranks": self.sync.gather(self._buffers()) if step and self.info.distributed else None,
+            "nonfinite_skipped": self.guard.skipped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -268,6 +357,9 @@ class SearchRun:
             # torchrun: every rank's RNG states (a collective: every rank builds the state)
             **({"rng_ranks": self.sync.gather(rng_state())} if self.info.distributed else {}),
         }
+
+    def _buffers(self) -> dict[str, Tensor]:
+        return {name: buf.detach().cpu() for name, buf in self.model.named_buffers()}
 
     def _restore(self) -> None:
         state = self.sync.load_checkpoint_from_main(self.run_dir / CHECKPOINT, self.device)  # rank 0's file
@@ -281,9 +373,25 @@ class SearchRun:
         same_world = ranks is not None and len(ranks) == self.info.world_size
         set_rng_state(ranks[self.info.rank] if same_world else state["rng"])
         self.start_epoch = int(state["epoch"])
+        self.start_step = int(state.get("step", 0))
+        if self.start_step:
+            partials = state.get("partial") or []
+            if len(partials) != self.info.world_size:
+                raise PflnasError(
+                    f"the checkpoint in {self.run_dir} was saved inside an epoch by {len(partials)} "
+                    f"process(es); resume it with as many (torchrun --nproc-per-node {len(partials)})"
+                )
+            self.partial = partials[self.info.rank]
+            if self.info.distributed:
+                mine = state["buffers_ranks"][self.info.rank]
+                with torch.no_grad():
+                    for name, buf in self.model.named_buffers():
+                        buf.copy_(mine[name])
+        self.guard.skipped = int(state.get("nonfinite_skipped", 0))
         self.elapsed = float(state["elapsed"])
         if self.info.is_main:
             self.metrics.truncate_to(self.start_epoch)
+            remove_stale_temp_files(self.run_dir)  # a kill inside an atomic write leaves its temp file
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> Architecture:
@@ -304,16 +412,9 @@ class SearchRun:
             )
             self.metrics.truncate_to(0)
         self.alpha_dump.step(self.start_epoch, -1, self.model.arch_parameters())  # before the first step
-        for epoch in range(self.start_epoch, self.cfg.run.epochs):
-            t0 = time.perf_counter()
-            record = self._train_epoch(epoch)
-            self.scheduler.step()
-            self.elapsed += time.perf_counter() - t0
-            record["epoch_time"] = round(time.perf_counter() - t0, 3)
-            state = self._state(epoch + 1)  # on every rank (it gathers their RNG states under torchrun)
-            if main:
-                self.metrics.append(record)
-                save_checkpoint(state, self.run_dir / CHECKPOINT)
+        reduce = self.sync.sum_ if self.info.distributed else None
+        with StopSignals(reduce, self.device) as self.stop:  # SIGINT/SIGTERM: save, exit
+            self._epochs()
         # a one-shot strategy (SPOS) searches the trained supernet with inherited weights (the loop's data)
         self.loaders.train.set_epoch(self.cfg.run.epochs)  # the same BatchNorm batches after a resume
         with SubnetEvaluator(
@@ -332,6 +433,20 @@ class SearchRun:
         arch = self.strategy.export(self.sync.from_main(self._provenance))  # rank 0's record everywhere
         self._save_found(arch)
         return arch
+
+    def _epochs(self) -> None:
+        for epoch in range(self.start_epoch, self.cfg.run.epochs):
+            t0 = self._epoch_start = time.perf_counter()
+            record = self._train_epoch(epoch)
+            self.scheduler.step()
+            self.elapsed += time.perf_counter() - t0
+            record["epoch_time"] = round(time.perf_counter() - t0, 3)
+            state = self._state(epoch + 1)  # on every rank (it gathers their RNG states under torchrun)
+            if self.info.is_main:
+                self.metrics.append(record)
+                save_checkpoint(state, self.run_dir / CHECKPOINT)
+            if self.stop.requested(force=True):  # a signal during the evaluation: saved just now
+                self._stopped(epoch + 1, 0)
 
     def _save_found(self, arch: Architecture) -> None:
         """Rank 0 writes found.json once every rank has derived the same one (checked under torchrun:
@@ -390,51 +505,71 @@ class SearchRun:
             loader.set_epoch(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         ctx = StepContext(
-            loss=self._loss,
+            loss=self._loss if self.graphed else self._recorded_loss,
             virtual_step=_virtual_step(self.optimizer),
             lr=lr,
             epoch=epoch,
             epochs=cfg.run.epochs,
-            reduce_grads=self.sync.reduce_grads,  # torchrun: architecture gradients averaged over ranks
+            # torchrun: architecture gradients averaged over ranks; then the NaN/Inf checks (eager steps)
+            reduce_grads=self.sync.reduce_grads if self.graphed else self._reduce_arch_grads,
             average=self.sync.average,
         )
         steps = min(len(loaders.train), len(loaders.arch))
+        start, partial = self.start_step, self.partial or {}
+        self.start_step, self.partial = 0, None
         sums = {
-            k: torch.zeros((), dtype=torch.float64, device=self.device) for k in ("loss", "correct", "arch")
+            k: torch.tensor(partial.get(k, 0.0), dtype=torch.float64, device=self.device)
+            for k in ("loss", "correct", "arch")
         }
-        seen = 0
+        seen, skipped = int(partial.get("seen", 0)), int(partial.get("skipped", 0))
         model.train()
         bar = tqdm(
             total=steps,
+            initial=start,
             desc=f"epoch {epoch + 1}/{cfg.run.epochs}",
             leave=False,
             disable=not (cfg.run.progress and self.info.is_main) or None,
             dynamic_ncols=True,
         )
         search_arch = epoch >= self.warmup  # weights-only warm-up epochs first (e.g. PC-DARTS)
+
+        def step_fn(
+            train_batch: tuple[Tensor, Tensor], arch_batch: tuple[Tensor, Tensor]
+        ) -> dict[str, Tensor]:
+            return self.step_body(train_batch, arch_batch, self._arch_ctx(ctx, arch_batch), search_arch)
+
+        if self.graphed is not None:  # this epoch's LR and schedule: capture the step anew
+            self.graphed.set_body(step_fn)
+        run_step = step_fn if self.graphed is None else self.graphed
+        guard = self.guard
         for step, (train_batch, arch_batch) in enumerate(zip(loaders.train, loaders.arch)):
-            arch_ctx = self._arch_ctx(ctx, arch_batch)
-            logs = self.strategy.arch_step(train_batch, arch_batch, arch_ctx) if search_arch else {}
-            x, y = train_batch
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                logits = self.forward(x)
-            loss = F.cross_entropy(logits.float(), y)
-            loss.backward()
-            self.sync.reduce_grads(self.weights)  # torchrun: one all-reduce, before clipping
-            nn.utils.clip_grad_norm_(self.weights, cfg.weights.grad_clip)
-            self.optimizer.step()
-            for a in model.arch_parameters():  # the weight step must not leave gradients on alphas
-                a.grad = None
+            if step < start:  # resuming inside the epoch: its batches depend only on (seed, epoch)
+                continue
+            guard.at(epoch, step)
+            try:
+                out = run_step(train_batch, arch_batch)
+            except SkipBatch:  # run.nonfinite=skip: no optimizer applied this batch
+                self.optimizer.zero_grad(set_to_none=True)
+                for a in model.arch_parameters():
+                    a.grad = None
+                skipped += 1
+            else:
+                self._check_outputs(out, search_arch)
+                y = train_batch[1]
+                sums["loss"] += out["loss"] * len(y)
+                sums["correct"] += out["correct"]
+                if "arch_loss" in out:
+                    sums["arch"] += out["arch_loss"].double() * len(y)
+                seen += len(y)
+            guard.step_done()
             if cfg.run.verify_sync:
                 self.sync.verify_model(model, f"after epoch {epoch + 1} step {step + 1}")
             self.alpha_dump.step(epoch, step, model.arch_parameters())
-            sums["loss"] += loss.detach() * len(y)
-            sums["correct"] += (logits.detach().argmax(1) == y).sum()
-            if "arch_loss" in logs:
-                sums["arch"] += logs["arch_loss"].double() * len(y)
-            seen += len(y)
             bar.update(1)
+            if self.stop.requested(step):
+                bar.close()
+                partial = {k: v.item() for k, v in sums.items()} | {"seen": seen, "skipped": skipped}
+                self._stopped(epoch, step + 1, partial)
             if not bar.disable and (step % 10 == 0 or step == steps - 1):  # host sync: every 10 steps
                 bar.set_postfix(
                     loss=f"{sums['loss'].item() / seen:.3f}",
@@ -442,6 +577,7 @@ class SearchRun:
                     arch=f"{sums['arch'].item() / seen:.3f}" if search_arch else "warm-up",
                 )
         bar.close()
+        guard.flush()  # nothing non-finite goes into a record or a checkpoint
         seen = self.sync.sum_counts(sums, seen)  # torchrun: global sums, for rank 0's record
         self.sync.average_bn_statistics(model)  # every rank evaluates, saves and exports the same model
         self.sync.verify_model(model, f"at the end of epoch {epoch + 1}", buffers=True)
@@ -466,6 +602,7 @@ class SearchRun:
             "op_counts": current.op_counts(),
             **diagnostics,
             **({} if self.latency is None else {"expected_latency_ms": self.latency.expected_ms()}),
+            **({"skipped_batches": skipped} if cfg.run.nonfinite == "skip" else {}),
             "probs": probs,
         }
         mass = diagnostics["param_free_mass"]
@@ -480,6 +617,73 @@ class SearchRun:
             + (f"  COLLAPSE? {'; '.join(collapse['reasons'])}" if collapse["flagged"] else "")
         )
         return record
+
+    # --- numerical safety (pflnas.train.guard) ------------------------------------------------------
+    def _recorded_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """The architecture step's loss closure, keeping the last loss for :meth:`_reduce_arch_grads`."""
+        self._arch_loss = self._loss(batch)
+        return self._arch_loss
+
+    def _reduce_arch_grads(self, alphas: Sequence[Tensor]) -> None:
+        """The strategies' hook right before the architecture optimizer steps: average the gradients over
+        ranks, then check the step's loss and gradients (in skip mode a bad batch stops here, unapplied)."""
+        self.sync.reduce_grads(alphas)
+        guard = self.guard
+        guard.watch("the architecture-step loss", self._arch_loss)
+        if guard.eager:  # deferred (GPU): non-finite gradients show in the alphas after the step
+            named = ((f"grad of alpha {n}", p.grad) for n, p in self._named_alphas if p.grad is not None)
+            guard.watch_each("the architecture gradients", named)
+        if not guard.ok():
+            raise SkipBatch
+
+    def _check_weight_step(self, loss: Tensor) -> None:
+        """SearchStep's hook after the weight gradients, before clipping and the optimizer step. Deferred
+        (GPU) checks read the norm clipping computes anyway from the step's outputs instead."""
+        guard = self.guard
+        guard.watch("the training loss", loss)
+        if guard.eager:
+            named = ((f"grad of {n}", p.grad) for n, p in self._named_weights if p.grad is not None)
+            guard.watch_each("the weight gradients", named)
+        if not guard.ok():
+            raise SkipBatch
+
+    def _check_outputs(self, out: dict[str, Tensor], search_arch: bool) -> None:
+        """After a step: the alphas it left (and, for a replayed CUDA graph, whose body has no hooks, the
+        step's outputs), as device-side verdicts read when due."""
+        guard = self.guard
+        if self.graphed is not None:
+            guard.watch("the architecture-step loss", out.get("arch_loss"))
+            guard.watch("the training loss", out["loss"])
+        if not guard.eager:  # clipping's norm: not finite iff some gradient is not
+            guard.watch("the weight gradients", out.get("grad_norm"))
+        if search_arch and self.strategy.updates_alphas:
+            alphas = self._named_alphas
+            guard.watch(
+                "the architecture weights",
+                total_norm(p for _, p in alphas),
+                ((f"alpha {n}", p) for n, p in alphas),
+                fatal=True,  # already applied: skipping the batch would not undo it
+            )
+        guard.ok()
+
+    # --- stopping -----------------------------------------------------------------------------------
+    def _kept(self) -> str:
+        path = self.run_dir / CHECKPOINT
+        if not path.is_file():
+            return "no checkpoint was written yet"
+        return f"{path} is left as it was (the last good state; --resume {self.run_dir} continues from it)"
+
+    def _stopped(self, epoch: int, step: int, partial: dict[str, float] | None = None) -> None:
+        """SIGINT/SIGTERM: save the state after ``step`` steps of ``epoch`` (``step`` 0: ``epoch`` epochs
+        are done and saved already), say how to resume, and raise the signal's exception."""
+        if step:
+            self.guard.flush()
+            self.elapsed += time.perf_counter() - self._epoch_start
+            state = self._state(epoch, step, partial)  # a collective under torchrun
+            if self.info.is_main:
+                save_checkpoint(state, self.run_dir / CHECKPOINT)
+        where = f"epoch {epoch + 1} step {step}" if step else f"the end of epoch {epoch}"
+        stop_after_saving("search", self.stop.signum or 0, where, self.run_dir, self.info.is_main)
 
     def _say(self, line: str) -> None:
         """A progress line, printed by rank 0 only."""
