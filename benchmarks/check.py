@@ -99,7 +99,7 @@ def search_steps(args: argparse.Namespace, out: Path, rows: list[dict], notes: l
             )
             for r in json.loads((out / "nni.json").read_text())["rows"]:
                 if r.get("impl") == "nni" and r.get("step_s") is not None:
-                    nni.setdefault(r["strategy"], r)  # the first NNI layout: its own Cell module
+                    nni.setdefault(r.get("strategy", "darts"), r)  # first NNI layout (its Cell); 1st order
         except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
             notes.append(f"NNI benchmark failed: {exc}")
     else:
