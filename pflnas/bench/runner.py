@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pflnas.arch.record import Architecture
-from pflnas.bench.nb201 import NB201Stats, NB201Table, nb201_string
+from pflnas.bench.nb201 import NB201Stats, NB201Table, load_nb201_table, nb201_string
 from pflnas.configs import SearchConfig, to_dict
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.utils_io import atomic_write_json
@@ -150,7 +150,7 @@ def _run_job(job: OneShotJob, threads: int) -> dict[str, Any]:
     if cfg.run.threads is None:  # share the cores between the jobs
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=threads))
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, progress=False))
-    table = _worker_table()
+    table = load_nb201_table()  # cached per process: a worker loads it once for all its seeds
     job.run_dir.mkdir(parents=True, exist_ok=True)
     with (
         open(job.run_dir / "search.log", "a", encoding="utf-8") as log,
@@ -160,17 +160,6 @@ def _run_job(job: OneShotJob, threads: int) -> dict[str, Any]:
         result = run_oneshot_seed(table, cfg, job.run_dir)
     save_seed(job.result_path, job.settings, result)
     return result
-
-
-_TABLE: list[NB201Table] = []
-
-
-def _worker_table() -> NB201Table:
-    from pflnas.bench.nb201 import load_nb201_table
-
-    if not _TABLE:
-        _TABLE.append(load_nb201_table())
-    return _TABLE[0]
 
 
 def run_oneshot_jobs(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -35,12 +35,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     p = Path(path)
     if not p.is_file():
         raise PflnasError(f"checkpoint {p}: no such file")
+    return load_checkpoint_from(p, p, map_location)
+
+
+def load_checkpoint_from(
+    source: str | Path | IO[bytes], origin: str | Path, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint from a file or a byte stream (e.g. bytes rank 0 sent) with ``weights_only=True``;
+    ``origin`` names it in the one-line error for a damaged or foreign one."""
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+        state = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, corrupt, not a torch file, or holds non-tensor objects
         raise PflnasError(
-            f"checkpoint {p} cannot be read ({type(exc).__name__}); it is damaged or not a torch file"
+            f"checkpoint {origin} cannot be read ({type(exc).__name__}); it is damaged or not a torch file"
         ) from None
     if not isinstance(state, dict):
-        raise PflnasError(f"checkpoint {p} is not a pflnas checkpoint (not a dict)")
+        raise PflnasError(f"checkpoint {origin} is not a pflnas checkpoint (not a dict)")
     return state

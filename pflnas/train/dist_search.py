@@ -240,20 +240,12 @@ class SearchSync:
     def load_checkpoint_from_main(self, path: Path, map_location: torch.device) -> dict[str, Any]:
         """Rank 0 reads the checkpoint file and sends its bytes; every rank loads the same state (so the
         run directory need not be readable from every node)."""
-        from pflnas.train.checkpoint import load_checkpoint
+        from pflnas.train.checkpoint import load_checkpoint, load_checkpoint_from
 
         if not self.distributed:
             return load_checkpoint(path, map_location)
         data = self.from_main(lambda: _read_bytes(path))
-        try:
-            state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-        except Exception as exc:
-            raise PflnasError(
-                f"checkpoint {path} cannot be read ({type(exc).__name__}); it is damaged or not a torch file"
-            ) from None
-        if not isinstance(state, dict):
-            raise PflnasError(f"checkpoint {path} is not a pflnas checkpoint (not a dict)")
-        return state
+        return load_checkpoint_from(io.BytesIO(data), path, map_location)
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -325,12 +325,6 @@ class SearchRun:
             self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cfg.run.cuda_graph
         )
 
-    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        x, y = batch
-        with self._autocast():
-            logits = self.forward(x)
-        return F.cross_entropy(logits.float(), y)
-
     # --- checkpoints -------------------------------------------------------------------------------
     def _state(
         self, epochs_done: int, step: int = 0, partial: dict[str, float] | None = None
@@ -505,7 +499,7 @@ class SearchRun:
             loader.set_epoch(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         ctx = StepContext(
-            loss=self._loss if self.graphed else self._recorded_loss,
+            loss=self.step_body.loss if self.graphed else self._recorded_loss,
             virtual_step=_virtual_step(self.optimizer),
             lr=lr,
             epoch=epoch,
@@ -621,7 +615,7 @@ class SearchRun:
     # --- numerical safety (pflnas.train.guard) ------------------------------------------------------
     def _recorded_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """The architecture step's loss closure, keeping the last loss for :meth:`_reduce_arch_grads`."""
-        self._arch_loss = self._loss(batch)
+        self._arch_loss = self.step_body.loss(batch)
         return self._arch_loss
 
     def _reduce_arch_grads(self, alphas: Sequence[Tensor]) -> None:
