@@ -89,9 +89,9 @@ class RunConfig:
 class CollapseConfig:
     """When the live diagnostics flag a search as collapsed (see :mod:`pflnas.arch.collapse`)."""
 
-    max_skip_per_cell: int = 2  # a derived cell keeping more skip ops (P-DARTS caps normal cells at 2)
-    max_skip_share: float = 0.5  # block spaces: share of blocks choosing a skip op
-    max_skip_mass: float = 0.5  # mean probability of the skip ops over all choices
+    max_skip_per_cell: int = 2  # a derived normal cell keeping more parameter-free skips (P-DARTS: 2)
+    max_skip_share: float = 0.5  # block spaces: share of blocks choosing a parameter-free skip
+    max_skip_mass: float = 0.5  # mean probability of the parameter-free skips over all choices
     min_entropy: float = 0.05  # mean normalised entropy (0: one-hot alphas, 1: uniform)
 
 

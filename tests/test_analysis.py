@@ -139,22 +139,42 @@ def test_wilson_interval_empty_is_nan():
     assert all(math.isnan(v) for v in A.wilson_interval(0, 0))
 
 
-def test_share_table_intervals_and_reproducible_bootstrap(runs):
+def test_share_table_run_level_intervals_chance_and_pooled_view(runs):
     choices = A.choices_frame(runs)
     table = A.share_table(choices, ["space", "strategy"], n_boot=300, seed=3)
     assert list(table.columns) == ["space", "strategy", *A.SHARE_COLUMNS]
     cell = table[(table["space"] == "cell_v1")].set_index("strategy")
     for _, r in cell.iterrows():
         assert r["runs"] == 3 and r["ci_low"] <= r["share"] <= r["ci_high"]
-        assert r["boot_low"] <= r["share"] <= r["boot_high"]
+        assert r["wilson_low"] <= r["pooled_share"] <= r["wilson_high"]
+        assert math.isnan(r["boot_low"])  # 3 runs: no bootstrap over runs
         assert r["pf_mass_low"] <= r["pf_mass"] <= r["pf_mass_high"]
+        # cell_v1 with 3 cells: cell0 normal (0.600), cell1 + cell2 reduce (about 0.472 each)
+        assert r["chance"] == pytest.approx((8 * 0.6 + 2 * 8 * 0.47166666) / 24, abs=1e-6)
+        assert r["excess"] == pytest.approx(r["share"] - r["chance"])
+        assert r["p_holm"] >= r["p_chance"] or math.isnan(r["p_chance"])
     assert cell.loc["random", "share"] > cell.loc["darts", "share"]
     again = A.share_table(choices, ["space", "strategy"], n_boot=300, seed=3)
     pd.testing.assert_frame_equal(table, again)
-    single = table[table["space"] == "nb201"].iloc[0]  # one run: no bootstrap over runs
-    assert single["runs"] == 1 and math.isnan(single["boot_low"])
+    single = table[table["space"] == "nb201"].iloc[0]  # one run: no run-level interval
+    assert single["runs"] == 1 and math.isnan(single["ci_low"]) and single["chance"] == pytest.approx(0.5)
+    assert single["verdict"] == "1 run: cannot be told from chance"
     overall = A.share_table(choices, n_boot=100)
     assert len(overall) == 1 and overall["n"].iloc[0] == (~choices["is_zero"]).sum()
+
+
+def test_bootstrap_over_runs_only_from_ten_runs():
+    rng = np.random.default_rng(0)
+    rows = [
+        {"run_id": f"r{r}", "param_free": bool(rng.random() < 0.5), "is_zero": False, "pf_mass": 0.5}
+        for r in range(12)
+        for _ in range(10)
+    ]
+    df = pd.DataFrame(rows)
+    ten = A.share_table(df[df["run_id"].isin([f"r{i}" for i in range(10)])], n_boot=200).iloc[0]
+    nine = A.share_table(df[df["run_id"].isin([f"r{i}" for i in range(9)])], n_boot=200).iloc[0]
+    assert ten["boot_low"] <= ten["share"] <= ten["boot_high"] and math.isnan(nine["boot_low"])
+    assert math.isnan(ten["chance"]) and ten["verdict"] == "chance rate unknown"  # no run records
 
 
 def _synthetic_choices(share_a: float, share_b: float, runs: int = 8, per_run: int = 20) -> pd.DataFrame:
@@ -179,10 +199,12 @@ def test_compare_unpaired_direction_and_p_values():
     res = A.compare(df, "strategy", "a", "b")
     r = res.iloc[0]
     assert list(res.columns) == A.COMPARE_COLUMNS
-    assert r["share_a"] > r["share_b"] and r["diff"] > 0 and r["cohens_h"] > 0.5
-    assert r["fisher_p"] < 1e-6 and r["run_test"] == "mannwhitneyu" and not r["paired"]
-    assert r["run_p"] < 0.01 and r["cliffs_delta"] == pytest.approx(1.0)
-    assert r["verdict"].startswith("strategy='a' has a higher parameter-free share")
+    assert r["share_a"] > r["share_b"] and r["diff"] > 0 and r["excess_diff"] == pytest.approx(r["diff"])
+    assert r["edge_p"] < 1e-6 and r["edge_test"] == "fisher" and r["test"] == "Welch t" and not r["paired"]
+    assert r["p"] < 0.01 and r["p_holm"] == r["p"] and r["cliffs_delta"] == pytest.approx(1.0)
+    assert r["diff_low"] > 0 and r["rank_test"] == "mannwhitneyu"
+    assert r["min_rank_p"] == pytest.approx(2 / math.comb(16, 8))
+    assert r["verdict"].startswith("a has a higher share than b")
 
 
 def test_compare_paired_within_runs_and_by_groups():
@@ -190,18 +212,20 @@ def test_compare_paired_within_runs_and_by_groups():
     res = A.compare(df, "cell_type", "normal", "reduce", by=["strategy"])
     assert list(res["strategy"]) == ["a", "b"]
     for _, r in res.iterrows():
-        assert r["paired"] and r["run_test"] == "wilcoxon" and r["runs_a"] == 8
-        assert r["share_a"] > r["share_b"] and r["run_p"] < 0.05
+        assert r["paired"] and r["test"] == "paired t" and r["rank_test"] == "wilcoxon" and r["runs_a"] == 8
+        assert r["share_a"] > r["share_b"] and r["p_holm"] < 0.05
+    assert (res["p_holm"] >= res["p"]).all()
 
 
 def test_compare_degenerate_cases_do_not_raise():
     df = _synthetic_choices(0.5, 0.5)
     empty = A.compare(df, "strategy", "a", "zzz").iloc[0]
-    assert math.isnan(empty["fisher_p"]) and "no choices" in empty["note"]
+    assert math.isnan(empty["edge_p"]) and "no choices" in empty["note"]
     assert empty["verdict"].startswith("cannot compare")
     same = df.assign(param_free=True)
     r = A.compare(same, "strategy", "a", "b").iloc[0]
-    assert math.isnan(r["run_p"]) and "identical" in r["note"] and r["fisher_p"] == 1.0
+    assert math.isnan(r["p"]) and "identical" in r["note"] and r["edge_p"] == 1.0
+    assert r["verdict"].startswith("no detectable difference")
     assert A.compare(df.iloc[:0], "strategy", "a", "b").iloc[0]["n_a"] == 0
 
 
@@ -210,6 +234,7 @@ def test_collapse_computed_from_probs_when_absent(tmp_path):
     skip = make_probs(CELL, np.random.default_rng(0), favour="skip_connect")
     conv = make_probs(CELL, np.random.default_rng(0), favour="conv_3x3", weight=0.6)
     live = {"collapse": {"flagged": True, "reasons": ["manual"]}, "skip_count": 0, "param_free_mass": 0.25}
+    live["skip_count_by_type"] = {"normal": 0, "reduce": 0}  # a record counting parameter-free skips
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         runs = A.load_runs(
@@ -219,9 +244,14 @@ def test_collapse_computed_from_probs_when_absent(tmp_path):
         )
     s = A.summary_frame(runs).set_index("run_id")
     assert s.loc["skip", "collapse_flagged"] and s.loc["skip", "collapse_source"] == "computed"
-    assert any(r.startswith("skip_count: cell0") for r in s.loc["skip", "collapse_reasons"])
+    assert any(r.startswith("skip_count: normal cell0") for r in s.loc["skip", "collapse_reasons"])
+    assert not any("cell1" in r or "cell2" in r for r in s.loc["skip", "collapse_reasons"])  # reduce cells
     assert any(r.startswith("skip_mass") for r in s.loc["skip", "collapse_reasons"])
-    assert s.loc["skip", "skip_count"] == 24
+    # cell0 normal: 8 skips; reduce cells: only the edges from intermediate nodes (stride 1) are identities
+    arch = runs[0].arch
+    reduce_free = sum(e.source >= 2 for c in arch.cells if c.type == "reduce" for e in c.edges)
+    assert s.loc["skip", "skip_count_normal"] == 8 and s.loc["skip", "skip_count_reduce"] == reduce_free
+    assert s.loc["skip", "skip_count"] == 8 + reduce_free < 24
     assert not s.loc["conv", "collapse_flagged"] and s.loc["conv", "collapse_reasons"] == []
     assert s.loc["live", "collapse_source"] == "live" and s.loc["live", "collapse_reasons"] == ["manual"]
     assert s.loc["live", "param_free_mass"] == 0.25
@@ -239,8 +269,9 @@ def test_collapse_flags_is_pure_and_thresholds_apply():
     sharp = {label: {op: float(op == "conv_3x3") for op in d} for label, d in probs.items()}
     assert any(r.startswith("low_entropy") for r in A.collapse_flags(sharp, None))
     diag = A.collapse_diagnostics(probs, arch)
-    assert set(diag) == {"edge_entropy", "param_free_mass", "skip_count", "collapse"}
-    assert diag["collapse"]["flagged"] and diag["skip_count"] == 24
+    assert set(diag) == {"edge_entropy", "param_free_mass", "skip_count", "skip_count_by_type", "collapse"}
+    assert diag["collapse"]["flagged"] and diag["skip_count_by_type"]["normal"] == 8
+    assert diag["skip_count"] == sum(diag["skip_count_by_type"].values()) < 24  # stride-2 skips have weights
     json.dumps(diag)  # a metrics.jsonl record
 
 

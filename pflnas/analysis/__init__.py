@@ -3,6 +3,8 @@
 Reads only run directories (config.yaml, metrics.jsonl, found.json, run.json), never training internals.
 """
 
+from pflnas.analysis.chance import chance_share, derivation_rule, share_distribution
+from pflnas.analysis.compare import COMPARE_COLUMNS, compare
 from pflnas.analysis.figures import new_figure, op_color, save_figure
 from pflnas.analysis.frames import (
     CHOICE_COLUMNS,
@@ -12,6 +14,7 @@ from pflnas.analysis.frames import (
     summary_frame,
     trajectory_frame,
 )
+from pflnas.analysis.inference import holm, min_p_rank, t_interval
 from pflnas.analysis.load import IncompleteRunWarning, RunData, load_run, load_runs
 from pflnas.analysis.plots import (
     draw_architecture,
@@ -25,12 +28,11 @@ from pflnas.analysis.plots import (
     plot_trajectories,
 )
 from pflnas.analysis.stats import (
-    COMPARE_COLUMNS,
     SHARE_COLUMNS,
     cliffs_delta,
     collapse_summary,
-    compare,
     pareto_mask,
+    per_run,
     share_table,
     wilson_interval,
 )
@@ -41,9 +43,11 @@ from pflnas.arch.collapse import (
     collapse_diagnostics,
     collapse_flags,
     edge_entropy,
+    is_skip,
     normalized_entropy,
     param_free_mass,
     skip_count,
+    skip_counts,
     skip_mass,
 )
 from pflnas.arch.sites import ChoiceSite, choice_sites, op_is_param_free
@@ -60,9 +64,11 @@ __all__ = [
     "CollapseThresholds",
     "IncompleteRunWarning",
     "RunData",
+    "chance_share",
     "choice_sites",
     "choices_frame",
     "cliffs_delta",
+    "derivation_rule",
     "collapse_diagnostics",
     "collapse_flags",
     "collapse_summary",
@@ -71,14 +77,18 @@ __all__ = [
     "draw_blocks",
     "draw_cell",
     "edge_entropy",
+    "holm",
+    "is_skip",
     "load_run",
     "load_runs",
+    "min_p_rank",
     "new_figure",
     "normalized_entropy",
     "op_color",
     "op_is_param_free",
     "param_free_mass",
     "pareto_mask",
+    "per_run",
     "plot_accuracy_vs_latency",
     "plot_op_frequency",
     "plot_pareto",
@@ -86,10 +96,13 @@ __all__ = [
     "plot_share_bars",
     "plot_trajectories",
     "save_figure",
+    "share_distribution",
     "share_table",
     "skip_count",
+    "skip_counts",
     "skip_mass",
     "summary_frame",
+    "t_interval",
     "trajectory_frame",
     "wilson_interval",
 ]

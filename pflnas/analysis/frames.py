@@ -8,9 +8,11 @@ Column contracts (a caller may rely on these names and meanings):
   defined).
 * :func:`trajectory_frame` -- ``TRAJECTORY_COLUMNS``; every run with metrics, incomplete ones included.
 * :func:`summary_frame` -- ``SUMMARY_COLUMNS``; every run. The collapse diagnostics come from the last
-  metrics row when the search wrote them (``collapse_source == "live"``), else they are computed from its
-  probabilities (``"computed"``; ``"none"`` without any probabilities). ``seed``/``epochs``/``skip_count``
-  are nullable ``Int64``; ``collapse_reasons`` is a list of strings.
+  metrics row when the search wrote them with parameter-free skip counts (``collapse_source == "live"``),
+  else they are computed from its probabilities with the run's own thresholds (``"computed"``; ``"none"``
+  without any probabilities). ``skip_count`` counts parameter-free skips (stride-1 identities), also split
+  into ``skip_count_normal``/``skip_count_reduce``. ``seed``/``epochs``/skip counts are nullable ``Int64``;
+  ``collapse_reasons`` is a list of strings.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from typing import Any
 
 import pandas as pd
 
+from pflnas.analysis.chance import chance_keys
 from pflnas.analysis.load import RunData
 from pflnas.arch.collapse import (
     DEFAULT_THRESHOLDS,
     CollapseThresholds,
     collapse_flags,
     param_free_mass,
-    skip_count,
+    skip_counts,
 )
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.labels import edge_label
@@ -49,7 +52,8 @@ TRAJECTORY_COLUMNS = [
 SUMMARY_COLUMNS = [
     *ID_COLUMNS,
     *["epochs", "param_free_share", "val_acc", "train_acc", "wall_time_s", "mean_entropy"],
-    *["param_free_mass", "skip_count", "collapse_flagged", "collapse_reasons", "collapse_source"],
+    *["param_free_mass", "skip_count", "skip_count_normal", "skip_count_reduce"],
+    *["collapse_flagged", "collapse_reasons", "collapse_source"],
     *["complete", "path"],
 ]
 _NULLABLE_INTS = ("seed", "stage", "position", "node", "source")
@@ -62,10 +66,14 @@ def _ids(run: RunData) -> dict[str, Any]:
 def choices_frame(runs: Iterable[RunData]) -> pd.DataFrame:
     """One row per complete run x alpha group x kept edge (cells) or block choice (block spaces).
 
+    ``attrs["chance_keys"]`` records each run's space and strategy, so the share tables and comparisons
+    can give every group of choices its chance rate (:mod:`pflnas.analysis.chance`).
+
     ``prob`` is the final probability of the chosen op, ``pf_mass`` the summed final probability of the ops
     parameter-free at that choice's stride (NaN where the record has no probabilities). ``position`` is the
     edge's target node or the block index (``<NA>`` for shared block groups).
     """
+    runs = list(runs)
     rows: list[dict[str, Any]] = []
     for run in runs:
         if not run.complete or run.arch is None:
@@ -80,7 +88,9 @@ def choices_frame(runs: Iterable[RunData]) -> pd.DataFrame:
             picks = [(sites[edge_label(c.name, e.node, e.source)], e.op) for c in arch.cells for e in c.edges]
         for site, op in picks:
             rows.append({**ids, **_choice_row(site, op, arch.probabilities.get(site.label))})
-    return _typed(pd.DataFrame(rows, columns=CHOICE_COLUMNS))
+    df = _typed(pd.DataFrame(rows, columns=CHOICE_COLUMNS))
+    df.attrs["chance_keys"] = chance_keys(r for r in runs if r.complete)
+    return df
 
 
 def _choice_row(site: ChoiceSite, op: str, dist: dict[str, float] | None) -> dict[str, Any]:
@@ -158,36 +168,52 @@ def summary_frame(
             }
         )
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    for col in ("seed", "epochs", "skip_count"):
+    for col in ("seed", "epochs", "skip_count", "skip_count_normal", "skip_count_reduce"):
         df[col] = df[col].astype("Int64")
     return df
 
 
 def _diagnostics(run: RunData, last: dict[str, Any], thresholds: CollapseThresholds) -> dict[str, Any]:
+    """Collapse fields of a run. Live records are trusted only when they count parameter-free skips per
+    cell type (``skip_count_by_type``); older ones counted stride-2 skips too and are recomputed."""
     probs = last.get("probs") or (run.arch.probabilities if run.arch is not None else {})
     space = run.space_config
     derived = _derive(run, probs)
     live = last.get("collapse")
-    if isinstance(live, dict) and "flagged" in live:
+    by_type = last.get("skip_count_by_type")
+    if isinstance(live, dict) and "flagged" in live and isinstance(by_type, dict):
         flagged, reasons, source = bool(live["flagged"]), list(live.get("reasons") or []), "live"
     elif probs:
-        reasons = collapse_flags(probs, derived, thresholds)
+        reasons = collapse_flags(probs, derived, _thresholds(run, thresholds))
         flagged, source = bool(reasons), "computed"
+        by_type = skip_counts(derived) if derived is not None else {}
     else:
-        flagged, reasons, source = False, [], "none"
-    mass = last.get("param_free_mass")
+        flagged, reasons, source, by_type = False, [], "none", {}
+    mass = last.get("param_free_mass") if source == "live" else None
     if mass is None and probs and space is not None:
         mass = param_free_mass(probs, space)
-    skips = last.get("skip_count")
-    if skips is None and derived is not None:
-        skips = skip_count(derived)
+    by_type = by_type or {}
     return {
         "param_free_mass": _num(mass),
-        "skip_count": _num(skips),
+        "skip_count": _num(sum(by_type.values())) if by_type else math.nan,
+        "skip_count_normal": _num(by_type.get("normal")),
+        "skip_count_reduce": _num(by_type.get("reduce")),
         "collapse_flagged": flagged,
         "collapse_reasons": reasons,
         "collapse_source": source,
     }
+
+
+def _thresholds(run: RunData, default: CollapseThresholds) -> CollapseThresholds:
+    """The run's own collapse thresholds (its config's ``collapse`` section) when it has them."""
+    section = run.config.get("collapse") if isinstance(run.config, dict) else None
+    if default is not DEFAULT_THRESHOLDS or not isinstance(section, dict):
+        return default
+    fields = {k: section[k] for k in DEFAULT_THRESHOLDS.__dataclass_fields__ if k in section}
+    try:
+        return CollapseThresholds(**fields)
+    except TypeError:
+        return default
 
 
 def _derive(run: RunData, probs: dict[str, dict[str, float]]) -> Architecture | None:

@@ -45,11 +45,12 @@ def _levels(series: pd.Series) -> list:
 
 
 def plot_share_bars(
-    share_table: pd.DataFrame, x: str, hue: str | None = None, ci: str = "wilson", title: str | None = None
+    share_table: pd.DataFrame, x: str, hue: str | None = None, ci: str = "runs", title: str | None = None
 ) -> Figure:
     """Bars of ``share`` per ``x`` level (one bar per ``hue`` level) from :func:`share_table` output, with
-    Wilson (``ci="wilson"``: ``ci_low``/``ci_high``) or run-bootstrap (``ci="boot"``) error bars and k/n."""
-    low_col, high_col = ("ci_low", "ci_high") if ci == "wilson" else ("boot_low", "boot_high")
+    the run-level t-interval (``ci="runs"``: ``ci_low``/``ci_high``) or the run bootstrap (``ci="boot"``),
+    the number of runs, and the chance rate of the same choices as a black dash on every bar."""
+    low_col, high_col = ("ci_low", "ci_high") if ci == "runs" else ("boot_low", "boot_high")
     xs = _levels(share_table[x])
     hues = _levels(share_table[hue]) if hue else [None]
     fig, axes = new_figure(figsize=(max(5.5, 2.0 + 0.6 * len(xs) * len(hues)), 3.8))
@@ -67,15 +68,18 @@ def plot_share_bars(
             ax.bar(pos, r["share"], width * 0.92, color=f"C{j}", label=str(level) if i == 0 else None)
             if not np.isnan(err).any():
                 ax.errorbar(pos, r["share"], yerr=err, color="black", capsize=3, lw=1)
-            if "k" in r and "n" in r:
+            chance = r.get("chance", np.nan)
+            if not pd.isna(chance):
+                ax.hlines(chance, pos - width * 0.46, pos + width * 0.46, colors="black", lw=2.2, ls="--")
+            if "runs" in r:
                 top = r[high_col] if not np.isnan(r[high_col]) else r["share"]
-                ax.text(pos, top + 0.02, f"{int(r['k'])}/{int(r['n'])}", ha="center", va="bottom", fontsize=7)
+                ax.text(pos, min(top, 1.0) + 0.02, f"{int(r['runs'])} runs", ha="center", fontsize=7)
+    ax.plot([], [], color="black", lw=2.2, ls="--", label="chance")
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_ylim(0, 1.12)
     ax.set_xlabel(x)
-    ax.set_ylabel("parameter-free share")
-    if hue:
-        ax.legend(title=hue, fontsize=8)
+    ax.set_ylabel("parameter-free share (mean of runs)")
+    ax.legend(title=hue, fontsize=8)
     ax.set_title(title or f"parameter-free share by {x}" + (f" and {hue}" if hue else ""))
     return fig
 

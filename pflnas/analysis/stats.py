@@ -1,27 +1,39 @@
-"""How often do parameter-free ops win: shares with intervals, pairwise tests, collapse rates, Pareto fronts.
+"""How often do parameter-free ops win: run-level shares against chance, collapse rates, Pareto fronts.
 
-Choices inside one run are not independent (they share a supernet and a seed), so every share comes with
-two intervals: Wilson over the pooled choices (optimistic) and a bootstrap over runs (the honest one when
-there are enough seeds). Comparisons likewise report a pooled Fisher test and a run-level rank test.
+The run is the unit of replication: the headline share is the mean of per-run shares with a t-interval
+over runs, set against the chance rate of the same choices (:mod:`pflnas.analysis.chance`). The pooled
+per-edge count and its Wilson interval stay as a labelled secondary view; a bootstrap over runs is given
+only from :data:`~pflnas.analysis.inference.MIN_BOOT_RUNS` runs on.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.proportion import proportion_confint, proportion_effectsize
+from statsmodels.stats.proportion import proportion_confint
+
+from pflnas.analysis.chance import SITE_FIELDS, run_chance
+from pflnas.analysis.inference import (
+    MIN_BOOT_RUNS,
+    detectable_difference,
+    holm,
+    one_sample_p,
+    t_interval,
+)
 
 SHARE_COLUMNS = [
-    *["k", "n", "share", "ci_low", "ci_high", "runs", "boot_low", "boot_high"],
+    *["runs", "share", "ci_low", "ci_high", "chance", "excess", "p_chance", "p_holm", "detectable"],
+    *["verdict", "k", "n", "pooled_share", "wilson_low", "wilson_high", "boot_low", "boot_high"],
     *["pf_mass", "pf_mass_low", "pf_mass_high"],
 ]
 H_CUTS = (0.2, 0.5, 0.8)  # Cohen's h: small, medium, large (Cohen 1988)
 DELTA_CUTS = (0.147, 0.33, 0.474)  # Cliff's delta: small, medium, large (Romano et al. 2006)
+ChanceFn = Callable[[str, Mapping[str, Any]], float]  # (run_id, site fields of the group) -> chance
 
 
 def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -33,42 +45,36 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     return (0.0 if k <= 0 else max(0.0, float(low))), (1.0 if k >= n else min(1.0, float(high)))
 
 
-def _counted(choices: pd.DataFrame) -> pd.DataFrame:
+def counted(choices: pd.DataFrame) -> pd.DataFrame:
     """The choices that count towards shares: every op but ``none``."""
     return choices[~choices["is_zero"].astype(bool)]
 
 
-def _per_run(df: pd.DataFrame) -> pd.DataFrame:
-    g = df.groupby("run_id", sort=True)
-    return pd.DataFrame(
-        {
-            "k": g["param_free"].sum(),
-            "n": g.size(),
-            "mass": g["pf_mass"].sum(),
-            "mass_n": g["pf_mass"].count(),
-        }
-    )
+def per_run(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of counted choices: ``k`` parameter-free of ``n``, ``share``, mean ``mass``."""
+    g = counted(df).groupby("run_id", sort=True)
+    out = pd.DataFrame({"k": g["param_free"].sum(), "n": g.size(), "mass": g["pf_mass"].mean()})
+    out["share"] = out["k"] / out["n"]
+    return out
 
 
-def _ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int, seed: int, level: float) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``sum(num) / sum(den)`` resampling runs (pairs); NaN under 2 runs."""
-    if len(num) < 2 or den.sum() == 0:
+def chance_from(choices: pd.DataFrame) -> ChanceFn | None:
+    """The chance function of a :func:`~pflnas.analysis.choices_frame` (it records each run's space)."""
+    keys = choices.attrs.get("chance_keys")
+    if not keys:
+        return None
+    return lambda run_id, where: run_chance(keys[run_id], where) if run_id in keys else math.nan
+
+
+def _boot_mean(values: np.ndarray, n_boot: int, seed: int, level: float) -> tuple[float, float]:
+    """Percentile bootstrap of the mean over runs; NaN under :data:`MIN_BOOT_RUNS` runs."""
+    if len(values) < MIN_BOOT_RUNS:
         return math.nan, math.nan
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_run = num / den
-    if np.allclose(per_run, per_run[0], rtol=0, atol=1e-12):  # every resample gives the same ratio
-        point = float(num.sum() / den.sum())
-        return point, point
-
-    def ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return a.sum(axis=axis) / b.sum(axis=axis)
-
+    if np.ptp(values) == 0:
+        return float(values[0]), float(values[0])
     res = stats.bootstrap(
-        (num.astype(float), den.astype(float)),
-        ratio,
-        paired=True,
-        vectorized=True,
+        (values,),
+        np.mean,
         n_resamples=n_boot,
         confidence_level=level,
         method="percentile",
@@ -77,50 +83,113 @@ def _ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int, seed: int, level: f
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def share_row(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """The :data:`SHARE_COLUMNS` of one group of choices (``none`` rows are dropped here)."""
-    df = _counted(df)
-    k, n = int(df["param_free"].sum()), len(df)
-    low, high = wilson_interval(k, n, 1 - level)
-    per = _per_run(df)
-    b_low, b_high = _ratio_ci(per["k"].to_numpy(), per["n"].to_numpy(), n_boot, seed, level)
-    mass_n = per["mass_n"].sum()
-    mass = per["mass"].sum() / mass_n if mass_n else math.nan  # the bootstrap's statistic, same sum order
-    m_low, m_high = _ratio_ci(per["mass"].to_numpy(), per["mass_n"].to_numpy(), n_boot, seed, level)
-    return {
-        "k": k,
-        "n": n,
-        "share": k / n if n else math.nan,
+def share_row(
+    df: pd.DataFrame,
+    where: Mapping[str, Any] | None = None,
+    chance: ChanceFn | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """The :data:`SHARE_COLUMNS` of one group of choices (``none`` rows are dropped here).
+
+    ``where`` holds the group's values of site fields (cell type, stage, ...): the chance rate of each
+    run is the rate of exactly those choices of its space and strategy.
+    """
+    per = per_run(df)
+    k, n = int(per["k"].sum()), int(per["n"].sum())
+    share, low, high = t_interval(per["share"], level, bounds=(0.0, 1.0))
+    site_where = {c: v for c, v in (where or {}).items() if c in SITE_FIELDS}
+    run_chances = np.array([chance(r, site_where) if chance else math.nan for r in per.index], dtype=float)
+    excess = per["share"].to_numpy(dtype=float) - run_chances
+    w_low, w_high = wilson_interval(k, n, 1 - level)
+    b_low, b_high = _boot_mean(per["share"].to_numpy(dtype=float), n_boot, seed, level)
+    mass, m_low, m_high = t_interval(per["mass"].dropna(), level, bounds=(0.0, 1.0))
+    p = one_sample_p(excess, 0.0) if not np.isnan(run_chances).any() else math.nan
+    row = {
+        "runs": len(per),
+        "share": share,
         "ci_low": low,
         "ci_high": high,
-        "runs": len(per),
+        "chance": float(run_chances.mean()) if len(per) else math.nan,
+        "excess": float(excess.mean()) if len(per) else math.nan,
+        "p_chance": p,
+        "p_holm": p,
+        "detectable": detectable_difference(float(np.std(excess, ddof=1)) if len(per) > 1 else 0, len(per)),
+        "k": k,
+        "n": n,
+        "pooled_share": k / n if n else math.nan,
+        "wilson_low": w_low,
+        "wilson_high": w_high,
         "boot_low": b_low,
         "boot_high": b_high,
-        "pf_mass": float(mass),
+        "pf_mass": mass,
         "pf_mass_low": m_low,
         "pf_mass_high": m_high,
     }
+    row["verdict"] = chance_verdict(row)
+    return row
+
+
+def chance_verdict(row: Mapping[str, Any], alpha: float = 0.05) -> str:
+    """Plain words for a share against its chance rate, never stronger than the run-level test; the
+    interval and chance rate are in the row's own columns."""
+    runs, chance, p = row["runs"], row["chance"], row["p_holm"]
+    if runs == 0:
+        return "no counted choices"
+    if math.isnan(chance):
+        return "chance rate unknown"
+    if runs < 2:
+        return "1 run: cannot be told from chance"
+    if math.isnan(p):
+        return "no run-level test"
+    if p < alpha:
+        return f"{'above' if row['share'] > chance else 'below'} chance ({runs} runs)"
+    detect = row["detectable"]
+    power = "" if math.isnan(detect) else f"; detectable at 80% power: ±{detect:.2f}"
+    return f"consistent with chance ({runs} runs{power})"
 
 
 def share_table(
-    choices: pd.DataFrame, by: Sequence[str] = (), n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    choices: pd.DataFrame,
+    by: Sequence[str] = (),
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    chance: ChanceFn | None = None,
 ) -> pd.DataFrame:
     """Parameter-free share per group of ``by`` columns (all choices in one row when ``by`` is empty).
 
-    Columns: the ``by`` columns, then :data:`SHARE_COLUMNS`: ``k`` parameter-free choices of ``n`` (``none``
-    excluded), ``share``, Wilson ``ci_low``/``ci_high`` over pooled choices, ``runs``, ``boot_low``/
-    ``boot_high`` a percentile bootstrap over runs of the pooled share (NaN under 2 runs), and the
-    probability-mass view ``pf_mass`` (mean over choices) with its run bootstrap ``pf_mass_low/high``.
-    The bootstrap is reproducible: same ``seed``, same intervals. Missing group keys (NaN) form groups.
+    Headline (the run is the unit): ``runs``; ``share`` the mean of per-run shares with its t-interval
+    ``ci_low``/``ci_high``; ``chance`` the mean per-run chance rate of the same choices; ``excess`` =
+    share - chance; ``p_chance`` a one-sample t-test of per-run excess against 0, ``p_holm`` its Holm
+    adjustment across the table's rows; ``detectable`` the smallest excess detectable at 80% power;
+    ``verdict`` in words. Secondary, per edge: ``k`` of ``n`` pooled (``pooled_share``, Wilson interval);
+    ``boot_low``/``boot_high`` a bootstrap of the mean over runs (NaN under 10 runs); the probability-mass
+    view ``pf_mass`` with its t-interval over runs. ``chance`` defaults to the one the choices frame records.
     """
     by = list(by)
+    chance = chance or chance_from(choices)
     if not by:
-        return pd.DataFrame([share_row(choices, n_boot, seed, level)], columns=SHARE_COLUMNS)
-    rows = []
-    for key, df in choices.groupby(by, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)), **share_row(df, n_boot, seed, level)})
-    return pd.DataFrame(rows, columns=[*by, *SHARE_COLUMNS])
+        rows = [share_row(choices, None, chance, n_boot, seed, level)]
+    else:
+        rows = []
+        for key, df in choices.groupby(by, sort=True, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            where = dict(zip(by, key))
+            rows.append({**where, **share_row(df, where, chance, n_boot, seed, level)})
+    table = pd.DataFrame(rows, columns=[*by, *SHARE_COLUMNS])
+    return adjust(table, "p_chance", chance_verdict)
+
+
+def adjust(table: pd.DataFrame, column: str, verdict: Callable[[Mapping[str, Any]], str]) -> pd.DataFrame:
+    """Holm-adjust ``column`` over the table's rows into ``p_holm`` and redo each row's ``verdict``."""
+    if table.empty:
+        return table
+    table = table.copy()
+    table["p_holm"] = holm(table[column].tolist())
+    table["verdict"] = [verdict(r) for r in table.to_dict("records")]
+    return table
 
 
 def cliffs_delta(x: Sequence[float], y: Sequence[float]) -> float:
@@ -137,140 +206,6 @@ def magnitude(value: float, cuts: tuple[float, float, float]) -> str:
         return "n/a"
     names = ("negligible", "small", "medium", "large")
     return names[sum(abs(value) >= c for c in cuts)]
-
-
-COMPARE_COLUMNS = [
-    *["factor", "a", "b", "k_a", "n_a", "share_a", "k_b", "n_b", "share_b", "diff"],
-    *["odds_ratio", "fisher_p", "cohens_h", "h_size", "paired", "runs_a", "runs_b", "run_test"],
-    *["run_stat", "run_p", "cliffs_delta", "delta_size", "verdict", "note"],
-]
-
-
-def compare(
-    choices: pd.DataFrame,
-    factor: str,
-    a: Any,
-    b: Any,
-    by: Sequence[str] | None = None,
-    paired: bool | None = None,
-    alpha: float = 0.05,
-) -> pd.DataFrame:
-    """Compare the parameter-free share of ``factor == a`` with ``factor == b`` (per ``by`` group).
-
-    Pooled: Fisher's exact test on the 2x2 counts (``odds_ratio``, ``fisher_p``) with Cohen's h. Run level:
-    per-run shares compared by Mann-Whitney U, or by the Wilcoxon signed-rank test when paired by
-    ``run_id`` (``paired=None``: paired when the two levels occur within the same runs, e.g. normal vs
-    reduce cells; only runs holding both levels are used), with Cliff's delta of per-run shares
-    (a vs b; positive: a higher). ``diff = share_a - share_b``. Degenerate input (no choices, fewer than
-    2 runs, all per-run shares equal) gives NaN p-values and a ``note``, never an exception. ``verdict``
-    is one line of plain English at significance level ``alpha``.
-    """
-    by = list(by or [])
-    if not by:
-        return pd.DataFrame([_compare_one(choices, factor, a, b, paired, alpha)], columns=COMPARE_COLUMNS)
-    rows = []
-    for key, df in choices.groupby(by, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)), **_compare_one(df, factor, a, b, paired, alpha)})
-    return pd.DataFrame(rows, columns=[*by, *COMPARE_COLUMNS])
-
-
-def _compare_one(
-    choices: pd.DataFrame, factor: str, a: Any, b: Any, paired: bool | None, alpha: float
-) -> dict[str, Any]:
-    df = _counted(choices)
-    da, db = df[df[factor].eq(a).fillna(False).astype(bool)], df[df[factor].eq(b).fillna(False).astype(bool)]
-    ka, na, kb, nb = int(da["param_free"].sum()), len(da), int(db["param_free"].sum()), len(db)
-    sa, sb = (ka / na if na else math.nan), (kb / nb if nb else math.nan)
-    notes: list[str] = []
-    odds, fisher_p, h = math.nan, math.nan, math.nan
-    if na and nb:
-        res = stats.fisher_exact([[ka, na - ka], [kb, nb - kb]])
-        odds, fisher_p = float(res.statistic), float(res.pvalue)
-        h = float(proportion_effectsize(sa, sb))
-    else:
-        notes.append(f"no choices at {factor}={a if not na else b!r}")
-    ra, rb = _per_run(da), _per_run(db)
-    ra, rb = ra["k"] / ra["n"], rb["k"] / rb["n"]
-    common = ra.index.intersection(rb.index)
-    is_paired = bool(len(common)) if paired is None else paired
-    if is_paired:
-        dropped = len(ra.index.union(rb.index)) - len(common)
-        if dropped:
-            notes.append(f"{dropped} run(s) without both levels left out of the paired test")
-        ra, rb = ra.loc[common], rb.loc[common]
-    test, stat, run_p = ("wilcoxon" if is_paired else "mannwhitneyu"), math.nan, math.nan
-    delta = cliffs_delta(ra.to_numpy(), rb.to_numpy())
-    values = np.concatenate([ra.to_numpy(), rb.to_numpy()])
-    if min(len(ra), len(rb)) < (2 if is_paired else 1) or len(values) < 3:
-        notes.append("too few runs for a run-level test")
-        delta = math.nan  # a dominance measure of one or two runs says nothing
-    elif np.all(values == values[0]) or (is_paired and np.all(ra.to_numpy() == rb.to_numpy())):
-        notes.append("all per-run shares identical: no run-level test")  # scipy would give p = 1 or fail
-    elif is_paired:
-        res = stats.wilcoxon(ra.to_numpy(), rb.to_numpy())
-        stat, run_p = float(res.statistic), float(res.pvalue)
-    else:
-        res = stats.mannwhitneyu(ra.to_numpy(), rb.to_numpy(), alternative="two-sided")
-        stat, run_p = float(res.statistic), float(res.pvalue)
-    row = {
-        "factor": factor,
-        "a": a,
-        "b": b,
-        "k_a": ka,
-        "n_a": na,
-        "share_a": sa,
-        "k_b": kb,
-        "n_b": nb,
-        "share_b": sb,
-        "diff": sa - sb,
-        "odds_ratio": odds,
-        "fisher_p": fisher_p,
-        "cohens_h": h,
-        "h_size": magnitude(h, H_CUTS),
-        "paired": is_paired,
-        "runs_a": len(ra),
-        "runs_b": len(rb),
-        "run_test": test,
-        "run_stat": stat,
-        "run_p": run_p,
-        "cliffs_delta": delta,
-        "delta_size": magnitude(delta, DELTA_CUTS),
-        "note": "; ".join(notes),
-    }
-    row["verdict"] = _verdict(row, alpha)
-    return row
-
-
-def _fmt_p(p: float) -> str:
-    return "n/a" if math.isnan(p) else (f"{p:.2g}" if p >= 1e-4 else "<1e-4")
-
-
-def _verdict(r: dict[str, Any], alpha: float) -> str:
-    """One line: which level has the higher parameter-free share, and how sure the two tests are."""
-    a, b, factor = r["a"], r["b"], r["factor"]
-    if math.isnan(r["share_a"]) or math.isnan(r["share_b"]):
-        return f"cannot compare {factor}={a!r} with {b!r}: {r['note']}"
-    evidence = (
-        f"({r['share_a']:.2f} vs {r['share_b']:.2f}; pooled Fisher p={_fmt_p(r['fisher_p'])}, "
-        f"h={r['cohens_h']:.2f}; per-run {r['run_test']} p={_fmt_p(r['run_p'])}, "
-        f"Cliff's delta={r['cliffs_delta']:.2f}, {r['runs_a']} vs {r['runs_b']} runs"
-        + (f"; {r['note']})" if r["note"] else ")")
-    )
-    pooled, per_run = r["fisher_p"] < alpha, r["run_p"] < alpha
-    higher, lower = (a, b) if r["diff"] > 0 else (b, a)
-    if pooled and per_run:
-        return f"{factor}={higher!r} has a higher parameter-free share than {lower!r} {evidence}"
-    if pooled and math.isnan(r["run_p"]):
-        return f"{factor}={higher!r} looks higher than {lower!r} on pooled choices only {evidence}"
-    if pooled:
-        return (
-            f"{factor}={higher!r} is higher than {lower!r} on pooled choices but not consistently across "
-            f"runs {evidence}"
-        )
-    if per_run:
-        return f"{factor}={higher!r} is higher than {lower!r} across runs {evidence}"
-    return f"no clear difference between {factor}={a!r} and {b!r} {evidence}"
 
 
 def collapse_summary(

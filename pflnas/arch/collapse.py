@@ -27,10 +27,13 @@ SKIP_OPS = frozenset({"skip_connect", "identity"})
 class CollapseThresholds:
     """When a search counts as collapsed; any one reason flags it.
 
-    * ``max_skip_per_cell``: a derived cell keeping more skip ops (``skip_connect``/``identity``, any
-      stride) than this (P-DARTS caps normal cells at 2).
-    * ``max_skip_share``: block spaces (no cells): share of blocks choosing a skip op above this.
-    * ``max_skip_mass``: mean probability of the skip ops over all choices above this.
+    A *skip* is a parameter-free skip: ``skip_connect``/``identity`` where it is the identity (stride 1).
+    DARTS' stride-2 ``skip_connect`` is a FactorizedReduce with weights, so it never counts.
+
+    * ``max_skip_per_cell``: a derived *normal* cell keeping more skips than this (P-DARTS caps normal
+      cells at 2; reduction cells have no such cap, their skips are reported separately).
+    * ``max_skip_share``: block spaces (no cells): share of blocks choosing a skip above this.
+    * ``max_skip_mass``: mean probability of the skips over all choices above this.
     * ``min_entropy``: mean *normalised* entropy (entropy / log #candidates, in [0, 1]) below this: the
       weights have saturated to one-hot, so later epochs cannot change the architecture.
     """
@@ -80,15 +83,35 @@ def param_free_mass(probs: Probabilities, space: SpaceConfig) -> float:
     return sum(masses) / len(masses) if masses else math.nan
 
 
-def skip_mass(probs: Probabilities) -> float:
-    """Mean over choices of the probability of the skip ops; NaN for no choices."""
-    masses = [sum(p for op, p in dist.items() if op in SKIP_OPS) for dist in probs.values()]
+def is_skip(op: str, stride: int) -> bool:
+    """A parameter-free skip: a skip op at a stride where it has no weights (the identity)."""
+    return op in SKIP_OPS and op_is_param_free(op, stride)
+
+
+def skip_mass(probs: Probabilities, space: SpaceConfig | None = None) -> float:
+    """Mean over choices of the probability of parameter-free skips; NaN for no choices.
+
+    Without ``space`` the strides are unknown and every skip op counts (an upper bound).
+    """
+    sites = choice_sites(space) if space is not None else {}
+    masses = [
+        sum(p for op, p in dist.items() if is_skip(op, sites[label].stride if label in sites else 1))
+        for label, dist in probs.items()
+    ]
     return sum(masses) / len(masses) if masses else math.nan
 
 
+def skip_counts(arch: Architecture) -> dict[str, int]:
+    """Parameter-free skips among the kept edges / blocks, per cell or block type (``normal``, ``reduce``)."""
+    out = {"normal": 0, "reduce": 0}
+    for d in arch.decisions():
+        out[d.type] = out.get(d.type, 0) + is_skip(d.op, d.stride)
+    return out
+
+
 def skip_count(arch: Architecture) -> int:
-    """Number of kept edges / blocks whose op is ``skip_connect`` or ``identity`` (any stride)."""
-    return sum(d.op in SKIP_OPS for d in arch.decisions())
+    """Number of kept edges / blocks that are parameter-free skips (see :func:`is_skip`)."""
+    return sum(skip_counts(arch).values())
 
 
 def collapse_flags(
@@ -103,15 +126,18 @@ def collapse_flags(
     t = thresholds
     if arch is not None and arch.space.is_block:
         blocks = arch.decisions()
-        share = sum(d.op in SKIP_OPS for d in blocks) / len(blocks) if blocks else 0.0
+        share = sum(is_skip(d.op, d.stride) for d in blocks) / len(blocks) if blocks else 0.0
         if share > t.max_skip_share:
             reasons.append(f"skip_share: {share:.2f} of blocks choose a skip op (max {t.max_skip_share})")
     elif arch is not None:
         for cell in arch.cells:
-            n = sum(e.op in SKIP_OPS for e in cell.edges)
+            if cell.type != "normal":
+                continue
+            n = sum(is_skip(e.op, 1) for e in cell.edges)
             if n > t.max_skip_per_cell:
-                reasons.append(f"skip_count: {cell.name} keeps {n} skip ops (max {t.max_skip_per_cell})")
-    mass = skip_mass(probs)
+                cap = t.max_skip_per_cell
+                reasons.append(f"skip_count: normal {cell.name} keeps {n} parameter-free skips (max {cap})")
+    mass = skip_mass(probs, arch.space if arch is not None else None)
     if mass > t.max_skip_mass:
         reasons.append(f"skip_mass: mean skip probability {mass:.2f} (max {t.max_skip_mass})")
     ent = normalized_entropy(probs)
@@ -124,7 +150,8 @@ def collapse_diagnostics(
     probs: Probabilities, arch: Architecture, thresholds: CollapseThresholds = DEFAULT_THRESHOLDS
 ) -> dict[str, Any]:
     """The live ``metrics.jsonl`` fields of one epoch, ``arch`` being the architecture derived from
-    ``probs``: ``edge_entropy``, ``param_free_mass``, ``skip_count``, ``collapse`` ``{"flagged", "reasons"}``.
+    ``probs``: ``edge_entropy``, ``param_free_mass``, ``skip_count`` (parameter-free skips),
+    ``skip_count_by_type`` (``{"normal", "reduce"}``), ``collapse`` ``{"flagged", "reasons"}``.
     """
     reasons = collapse_flags(probs, arch, thresholds)
     mass = param_free_mass(probs, arch.space)
@@ -132,5 +159,6 @@ def collapse_diagnostics(
         "edge_entropy": edge_entropy(probs),
         "param_free_mass": None if math.isnan(mass) else mass,
         "skip_count": skip_count(arch),
+        "skip_count_by_type": skip_counts(arch),
         "collapse": {"flagged": bool(reasons), "reasons": reasons},
     }
