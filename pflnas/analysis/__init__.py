@@ -3,7 +3,6 @@
 Reads only run directories (config.yaml, metrics.jsonl, found.json, run.json), never training internals.
 """
 
-from pflnas.analysis.chance import chance_share, derivation_rule, share_distribution
 from pflnas.analysis.compare import COMPARE_COLUMNS, compare
 from pflnas.analysis.figures import new_figure, op_color, save_figure
 from pflnas.analysis.frames import (
@@ -36,6 +35,7 @@ from pflnas.analysis.stats import (
     share_table,
     wilson_interval,
 )
+from pflnas.arch.chance import chance_share, derivation_rule, share_distribution
 from pflnas.arch.collapse import (
     DEFAULT_THRESHOLDS,
     SKIP_OPS,

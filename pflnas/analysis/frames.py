@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from pflnas.analysis.chance import chance_keys
 from pflnas.analysis.load import RunData
+from pflnas.arch.chance import chance_keys
 from pflnas.arch.collapse import (
     DEFAULT_THRESHOLDS,
     CollapseThresholds,
@@ -67,7 +67,7 @@ def choices_frame(runs: Iterable[RunData]) -> pd.DataFrame:
     """One row per complete run x alpha group x kept edge (cells) or block choice (block spaces).
 
     ``attrs["chance_keys"]`` records each run's space and strategy, so the share tables and comparisons
-    can give every group of choices its chance rate (:mod:`pflnas.analysis.chance`).
+    can give every group of choices its chance rate (:mod:`pflnas.arch.chance`).
 
     ``prob`` is the final probability of the chosen op, ``pf_mass`` the summed final probability of the ops
     parameter-free at that choice's stride (NaN where the record has no probabilities). ``position`` is the

@@ -1,7 +1,7 @@
 """How often do parameter-free ops win: run-level shares against chance, collapse rates, Pareto fronts.
 
 The run is the unit of replication: the headline share is the mean of per-run shares with a t-interval
-over runs, set against the chance rate of the same choices (:mod:`pflnas.analysis.chance`). The pooled
+over runs, set against the chance rate of the same choices (:mod:`pflnas.arch.chance`). The pooled
 per-edge count and its Wilson interval stay as a labelled secondary view; a bootstrap over runs is given
 only from :data:`~pflnas.analysis.inference.MIN_BOOT_RUNS` runs on.
 """
@@ -17,7 +17,6 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from pflnas.analysis.chance import SITE_FIELDS, run_chance
 from pflnas.analysis.inference import (
     MIN_BOOT_RUNS,
     detectable_difference,
@@ -25,6 +24,7 @@ from pflnas.analysis.inference import (
     one_sample_p,
     t_interval,
 )
+from pflnas.arch.chance import SITE_FIELDS, run_chance
 
 SHARE_COLUMNS = [
     *["runs", "share", "ci_low", "ci_high", "chance", "excess", "p_chance", "p_holm", "detectable"],

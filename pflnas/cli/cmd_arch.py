@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pflnas.arch.chance import chance_share
 from pflnas.arch.darts_genotype import architecture_from_genotype
 from pflnas.arch.homogeneous import homogeneous_architecture
 from pflnas.arch.record import Architecture, load_architecture, save_architecture
@@ -119,8 +120,10 @@ def _check_out(out: Path, force: bool) -> None:
 
 # --- the readable summary -----------------------------------------------------------------------------
 def _share(arch: Architecture) -> str:
+    """The share beside its chance rate (uniformly random weights under the strategy's derivation rule)."""
     share = arch.param_free_share()
-    return "n/a" if math.isnan(share) else f"{share:.3f}"
+    chance = chance_share(arch.space, arch.provenance.get("strategy"))
+    return "n/a" if math.isnan(share) else f"{share:.3f}, chance {chance:.3f}"
 
 
 def _edge_note(arch: Architecture, cell_type: str, source: int, op: str) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from pflnas.arch.chance import chance_share
+from pflnas.arch.record import Architecture
 from pflnas.configs import SearchConfig, build_config, preset_path, read_yaml, validate_search_config
 from pflnas.errors import ConfigError
 from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies, list_strategies
@@ -159,9 +161,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutdown(info)
     if info.is_main:
-        share = arch.param_free_share()
-        print(f"found architecture: {run_dir / FOUND}  (parameter-free share of kept ops: {share:.2f})")
+        _say_found(arch, run_dir, cfg.strategy.name)
     return 0
+
+
+def _say_found(arch: Architecture, run_dir: Path, strategy: str) -> None:
+    share, chance = arch.param_free_share(), chance_share(arch.space, strategy)
+    print(
+        f"found architecture: {run_dir / FOUND}  (parameter-free share of kept ops: {share:.2f}; "
+        f"{chance:.2f} expected by chance)"
+    )
 
 
 def _run_multi_trial(args: argparse.Namespace, cfg: SearchConfig, run_dir: Path | None) -> int:
@@ -170,8 +179,7 @@ def _run_multi_trial(args: argparse.Namespace, cfg: SearchConfig, run_dir: Path 
 
     run_dir = run_dir or _new_run_dir(args, cfg)
     arch = MultiTrialRun(cfg, run_dir).run(resume=bool(args.resume))
-    share = arch.param_free_share()
-    print(f"found architecture: {run_dir / FOUND}  (parameter-free share of kept ops: {share:.2f})")
+    _say_found(arch, run_dir, cfg.strategy.name)
     return 0
 
 
