@@ -55,7 +55,8 @@ def test_cli_search_writes_valid_run(tmp_path, cifar_source, capsys):
     for r in rows:
         assert set(r["probs"]) == labels
         assert all(abs(sum(d.values()) - 1) < 1e-5 for d in r["probs"].values())
-        assert {"train_loss", "val_acc", "arch_loss", "lr", "param_free_share"} <= set(r)
+        assert {"train_loss", "val_acc", "arch_loss", "lr", "param_free_share", "param_free_chance"} <= set(r)
+        assert r["param_free_chance"] == pytest.approx((8 * 0.6 + 2 * 8 * 0.4716667) / 24, abs=1e-6)
         assert set(r["edge_entropy"]) == labels and 0.0 <= r["param_free_mass"] <= 1.0
         # parameter-free skips only: a reduction cell's stride-2 skip_connect is a FactorizedReduce
         assert r["skip_count"] == sum(r["skip_count_by_type"].values()) <= r["op_counts"].get("skip_connect", 0)

@@ -20,6 +20,7 @@ import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from pflnas.arch.chance import chance_share
 from pflnas.arch.collapse import collapse_diagnostics, thresholds_from
 from pflnas.arch.record import Architecture, save_architecture
 from pflnas.configs import SearchConfig, to_dict
@@ -592,6 +593,7 @@ class SearchRun:
             "val_loss": val_loss,
             "val_acc": val_acc,
             "param_free_share": None if math.isnan(share) else share,
+            "param_free_chance": chance_share(current.space, cfg.strategy.name),  # the share's null
             "mean_entropy": _entropy(probs),
             "op_counts": current.op_counts(),
             **diagnostics,
@@ -605,6 +607,7 @@ class SearchRun:
             f"epoch {epoch + 1}/{cfg.run.epochs}  "
             f"train loss {record['train_loss']:.3f} acc {record['train_acc']:.3f}"
             f"  val loss {val_loss:.3f} acc {val_acc:.3f}  param-free share {share:.2f}"
+            f" (chance {record['param_free_chance']:.2f})"
             f" mass {mass if mass is not None else float('nan'):.2f}"
             f"  skips {diagnostics['skip_count']}  entropy {record['mean_entropy']:.2f}"
             + (f"  E[latency] {record['expected_latency_ms']:.3f} ms" if self.latency is not None else "")
