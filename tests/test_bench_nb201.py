@@ -10,23 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _bench import HAVE_TABLE, needs_table
+from _bench import bench as _bench
 
 from pflnas.arch import load_architecture
 from pflnas.arch.record import Architecture
 from pflnas.bench import nb201
 from pflnas.bench.nb201 import EDGES, OPS, load_nb201_table, nb201_string
-from pflnas.cli.main import main
 from pflnas.errors import ArchitectureError, ConfigError
 from pflnas.spaces import load_space
 
-try:
-    importlib.metadata.distribution(nb201.DISTRIBUTION)
-    HAVE_TABLE = True
-except importlib.metadata.PackageNotFoundError:
-    HAVE_TABLE = False
-needs_table = pytest.mark.skipif(
-    not HAVE_TABLE, reason="analog-nasbench is not installed (extra 'bench': pip install 'pflnas[bench]')"
-)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SKIP, NONE, C3, C1, POOL = range(5)  # the package's op indices
@@ -122,28 +115,24 @@ def test_encode_refuses_what_the_table_cannot_score(table):
         table.encode(Architecture(individual, tuple(cells)))
 
 
-def _bench(tmp_path, capsys, *args):
-    rc = main(["bench", "nb201", "--out", str(tmp_path / "bench"), *args])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
 @needs_table
 def test_cli_random_json_and_reuse(tmp_path, capsys, table):
-    rc, out, err = _bench(
-        tmp_path, capsys, "--strategy", "random", "--seeds", "2", "--queries", "5", "--json"
-    )
+    oracle = ("--strategy", "random", "--selection", "oracle", "--seeds", "2", "--queries", "5")
+    rc, out, err = _bench(tmp_path, capsys, *oracle, "--json")
     assert rc == 0, err
     report = json.loads(out)
     (summary,) = report["strategies"]
     assert summary["strategy"] == "random" and summary["seeds"] == [0, 1]
+    assert summary["selection"] == "oracle (selected on test)"  # named as such wherever it appears
     best = table.best_accuracy()
     assert report["table"]["best"] == best
     for run in summary["runs"]:
+        assert run["selection"] == "oracle (selected on test)"
         assert run["regret"] >= 0 and run["regret"] == pytest.approx(best - run["accuracy"])
         assert run["accuracy"] == table.accuracy_of(tuple(run["code"]))
         assert run["queries"] == 5 and len(run["curve"]) == 5
         assert run["curve"] == sorted(run["curve"]) and run["curve"][-1] == run["accuracy"]
+        assert run["budget"]["queries"] == 5 and run["budget"]["images"] == 0
     assert summary["regret"]["mean"] == pytest.approx(np.mean([r["regret"] for r in summary["runs"]]))
     assert summary["anytime"]["queries"] == [1, 2, 3, 4, 5]
     regrets = summary["anytime"]["regret_mean"]
@@ -151,20 +140,29 @@ def test_cli_random_json_and_reuse(tmp_path, capsys, table):
         summary["regret"]["mean"]
     )
     assert summary["top_param_free_share"] == report["table"]["top_param_free_share"]
-    seeds = tmp_path / "bench" / "random"
+    assert summary["param_free_share"]["chance"] == 0.5
+    seeds = tmp_path / "bench" / "random" / "oracle"
     assert sorted(p.name for p in seeds.glob("seed*.json")) == ["seed0.json", "seed1.json"]
 
     # the same command again reuses the finished seeds; another budget must not silently mix with them
-    rc, out2, err = _bench(
-        tmp_path, capsys, "--strategy", "random", "--seeds", "2", "--queries", "5", "--json"
-    )
+    rc, out2, err = _bench(tmp_path, capsys, *oracle, "--json")
     assert rc == 0 and "reusing" in err and json.loads(out2)["strategies"][0]["runs"] == summary["runs"]
-    rc, _, err = _bench(tmp_path, capsys, "--strategy", "random", "--seeds", "2", "--queries", "6")
+    rc, _, err = _bench(tmp_path, capsys, *oracle[:-1], "6")
     assert rc == 2 and "other settings" in err and "--overwrite" in err
     rc, out3, _ = _bench(
-        tmp_path, capsys, "--strategy", "random", "--seeds", "1", "--queries", "6", "--overwrite"
+        tmp_path,
+        capsys,
+        "--strategy",
+        "random",
+        "--selection",
+        "oracle",
+        "--seeds",
+        "1",
+        "--queries",
+        "6",
+        "--overwrite",
     )
-    assert rc == 0 and "| random | multi-trial | 1 | 6 queries |" in out3
+    assert rc == 0 and "| random | oracle (selected on test) | 1 | 6 queries |" in out3
 
 
 @needs_table
@@ -173,22 +171,21 @@ def test_cli_interrupted_bench_keeps_finished_seeds(tmp_path, capsys, monkeypatc
 
     real = cmd_bench.run_multitrial_seed
 
-    def interrupted(table, plan, seed):
+    def interrupted(table, plan, seed, signal):
         if seed == 1:
             raise KeyboardInterrupt
-        return real(table, plan, seed)
+        return real(table, plan, seed, signal)
 
+    args = ("--strategy", "evolution", "--selection", "oracle", "--seeds", "3", "--queries", "12")
     monkeypatch.setattr(cmd_bench, "run_multitrial_seed", interrupted)
-    rc, _, _ = _bench(tmp_path, capsys, "--strategy", "evolution", "--seeds", "3", "--queries", "12")
+    rc, _, _ = _bench(tmp_path, capsys, *args)
     assert rc == 130
-    done = tmp_path / "bench" / "evolution"
+    done = tmp_path / "bench" / "evolution" / "oracle"
     assert [p.name for p in done.glob("seed*.json")] == ["seed0.json"]
     first = json.loads((done / "seed0.json").read_text())["result"]
     monkeypatch.setattr(cmd_bench, "run_multitrial_seed", real)
-    rc, out, err = _bench(
-        tmp_path, capsys, "--strategy", "evolution", "--seeds", "3", "--queries", "12", "--json"
-    )
-    assert rc == 0 and "evolution seed 0: reusing" in err
+    rc, out, err = _bench(tmp_path, capsys, *args, "--json")
+    assert rc == 0 and "evolution (oracle) seed 0: reusing" in err
     runs = json.loads(out)["strategies"][0]["runs"]
     assert [r["seed"] for r in runs] == [0, 1, 2] and runs[0] == first
 
@@ -199,17 +196,33 @@ def test_cli_interrupted_bench_keeps_finished_seeds(tmp_path, capsys, monkeypatc
         (["--strategy", "nsga2"], "two objectives"),
         (["--strategy", "nope"], "unknown strategy 'nope'"),
         (["--strategy", "darts", "--queries", "5"], "--queries is the budget of multi-trial"),
-        (["--strategy", "random", "--epochs", "2"], "--epochs configure one-shot"),
+        (["--strategy", "random", "--epochs", "2"], "--epochs does not apply here"),
         (["--strategy", "random", "--seeds", "0"], "--seeds must be >= 1"),
         (["--strategy", "darts", "--jobs", "0"], "--jobs must be >= 1"),
         (["--strategy", "darts", "--device", "cuda", "--jobs", "4"], "no CUDA GPU is visible"),
         (["--strategy", "darts", "--set", "space.name=darts"], "fixed by the bench"),
         (["--strategy", "darts", "--set", "space.alpha_mode=individual"], "alpha_mode=shared"),
+        (["--strategy", "darts", "--selection", "oracle"], "one-shot strategies select with their own"),
+        (["--strategy", "random", "--selection", "test"], "unknown --selection 'test'"),
+        (["--strategy", "random", "--selection", "oracle,oracle"], "names a selection twice"),
+        (["--strategy", "random", "--proxy-epochs", "2"], "--proxy-epochs does not apply here"),
+        (["--strategy", "random", "--selection", "proxy", "--proxy-subset", "0"], "--proxy-subset must be"),
+        (["--strategy", "darts", "--zero-cost-batch", "8"], "--zero-cost-batch does not apply here"),
+        (["--strategy", "random", "--selection", "oracle", "--device", "cpu"], "--device does not apply"),
+        (["--strategy", "random", "--op-wins"], "--op-wins reads the table alone"),
+        ([], "name at least one --strategy"),
+        (["--strategy", "random", "--data-dir", "/nonexistent/cifar"], "does not exist"),
+        (
+            ["--strategy", "random", "--selection", "proxy", "--data-dir", "/nonexistent/cifar"],
+            "does not exist",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line(tmp_path, capsys, args, message):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("a GPU is present")
+    if "--data-dir" in args and not HAVE_TABLE:
+        pytest.skip("the data is checked after the table is loaded")
     rc, _, err = _bench(tmp_path, capsys, *args)
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
 
@@ -250,7 +263,7 @@ def test_cli_oneshot_jobs_match_the_sequential_bench(
     sets = [x for s in tiny for x in ("--set", s)]
     rc, out, err = _bench(tmp_path, capsys, *common, "--jobs", "2", *sets)
     assert rc == 0, err
-    assert "running 2 one-shot seeds in 2 processes" in err and "darts seed 1: reusing" in err
+    assert "running 2 seeds in 2 processes" in err and "darts seed 1: reusing" in err
     parallel = json.loads(out)["strategies"][0]["runs"]
     assert [r["seed"] for r in parallel] == [0, 1]
     assert all((tmp_path / "bench" / "darts" / f"seed{k}" / "search.log").is_file() for k in (0, 1))

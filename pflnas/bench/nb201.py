@@ -83,11 +83,14 @@ def data_path() -> Path:
     )
 
 
-def _encode_index(code: Code) -> int:
+def encode_index(code: Code) -> int:
+    """The flat index of a key: base-5 digits, edge position 0 most significant (``acc.reshape([5] * 6)``
+    puts position i on axis i)."""
     return sum(op * len(OPS) ** (len(EDGES) - 1 - i) for i, op in enumerate(code))
 
 
-def _decode_index(index: int) -> Code:
+def decode_index(index: int) -> Code:
+    """The key at a flat index (inverse of :func:`encode_index`)."""
     digits = []
     for _ in EDGES:
         index, op = divmod(index, len(OPS))
@@ -169,7 +172,7 @@ class NB201Table:
 
     # --- queries -------------------------------------------------------------------------------
     def accuracy_of(self, code: Code) -> float:
-        return float(self.acc[_encode_index(code)])
+        return float(self.acc[encode_index(code)])
 
     def accuracy(self, arch: Architecture) -> float:
         """True CIFAR-10 test accuracy (percent) of an ``nb201`` architecture."""
@@ -177,7 +180,7 @@ class NB201Table:
 
     def best(self) -> tuple[Architecture, float]:
         index = int(self._order[0])
-        return self.architecture(_decode_index(index)), float(self.acc[index])
+        return self.architecture(decode_index(index)), float(self.acc[index])
 
     def best_accuracy(self) -> float:
         return float(self.acc[self._order[0]])
@@ -187,7 +190,7 @@ class NB201Table:
         if not 0 < fraction <= 1:
             raise ConfigError(f"top fraction must be in (0, 1], got {fraction}")
         n = math.ceil(fraction * len(self.acc))
-        return [_decode_index(int(i)) for i in self._order[:n]]
+        return [decode_index(int(i)) for i in self._order[:n]]
 
     def stats(self, fraction: float = 0.01) -> NB201Stats:
         top = self.top_codes(fraction)
@@ -248,5 +251,5 @@ def load_nb201_table(metric: str = "baseline_accuracy") -> NB201Table:
     for key, record in records.items():
         if not (isinstance(key, tuple) and len(key) == len(EDGES) and all(0 <= i < len(OPS) for i in key)):
             raise ConfigError(f"{path}: unexpected cell key {key!r}")
-        acc[_encode_index(key)] = float(getattr(record, metric))
+        acc[encode_index(key)] = float(getattr(record, metric))
     return NB201Table(acc, metric, str(path))

@@ -1,4 +1,5 @@
-"""``pflnas bench nb201``: search strategies scored against NAS-Bench-201 ground truth."""
+"""``pflnas bench nb201``: search strategies scored against NAS-Bench-201 ground truth, and the ground truth
+itself (``--op-wins``, ``--zero-cost-quality``)."""
 
 from __future__ import annotations
 
@@ -6,42 +7,36 @@ import argparse
 import contextlib
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from pflnas.bench.jobs import Job, MultiTrialJob, OneShotJob, run_jobs
 from pflnas.bench.nb201 import NB201Table, load_nb201_table, nb201_string
 from pflnas.bench.runner import (
     MULTI_TRIAL,
-    REFUSED,
     MultiTrialPlan,
-    OneShotJob,
     finished_seed,
-    markdown_table,
     oneshot_settings,
     run_multitrial_seed,
-    run_oneshot_jobs,
     run_oneshot_seed,
     save_seed,
     seed_file,
-    summarize,
 )
-from pflnas.cli.cmd_search import flag_overrides
+from pflnas.bench.selection import SignalFactory
+from pflnas.bench.summary import markdown_table, quality_entry, summarize
+from pflnas.cli.bench_args import (
+    DEFAULT_PRESET,
+    add_nb201_arguments,
+    check_counts,
+    check_flags,
+    oneshot_config,
+    selection_spec,
+    selection_specs,
+    strategies,
+)
 from pflnas.cli.paths import check_out_folder
-from pflnas.configs import (
-    SearchConfig,
-    build_config,
-    preset_path,
-    read_yaml,
-    validate_search_config,
-)
-from pflnas.errors import ConfigError
-from pflnas.train.device import resolve_device
-from pflnas.train.search import resolve_space
 from pflnas.utils_io import atomic_write_json, atomic_write_text
 
-DEFAULT_PRESET = "quick"  # one-shot default budget: a CIFAR-10 subset of 800, 3 epochs, C=8 (minutes on CPU)
-ONESHOT_FLAGS = {"epochs": "run.epochs", "data_dir": "data.data_dir", "device": "run.device"}
-FIXED_KEYS = ("space.name", "strategy.name", "run.seed")  # set by the bench itself
+__all__ = ["DEFAULT_PRESET", "add_parser", "run_nb201"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,177 +46,112 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     nb = benches.add_parser(
         "nb201",
         help="run strategies on the nb201 space, scored by NAS-Bench-201's CIFAR-10 test accuracies",
-        description="Multi-trial strategies (evolution, random) query the table for --queries cells per "
-        "seed; one-shot strategies (darts, gdas, ...) run a real search on nb201 per seed (default budget: "
-        f"--preset {DEFAULT_PRESET}) and the table scores the cell they found. Needs the extra 'bench': "
-        "pip install 'pflnas[bench]'.",
+        description="Multi-trial strategies (evolution, random) query --queries cells per seed and select "
+        "on --selection (default zero-cost; never the test accuracy unless --selection oracle); the table "
+        "only reports the test accuracy of the cell they select. One-shot strategies (darts, gdas, ...) run "
+        f"a real search on nb201 per seed (default budget: --preset {DEFAULT_PRESET}) and the table scores "
+        "the cell they found. --op-wins reports the table's own ground truth (no search). Needs the extra "
+        "'bench': pip install 'pflnas[bench]'.",
     )
-    nb.add_argument(
-        "--strategy",
-        action="append",
-        required=True,
-        help="strategy name; repeat or comma-separate for several (evolution, random, darts, gdas, ...)",
-    )
-    nb.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per strategy (default 10)")
-    nb.add_argument("--queries", type=int, help="multi-trial: table queries per seed (default 100)")
-    nb.add_argument("--population", type=int, default=10, help="evolution: population (default 10)")
-    nb.add_argument("--sample-size", type=int, default=3, help="evolution: tournament size (default 3)")
-    nb.add_argument("--epochs", type=int, help="one-shot: search epochs per seed")
-    nb.add_argument("--preset", help=f"one-shot: search preset (default {DEFAULT_PRESET})")
-    nb.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="one-shot: search config override"
-    )
-    nb.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="one-shot: seeds searched at once in separate processes (default 1); several launch-bound "
-        "searches share one GPU well; on CPU the cores are split between them",
-    )
-    nb.add_argument("--data-dir", help="one-shot: where CIFAR-10 is (else $PFLNAS_DATA, else the cache dir)")
-    nb.add_argument("--device", help="one-shot: auto, cpu, cuda or cuda:N")
-    nb.add_argument("--out", type=Path, default=Path("runs/bench-nb201"), help="default: runs/bench-nb201")
-    nb.add_argument("--overwrite", action="store_true", help="redo seeds stored with other settings")
-    nb.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    add_nb201_arguments(nb)
     nb.set_defaults(run=run_nb201)
-
-
-def _strategies(args: argparse.Namespace) -> list[str]:
-    from pflnas.strategies import list_strategies
-
-    names = [n.strip() for item in args.strategy for n in item.split(",") if n.strip()]
-    known = sorted(set(list_strategies()) | set(MULTI_TRIAL))
-    for name in names:
-        if name in REFUSED:
-            raise ConfigError(REFUSED[name])
-        if name not in known:
-            raise ConfigError(f"unknown strategy {name!r}; pflnas bench nb201 runs: {', '.join(known)}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--strategy names a strategy twice: {', '.join(names)}")
-    return names
-
-
-def _check_flags(args: argparse.Namespace, names: list[str]) -> None:
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-    for flag in ("queries", "population", "sample_size"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    multi = [n for n in names if n in MULTI_TRIAL]
-    oneshot = [n for n in names if n not in MULTI_TRIAL]
-    if not multi and args.queries is not None:
-        raise ConfigError(
-            "--queries is the budget of multi-trial strategies (evolution, random); "
-            "one-shot strategies take --epochs"
-        )
-    given = [f"--{f.replace('_', '-')}" for f in (*ONESHOT_FLAGS, "preset") if getattr(args, f) is not None]
-    if not oneshot and (given or args.set):
-        raise ConfigError(
-            f"{', '.join(given + ['--set'] * bool(args.set))} configure one-shot searches; "
-            "multi-trial strategies take --queries"
-        )
-    for item in args.set:
-        key = item.partition("=")[0]
-        if key in FIXED_KEYS:
-            raise ConfigError(f"--set {key} is fixed by the bench (use --strategy / --seeds)")
-
-
-def oneshot_config(args: argparse.Namespace, strategy: str, seed: int) -> SearchConfig:
-    """The search config of one one-shot seed, built as ``pflnas search`` builds it."""
-    layers = [read_yaml(preset_path(args.preset or DEFAULT_PRESET))]
-    fixed = ["space.name=nb201", f"strategy.name={strategy}", f"run.seed={seed}"]
-    cfg = build_config(SearchConfig, layers, fixed + flag_overrides(args, ONESHOT_FLAGS) + list(args.set))
-    validate_search_config(cfg)
-    resolve_device(cfg.run.device)  # --device cuda without a GPU: one line now, not one per seed later
-    space = resolve_space(cfg)
-    if len(space.alpha_groups()) != 1:
-        raise ConfigError(
-            "NAS-Bench-201 repeats one cell through the network; search with space.alpha_mode=shared"
-        )
-    return cfg
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _bench_strategy(args: argparse.Namespace, table: NB201Table, strategy: str) -> tuple[dict, list[dict]]:
-    """Run (or reuse) every seed of one strategy; returns its settings and per-seed results."""
-    results: list[dict[str, Any]] = []
-    settings: dict[str, Any] = {}
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _log_seed(name: str, result: dict[str, Any]) -> None:
+    budget = f"{result['queries']} queries" if "queries" in result else f"{result['epochs']} epochs"
+    _log(
+        f"{name} seed {result['seed']}: accuracy {result['accuracy']:.2f}  regret {result['regret']:.2f}  "
+        f"parameter-free share {_fmt(result['param_free_share'])}"
+        f"  ({budget}, {result['wall_time_s']:.1f} s)  {result['cell']}"
+    )
+
+
+def _multitrial_plan(args: argparse.Namespace, strategy: str, factory: SignalFactory) -> MultiTrialPlan:
+    return MultiTrialPlan(
+        strategy, args.queries or 100, factory.settings(), args.population, args.sample_size
+    )
+
+
+def _bench_multitrial(
+    args: argparse.Namespace, table: NB201Table, strategy: str, factory: SignalFactory
+) -> tuple[dict, list[dict]]:
+    """Run (or reuse) every seed of one multi-trial strategy with one selection."""
+    plan = _multitrial_plan(args, strategy, factory)
+    settings, results = plan.settings(table), []
     for seed in range(args.seeds):
-        path = seed_file(args.out, strategy, seed)
-        if strategy in MULTI_TRIAL:
-            plan = MultiTrialPlan(strategy, args.queries or 100, args.population, args.sample_size)
-            settings = plan.settings(table)
-            result = finished_seed(path, settings, args.overwrite)
-            if result is None:
-                result = run_multitrial_seed(table, plan, seed)
-                save_seed(path, settings, result)
-            else:
-                _log(f"{strategy} seed {seed}: reusing {path}")
+        path = seed_file(args.out, strategy, seed, plan.selection)
+        result = finished_seed(path, settings, args.overwrite)
+        if result is None:
+            try:
+                result = run_multitrial_seed(table, plan, seed, factory.for_seed(seed))
+            finally:
+                factory.close()  # keep the zero-cost scores computed so far, even when interrupted
+            save_seed(path, settings, result)
         else:
-            cfg = oneshot_config(args, strategy, seed)
-            settings = oneshot_settings(cfg, table)
-            result = finished_seed(path, settings, args.overwrite)
-            if result is None:
-                with contextlib.redirect_stdout(sys.stderr):  # the search's epoch lines; stdout is the result
-                    result = run_oneshot_seed(table, cfg, args.out / strategy / f"seed{seed}")
-                save_seed(path, settings, result)
-            else:
-                _log(f"{strategy} seed {seed}: reusing {path}")
-        budget = f"{result['queries']} queries" if "queries" in result else f"{result['epochs']} epochs"
-        _log(
-            f"{strategy} seed {seed}: accuracy {result['accuracy']:.2f}  regret {result['regret']:.2f}  "
-            f"parameter-free share {_fmt(result['param_free_share'])}"
-            f"  ({budget}, {result['wall_time_s']:.1f} s)  {result['cell']}"
-        )
+            _log(f"{strategy} ({plan.selection}) seed {seed}: reusing {path}")
+        _log_seed(f"{strategy} ({plan.selection})", result)
         results.append(result)
     return settings, results
 
 
-def _pending_oneshot(args: argparse.Namespace, table: NB201Table, names: list[str]) -> list[OneShotJob]:
-    """The one-shot seeds with no stored result yet (a stored one made with other settings is an error
-    unless --overwrite), seed by seed across strategies, so a bench cut short has as many seeds of each."""
-    jobs = []
+def _bench_oneshot(args: argparse.Namespace, table: NB201Table, strategy: str) -> tuple[dict, list[dict]]:
+    """Run (or reuse) every seed of one one-shot strategy."""
+    settings: dict[str, Any] = {}
+    results = []
+    for seed in range(args.seeds):
+        cfg = oneshot_config(args, strategy, seed)
+        settings = oneshot_settings(cfg, table)
+        path = seed_file(args.out, strategy, seed)
+        result = finished_seed(path, settings, args.overwrite)
+        if result is None:
+            with contextlib.redirect_stdout(sys.stderr):  # the search's epoch lines; stdout is the result
+                result = run_oneshot_seed(table, cfg, args.out / strategy / f"seed{seed}")
+            save_seed(path, settings, result)
+        else:
+            _log(f"{strategy} seed {seed}: reusing {path}")
+        _log_seed(strategy, result)
+        results.append(result)
+    return settings, results
+
+
+def _pending(
+    args: argparse.Namespace, table: NB201Table, names: list[str], factories: dict[str, SignalFactory]
+) -> list[Job]:
+    """The seeds with no stored result yet (one stored with other settings is an error unless
+    --overwrite), seed by seed across strategies, so a bench cut short has as many seeds of each. Oracle
+    seeds are look-ups and stay in this process."""
+    jobs: list[Job] = []
     for seed in range(args.seeds):
         for name in names:
-            if name in MULTI_TRIAL:
+            if name not in MULTI_TRIAL:
+                cfg = oneshot_config(args, name, seed)
+                settings = oneshot_settings(cfg, table)
+                path = seed_file(args.out, name, seed)
+                if finished_seed(path, settings, args.overwrite) is None:
+                    jobs.append(OneShotJob(cfg, args.out / name / f"seed{seed}", path, settings))
                 continue
-            cfg = oneshot_config(args, name, seed)
-            settings = oneshot_settings(cfg, table)
-            path = seed_file(args.out, name, seed)
-            if finished_seed(path, settings, args.overwrite) is None:
-                jobs.append(OneShotJob(cfg, args.out / name / f"seed{seed}", path, settings))
+            for selection, factory in factories.items():
+                if selection == "oracle":
+                    continue
+                plan = _multitrial_plan(args, name, factory)
+                path = seed_file(args.out, name, seed, selection)
+                if finished_seed(path, plan.settings(table), args.overwrite) is None:
+                    jobs.append(MultiTrialJob(plan, factory.spec, seed, path, plan.settings(table)))
     return jobs
 
 
-def run_nb201(args: argparse.Namespace) -> int:
-    names = _strategies(args)
-    _check_flags(args, names)
-    check_out_folder(args.out, "--out")
-    for name in names:  # a bad one-shot config fails before any seed runs
-        if name not in MULTI_TRIAL:
-            oneshot_config(args, name, 0)
-    table = load_nb201_table()
+def _report(table: NB201Table, summaries: list[dict], quality: dict | None) -> dict[str, Any]:
     stats = table.stats(0.01)
-    if args.jobs > 1:
-        run_oneshot_jobs(_pending_oneshot(args, table, names), args.jobs, _log)
-    summaries = []
-    for name in names:
-        settings, results = _bench_strategy(args, table, name)
-        summary = summarize(table, settings, results, stats)
-        atomic_write_json(args.out / name / "summary.json", summary)
-        summaries.append(summary)
     best_arch, best = table.best()
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "nb201",
         "table": {
             "source": "analog-nasbench",
@@ -232,7 +162,50 @@ def run_nb201(args: argparse.Namespace) -> int:
         },
         "strategies": summaries,
     }
-    text = markdown_table(summaries, table, stats)
+    if any("signal_quality" in s for s in summaries):
+        report["zero_cost_quality"] = quality_entry(quality)
+    return report
+
+
+def run_nb201(args: argparse.Namespace) -> int:
+    names = strategies(args)
+    check_counts(args)
+    specs = selection_specs(args, names)
+    check_flags(args, names, specs)
+    check_out_folder(args.out, "--out")
+    if args.op_wins:
+        return _run_op_wins(args)
+    for name in names:  # a bad one-shot config fails before any seed runs
+        if name not in MULTI_TRIAL:
+            oneshot_config(args, name, 0)
+    table = load_nb201_table()
+    factories = {spec.name: SignalFactory(spec, table) for spec in specs}  # missing data fails here
+    quality = _zero_cost_quality(args, table, factories)
+    if not names:
+        return _print_quality(args, quality)
+    if args.jobs > 1:
+        run_jobs(_pending(args, table, names, factories), args.jobs, _log, data_dir=args.data_dir)
+    summaries = []
+    stats = table.stats(0.01)
+    for name in names:
+        if name in MULTI_TRIAL:
+            runs = [(_bench_multitrial(args, table, name, f), f) for f in factories.values()]
+        else:
+            runs = [(_bench_oneshot(args, table, name), None)]
+        for (settings, results), factory in runs:
+            q = factory.quality() if factory is not None else None
+            summary = summarize(table, settings, results, stats, q)
+            folder = args.out / name / (factory.spec.name if factory is not None else "")
+            atomic_write_json(folder / "summary.json", summary)
+            summaries.append(summary)
+    return _write_report(args, table, summaries, quality)
+
+
+def _write_report(
+    args: argparse.Namespace, table: NB201Table, summaries: list[dict], quality: dict | None
+) -> int:
+    report = _report(table, summaries, quality)
+    text = markdown_table(summaries, table, table.stats(0.01))
     atomic_write_json(args.out / "summary.json", report)
     atomic_write_text(args.out / "summary.md", text)
     if args.json:
@@ -243,4 +216,42 @@ def run_nb201(args: argparse.Namespace) -> int:
             f"results: {args.out / 'summary.json'}, {args.out / 'summary.md'} (one file per seed in "
             f"{args.out}/<strategy>/)"
         )
+    return 0
+
+
+def _zero_cost_quality(
+    args: argparse.Namespace, table: NB201Table, factories: dict[str, SignalFactory]
+) -> dict[str, Any] | None:
+    """Measure the zero-cost signal's Kendall tau when asked (cached); else the stored value, if any."""
+    factory = factories.get("zero-cost")
+    if args.zero_cost_quality:
+        from pflnas.bench.zero_cost import signal_quality
+
+        factory = factory or SignalFactory(selection_spec(args, "zero-cost"), table)
+        assert factory.scorer is not None
+        return signal_quality(factory.scorer, log=_log)
+    return factory.quality() if factory is not None else None
+
+
+def _print_quality(args: argparse.Namespace, quality: dict[str, Any] | None) -> int:
+    entry = quality_entry(quality)
+    atomic_write_json(args.out / "zero_cost_quality.json", entry)
+    if args.json:
+        print(json.dumps(entry, indent=2))
+    else:
+        from pflnas.bench.summary import quality_line
+
+        print(quality_line(entry))
+    return 0
+
+
+def _run_op_wins(args: argparse.Namespace) -> int:
+    from pflnas.bench.ground_truth import ground_truth_markdown, write_ground_truth
+
+    report = write_ground_truth(load_nb201_table(), args.out)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(ground_truth_markdown(report), end="")
+        _log(f"results in {args.out}: op_wins.json, op_wins.md, op_wins.png/.svg, pareto.png/.svg")
     return 0
