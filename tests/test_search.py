@@ -59,7 +59,8 @@ def test_cli_search_writes_valid_run(tmp_path, cifar_source, capsys):
         assert r["param_free_chance"] == pytest.approx((8 * 0.6 + 2 * 8 * 0.4716667) / 24, abs=1e-6)
         assert set(r["edge_entropy"]) == labels and 0.0 <= r["param_free_mass"] <= 1.0
         # parameter-free skips only: a reduction cell's stride-2 skip_connect is a FactorizedReduce
-        assert r["skip_count"] == sum(r["skip_count_by_type"].values()) <= r["op_counts"].get("skip_connect", 0)
+        skips = sum(r["skip_count_by_type"].values())
+        assert r["skip_count"] == skips <= r["op_counts"].get("skip_connect", 0)
         assert r["collapse"]["flagged"] and r["collapse"]["reasons"][-1].startswith("low_entropy:")
     assert set(arch.probabilities) == labels
     assert (out / "config.yaml").exists() and (out / "checkpoint.pt").exists()

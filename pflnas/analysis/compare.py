@@ -203,6 +203,12 @@ def compare_verdict(r: Mapping[str, Any], alpha: float = 0.05) -> str:
         higher, lower = (a, b) if r["excess_diff"] > 0 else (b, a)
         return f"{higher} has a higher {what} than {lower} ({runs})"
     limits = [runs] if not math.isnan(p) else [runs, r["note"] or "no run-level test"]
+    if not math.isnan(p) and not math.isnan(r["diff_low"]) and not r["diff_low"] <= 0 <= r["diff_high"]:
+        higher, lower = (a, b) if r["excess_diff"] > 0 else (b, a)
+        return (
+            f"{higher} above {lower} before adjustment only (95% CI excludes 0; p_holm >= {alpha} over "
+            f"this report's tests; {runs})"
+        )
     if not math.isnan(r["detectable"]):
         limits.append(f"detectable at 80% power: ±{r['detectable']:.2f}")
     if not math.isnan(r["min_rank_p"]) and r["min_rank_p"] > alpha:

@@ -29,6 +29,7 @@ from pflnas.arch.collapse import (
     DEFAULT_THRESHOLDS,
     CollapseThresholds,
     collapse_flags,
+    normalized_entropy,
     param_free_mass,
     skip_counts,
 )
@@ -51,7 +52,7 @@ TRAJECTORY_COLUMNS = [
 ]
 SUMMARY_COLUMNS = [
     *ID_COLUMNS,
-    *["epochs", "param_free_share", "val_acc", "train_acc", "wall_time_s", "mean_entropy"],
+    *["epochs", "param_free_share", "val_acc", "train_acc", "wall_time_s", "mean_entropy", "norm_entropy"],
     *["param_free_mass", "skip_count", "skip_count_normal", "skip_count_reduce"],
     *["collapse_flagged", "collapse_reasons", "collapse_source"],
     *["complete", "path"],
@@ -162,6 +163,7 @@ def summary_frame(
                 "train_acc": _num(last.get("train_acc")),
                 "wall_time_s": _num(wall),
                 "mean_entropy": _num(last.get("mean_entropy")),
+                "norm_entropy": _norm_entropy(run, last),
                 **diag,
                 "complete": run.complete,
                 "path": str(run.path),
@@ -202,6 +204,12 @@ def _diagnostics(run: RunData, last: dict[str, Any], thresholds: CollapseThresho
         "collapse_reasons": reasons,
         "collapse_source": source,
     }
+
+
+def _norm_entropy(run: RunData, last: dict[str, Any]) -> float:
+    """Mean normalised entropy of the final weights (1: uniform, so the argmax is decided by noise)."""
+    probs = (run.arch.probabilities if run.arch is not None else None) or last.get("probs") or {}
+    return normalized_entropy(probs) if probs else math.nan
 
 
 def _thresholds(run: RunData, default: CollapseThresholds) -> CollapseThresholds:

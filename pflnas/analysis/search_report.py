@@ -31,6 +31,7 @@ from pflnas.analysis.stats import chance_verdict, collapse_summary, share_table
 from pflnas.errors import PflnasError
 
 MAX_DRAWN_RUNS = 12
+NEAR_UNIFORM = 0.99  # mean normalised entropy of final weights above which argmax choices are fragile
 METHODS = (
     "**Unit.** The run (one seed) is the unit of replication. A run's share is the fraction of its chosen "
     "ops (kept edges of derived cells, or block choices) that are parameter-free at their stride; `none` "
@@ -196,8 +197,10 @@ def _breakdowns(choices: pd.DataFrame, groups: list[str]) -> list[tuple[str, str
     return out
 
 
-def _limits(headline: pd.DataFrame, comparisons: pd.DataFrame, protocol: pd.DataFrame) -> list[str]:
-    """What these runs cannot show: run counts, power, rank-test floors, budget."""
+def _limits(
+    headline: pd.DataFrame, comparisons: pd.DataFrame, protocol: pd.DataFrame, summary: pd.DataFrame
+) -> list[str]:
+    """What these runs cannot show: run counts, power, rank-test floors, budget, near-uniform weights."""
     lines = [
         f"- Runs per group: {_span(headline['runs'])}. The shares of one run are one observation: "
         "intervals and tests use runs, not edges."
@@ -217,6 +220,14 @@ def _limits(headline: pd.DataFrame, comparisons: pd.DataFrame, protocol: pd.Data
                 f"- Rank tests cannot reach p < 0.05 in some comparisons (smallest attainable p up to "
                 f"{floor.max():.2g}): more runs are needed before their verdicts can change."
             )
+    uniform = summary.loc[summary["complete"].astype(bool), "norm_entropy"].dropna()
+    if not uniform.empty and uniform.min() > NEAR_UNIFORM:
+        span = _span(uniform, ".6f")
+        lines.append(
+            f"- The final architecture weights are nearly uniform (normalised entropy {span}; 1 = uniform): "
+            "each argmax was decided by tiny margins, so the chosen ops say little about what "
+            "the search preferred (see the probability mass, near its uniform value)."
+        )
     ratio = pd.to_numeric(protocol["budget_vs_darts"], errors="coerce").dropna()
     if not ratio.empty and ratio.max() < 1:
         span = f"{ratio.min():.2g}" if ratio.min() == ratio.max() else f"{ratio.min():.2g}–{ratio.max():.2g}"
@@ -296,7 +307,7 @@ def build_markdown(runs: list[RunData], out: Path, title: str, sources: Sequence
     lines += [_share_md(overall, groups), ""]
     hue = groups[0] if len(groups) == 1 else groups[-1]
     lines += [w.figure(plot_share_bars(headline, x="cell_type", hue=hue), "share_by_cell_type", "shares"), ""]
-    lines += ["### What these runs cannot show", "", *_limits(headline, comparisons, protocol), ""]
+    lines += ["### What these runs cannot show", "", *_limits(headline, comparisons, protocol, summary), ""]
     lines += ["### Secondary view: pooled per edge", "", _edge_md(headline, [*groups, "cell_type"]), ""]
 
     lines += ["## Comparisons (run level, chance-adjusted)", ""]

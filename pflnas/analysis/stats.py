@@ -143,8 +143,21 @@ def chance_verdict(row: Mapping[str, Any], alpha: float = 0.05) -> str:
         return "1 run: cannot be told from chance"
     if math.isnan(p):
         return "no run-level test"
+    side = "above" if row["share"] > chance else "below"
     if p < alpha:
-        return f"{'above' if row['share'] > chance else 'below'} chance ({runs} runs)"
+        return f"{side} chance ({runs} runs)"
+    if row["ci_low"] == row["ci_high"]:  # every run has the same share: only a sign test is possible
+        if row["share"] == chance:
+            return f"every run exactly at chance ({runs} runs)"
+        return (
+            f"all {runs} runs {side} chance but with no spread for a t-test; a sign test cannot reach "
+            f"p < {2 / 2**runs:.2g} with {runs} runs"
+        )
+    if not row["ci_low"] <= chance <= row["ci_high"]:
+        return (
+            f"{side} chance before adjustment only (95% CI excludes chance; p_holm >= {alpha} over this "
+            f"report's tests; {runs} runs)"
+        )
     detect = row["detectable"]
     power = "" if math.isnan(detect) else f"; detectable at 80% power: ±{detect:.2f}"
     return f"consistent with chance ({runs} runs{power})"
