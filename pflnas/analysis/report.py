@@ -141,13 +141,18 @@ def build_layer_markdown(sources: Sequence[Path], out: Path, title: str) -> tupl
 def write_report(paths: Sequence[str | Path], out: str | Path, title: str | None = None) -> Report:
     """Load the runs under ``paths`` (run or study directories) and write ``report.md``, ``report.html``,
     ``figures/`` and ``tables/`` into ``out``. Every file is written atomically. Layer studies
-    (``kind: layer``) get the accuracy-vs-latency report instead."""
+    (``kind: layer``) get the accuracy-vs-latency report instead, swap studies (``kind: swap``) the
+    paired-difference report of :mod:`pflnas.analysis.swap_report`."""
     sources = [Path(p) for p in paths]
     for p in sources:
         if not p.is_dir():
             raise PflnasError(f"{p}: not a directory; give study or run directories")
     out_dir = Path(out)
     title = title or f"pflnas report: {', '.join(p.name for p in sources)}"
+    from pflnas.analysis.swap_report import is_swap_study, write_swap_report  # it imports this module
+
+    if any(is_swap_study(p) for p in sources):  # found networks vs counterfactuals (pflnas.study.swap)
+        return write_swap_report(sources, out_dir, title)
     layer = [is_layer_study(p) for p in sources]
     if any(layer):
         if not all(layer):

@@ -11,12 +11,13 @@ from pflnas.errors import ConfigError
 from pflnas.study import StudyOptions, load_study, run_study
 from pflnas.study.layer import load_layer_study, run_layer_study
 from pflnas.study.runner import default_out
+from pflnas.study.swap import load_swap_study, run_swap_study
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study",
-        help="run a grid of searches (spaces x strategies x settings x seeds), or a layer study, from YAML",
+        help="run a grid of searches (spaces x strategies x settings x seeds), or a layer or swap study",
         description="Run every search of a study file; complete runs are skipped, interrupted ones resumed.",
     )
     p.add_argument("file", metavar="FILE.yaml", help="study file, e.g. experiments/studies/quick.yaml")
@@ -40,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
     if data.get("kind", "search") == "layer":  # retrain homogeneous networks (pflnas.study.layer)
         layer = load_layer_study(data, args.file)
         out = Path(args.out) if args.out else Path("runs") / f"study-{layer.name}"
-        return run_layer_study(layer, out, args.data_dir, args.device, args.dry_run)
+        return run_layer_study(layer, out, args.data_dir, args.device, args.dry_run, args.overwrite)
+    if data.get("kind") == "swap":  # found networks vs single-choice counterfactuals (pflnas.study.swap)
+        plan = load_swap_study(data, args.file)
+        out = Path(args.out) if args.out else Path("runs") / f"study-{plan.study.name}"
+        flags = dict(data_dir=args.data_dir, device=args.device, jobs=args.jobs)
+        return run_swap_study(plan, out, **flags, dry_run=args.dry_run, overwrite=args.overwrite)
     study = load_study(args.file)
     jobs = study.jobs if args.jobs is None else args.jobs
     if jobs < 1:
