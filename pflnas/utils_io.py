@@ -1,13 +1,19 @@
-"""Atomic file writes: write to a temp file in the same directory, fsync, then rename over the target."""
+"""Safe file I/O: atomic writes (temp file beside the target, fsync, rename) and reads that open only
+regular files, so a FIFO, a device or a symlink loop at a path gives one clear line instead of a hang."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from pflnas.errors import PflnasError
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -60,3 +66,76 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def check_regular_file(path: str | Path, what: str, error: type[PflnasError] = PflnasError) -> Path:
+    """Raise ``error`` with one line unless ``path`` is (or links to) a regular file.
+
+    Reading a FIFO blocks forever and a device never ends, so every record, checkpoint or data file is
+    checked before it is opened; the message names what the path really is.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise error(f"{what} {path} {_stat_problem(path, exc)}") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{what} {path} is {_kind(mode)}, not a regular file; give the path of a file")
+    return path
+
+
+def _stat_problem(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "is a symlink loop; give the path of a file"
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        return f"is a broken symlink (to {os.readlink(path)}); give the path of a file"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "does not exist; check the path"
+    return f"cannot be read ({exc.strerror or exc}); check the path and its permissions"
+
+
+def open_regular(path: str | Path, what: str, error: type[PflnasError] = PflnasError) -> IO[bytes]:
+    """Open ``path`` for binary reading only if it is a regular file (see :func:`check_regular_file`).
+
+    The type is checked again on the open descriptor (opened non-blocking, so a FIFO swapped in after the
+    first check cannot hang the open), which closes the window between the check and the open.
+    """
+    path = check_regular_file(path, what, error)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise error(f"{what} {path} {_stat_problem(path, exc)}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise error(f"{what} {path} is {_kind(mode)}, not a regular file; give the path of a file")
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_bytes(path: str | Path, what: str, error: type[PflnasError] = PflnasError) -> bytes:
+    """The bytes of a regular file, or ``error`` with one line naming what ``path`` is instead."""
+    with open_regular(path, what, error) as fh:
+        return fh.read()
+
+
+def read_regular_text(path: str | Path, what: str, error: type[PflnasError] = PflnasError) -> str:
+    """The UTF-8 text of a regular file; undecodable bytes are one line too, not a traceback."""
+    data = read_regular_bytes(path, what, error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start}); give a text file") from None
