@@ -1,8 +1,10 @@
-"""Candidate operations: one registry, name -> factory(OpArgs) per context (cell, bottleneck, token)."""
+"""Candidate operations: one registry, name -> factory(OpArgs) per context (cell, bottleneck, token).
 
-from pflnas.ops import bottleneck as _bottleneck  # noqa: F401  (registers the bottleneck forms)
-from pflnas.ops import primitives as _primitives  # noqa: F401  (registers the built-in ops)
-from pflnas.ops import token as _token  # noqa: F401  (registers the token mixers)
+Importing this package declares the built-in ops (:mod:`pflnas.ops.catalog`) without importing torch; the
+modules that build them load on the first :func:`create_op`.
+"""
+
+from pflnas.ops import catalog as _catalog  # noqa: F401  (declares the built-in ops)
 from pflnas.ops.registry import (
     CONTEXTS,
     OpArgs,

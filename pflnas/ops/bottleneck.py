@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from pflnas.ops.registry import OpArgs, register_op
+from pflnas.ops.registry import OpArgs
 
 
 class ConvBNReLU(nn.Sequential):
@@ -34,47 +34,30 @@ def _width(name: str, a: OpArgs) -> int:
     return a.c_in
 
 
-@register_op("conv_3x3", context="bottleneck")
-def _conv_3x3(a: OpArgs) -> nn.Module:
+def conv_3x3(a: OpArgs) -> nn.Module:
     return ConvBNReLU(_width("conv_3x3", a), a.c_out, 3, a.stride)
 
 
-@register_op("dw_conv_3x3", context="bottleneck")
-def _dw_conv_3x3(a: OpArgs) -> nn.Module:
+def dw_conv_3x3(a: OpArgs) -> nn.Module:
     c = _width("dw_conv_3x3", a)
     return ConvBNReLU(c, c, 3, a.stride, groups=c)
 
 
-@register_op("max_pool_3x3", context="bottleneck", param_free_strides=(1, 2))
-def _max_pool(a: OpArgs) -> nn.Module:
+def max_pool_3x3(a: OpArgs) -> nn.Module:
     _width("max_pool_3x3", a)
     return nn.MaxPool2d(3, stride=a.stride, padding=1)
 
 
-@register_op("avg_pool_3x3", context="bottleneck", param_free_strides=(1, 2))
-def _avg_pool(a: OpArgs) -> nn.Module:
+def avg_pool_3x3(a: OpArgs) -> nn.Module:
     _width("avg_pool_3x3", a)
     return nn.AvgPool2d(3, stride=a.stride, padding=1, count_include_pad=False)
 
 
-@register_op(
-    "identity",
-    context="bottleneck",
-    param_free_strides=(1,),
-    strides=(1,),
-    description="identity (stride-1 positions only)",
-)
-def _identity(a: OpArgs) -> nn.Module:
+def identity(a: OpArgs) -> nn.Module:
     _width("identity", a)
     return nn.Identity()
 
 
-@register_op(
-    "avg_pool_2x2_conv_3x3",
-    context="bottleneck",
-    strides=(2,),
-    description="2x2 average-pool (stride 2) then Conv3x3-BN-ReLU: the R50-hybrid downsampling op",
-)
-def _avg_pool_conv(a: OpArgs) -> nn.Module:
+def avg_pool_2x2_conv_3x3(a: OpArgs) -> nn.Module:
     c = _width("avg_pool_2x2_conv_3x3", a)
     return nn.Sequential(OrderedDict(pool=nn.AvgPool2d(2, stride=2), conv=ConvBNReLU(c, c, 3)))

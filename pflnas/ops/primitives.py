@@ -1,4 +1,5 @@
-"""The built-in candidate operations, registered under the names DARTS and NAS-Bench-201 use.
+"""The ``cell`` forms of the built-in ops (declared in :mod:`pflnas.ops.catalog`), named as DARTS and
+NAS-Bench-201 name them.
 
 The modules follow DARTS' ``cnn/operations.py`` layer for layer so that derived networks match the
 published parameter counts exactly; the factorized reduction pads odd inputs as NAS-Bench-201 does
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pflnas.ops.registry import OpArgs, register_op
+from pflnas.ops.registry import OpArgs
 
 
 def _same_channels(name: str, c_in: int, c_out: int) -> None:
@@ -95,57 +96,46 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
-@register_op("none", param_free_strides=(1, 2), is_zero=True, description="zeros (no connection)")
-def _none(a: OpArgs) -> nn.Module:
+def none(a: OpArgs) -> nn.Module:
     return Zero(a.c_out, a.stride)
 
 
-@register_op("skip_connect", param_free_strides=(1,), description="identity; FactorizedReduce at stride 2")
-def _skip(a: OpArgs) -> nn.Module:
+def skip_connect(a: OpArgs) -> nn.Module:
     if a.stride == 1:
         _same_channels("skip_connect", a.c_in, a.c_out)
         return nn.Identity()
     return FactorizedReduce(a.c_in, a.c_out, a.affine)
 
 
-@register_op("max_pool_3x3", param_free_strides=(1, 2), description="3x3 max-pool")
-def _max_pool(a: OpArgs) -> nn.Module:
+def max_pool_3x3(a: OpArgs) -> nn.Module:
     _same_channels("max_pool_3x3", a.c_in, a.c_out)
     return nn.MaxPool2d(3, stride=a.stride, padding=1)
 
 
-@register_op("avg_pool_3x3", param_free_strides=(1, 2), description="3x3 average-pool, padding excluded")
-def _avg_pool(a: OpArgs) -> nn.Module:
+def avg_pool_3x3(a: OpArgs) -> nn.Module:
     _same_channels("avg_pool_3x3", a.c_in, a.c_out)
     return nn.AvgPool2d(3, stride=a.stride, padding=1, count_include_pad=False)
 
 
-@register_op("conv_3x3", description="ReLU-Conv3x3-BN")
-def _conv_3x3(a: OpArgs) -> nn.Module:
+def conv_3x3(a: OpArgs) -> nn.Module:
     return ReLUConvBN(a.c_in, a.c_out, 3, a.stride, 1, a.affine)
 
 
-@register_op("conv_1x1", description="ReLU-Conv1x1-BN")
-def _conv_1x1(a: OpArgs) -> nn.Module:
+def conv_1x1(a: OpArgs) -> nn.Module:
     return ReLUConvBN(a.c_in, a.c_out, 1, a.stride, 0, a.affine)
 
 
-@register_op("dw_conv_3x3", description="depthwise-separable 3x3, as DARTS' sep_conv_3x3")
-@register_op("sep_conv_3x3", description="DARTS separable 3x3 (two stacked depthwise-separable convs)")
-def _sep_conv_3x3(a: OpArgs) -> nn.Module:
+def sep_conv_3x3(a: OpArgs) -> nn.Module:
     return SepConv(a.c_in, a.c_out, 3, a.stride, 1, a.affine)
 
 
-@register_op("sep_conv_5x5", description="DARTS separable 5x5")
-def _sep_conv_5x5(a: OpArgs) -> nn.Module:
+def sep_conv_5x5(a: OpArgs) -> nn.Module:
     return SepConv(a.c_in, a.c_out, 5, a.stride, 2, a.affine)
 
 
-@register_op("dil_conv_3x3", description="DARTS dilated separable 3x3 (dilation 2)")
-def _dil_conv_3x3(a: OpArgs) -> nn.Module:
+def dil_conv_3x3(a: OpArgs) -> nn.Module:
     return DilConv(a.c_in, a.c_out, 3, a.stride, 2, 2, a.affine)
 
 
-@register_op("dil_conv_5x5", description="DARTS dilated separable 5x5 (dilation 2)")
-def _dil_conv_5x5(a: OpArgs) -> nn.Module:
+def dil_conv_5x5(a: OpArgs) -> nn.Module:
     return DilConv(a.c_in, a.c_out, 5, a.stride, 4, 2, a.affine)

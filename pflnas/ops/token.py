@@ -12,7 +12,7 @@ from __future__ import annotations
 from timm.layers import Attention
 from torch import Tensor, nn
 
-from pflnas.ops.registry import OpArgs, register_op
+from pflnas.ops.registry import OpArgs
 
 POOL_MIXER_RATIO = 3
 
@@ -54,16 +54,13 @@ def _check(name: str, a: OpArgs) -> int:
     return a.c_in
 
 
-@register_op("attention", context="token", strides=(1,), description="multi-head self-attention")
-def _attention(a: OpArgs) -> nn.Module:
+def attention(a: OpArgs) -> nn.Module:
     return AttentionMixer(_check("attention", a), a.heads)
 
 
-@register_op("max_pool_3x3", context="token", param_free_strides=(1, 2))
-def _max_pool_mixer(a: OpArgs) -> nn.Module:
+def max_pool_3x3(a: OpArgs) -> nn.Module:
     return PoolMixer(_check("max_pool_3x3", a), nn.MaxPool2d(3, stride=1, padding=1))
 
 
-@register_op("avg_pool_3x3", context="token", param_free_strides=(1, 2))
-def _avg_pool_mixer(a: OpArgs) -> nn.Module:
+def avg_pool_3x3(a: OpArgs) -> nn.Module:
     return PoolMixer(_check("avg_pool_3x3", a), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False))
