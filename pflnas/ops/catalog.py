@@ -1,13 +1,14 @@
 """The built-in ops: one table of names, contexts, strides and parameter-free strides, without torch.
 
-Each row registers its op once per context with a :class:`~pflnas.ops.registry.LazyFactory` naming the
+Each row registers its op once per context with a :class:`~pflnas.lazy.LazyFactory` naming the
 function that builds it (the op's own name in that context's module, unless ``alias`` says otherwise), so
 listing, validating and describing ops never imports torch or timm; building one imports its module.
 """
 
 from __future__ import annotations
 
-from pflnas.ops.registry import LazyFactory, register_op
+from pflnas.lazy import LazyFactory
+from pflnas.ops.registry import register_op
 
 MODULES = {
     "cell": "pflnas.ops.primitives",

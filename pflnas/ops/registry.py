@@ -12,9 +12,9 @@ because the module around the spatial operation differs while the operation is t
   convs, on a ReLU'd input (post-activation Conv-BN-ReLU; pools are bare, as in the paper's R50-max).
 * ``token``: the token mixer of a transformer block, on a ``[batch, H, W, dim]`` token grid.
 
-The registry itself never imports torch: the built-in ops are declared in :mod:`pflnas.ops.catalog` with
-factories named by ``"module:function"`` (:class:`LazyFactory`), so the CLI and the record checks read
-names, contexts and strides without loading torch; the module is imported on the first build.
+The registry never imports torch: the built-in ops are declared in :mod:`pflnas.ops.catalog` with factories
+named ``"module:function"`` (:class:`~pflnas.lazy.LazyFactory`), so the CLI and the record checks read
+names, contexts and strides without loading torch; a module is imported on its first build.
 
 "Parameter-free" is a property of the spatial (or token-mixing) operation: in ``cell`` and ``bottleneck``
 contexts a parameter-free op's module has no parameters at all; a ``token`` mixer also carries the
@@ -24,7 +24,6 @@ channel projections every mixer has (attention's qkv/proj, the pooling mixer's e
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -48,17 +47,6 @@ class OpArgs:
 
 
 OpFactory = Callable[[OpArgs], "nn.Module"]
-
-
-@dataclass(frozen=True)
-class LazyFactory:
-    """A factory named ``"package.module:function"``, imported on its first call (keeps torch unloaded)."""
-
-    target: str
-
-    def __call__(self, args: OpArgs) -> nn.Module:
-        module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)(args)
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,32 @@
-"""Search strategies behind one interface, looked up by name."""
+"""Search strategies behind one interface, looked up by name.
 
-from pflnas.strategies import darts as _darts  # noqa: F401  (registers darts, darts2)
-from pflnas.strategies import gdas as _gdas  # noqa: F401  (registers gdas)
-from pflnas.strategies import pcdarts as _pcdarts  # noqa: F401  (registers pcdarts)
-from pflnas.strategies import spos as _spos  # noqa: F401  (registers spos, spos_random)
-from pflnas.strategies.base import (
+The registry (names, kinds, descriptions) loads without torch; the interface classes
+(:class:`Strategy`, :class:`StepContext`, :class:`Batch`) are imported from :mod:`pflnas.strategies.base`
+on first use.
+"""
+
+from typing import Any
+
+from pflnas.strategies.registry import (
     MULTI_TRIAL_STRATEGIES,
-    Batch,
-    StepContext,
-    Strategy,
     create_strategy,
     describe_strategies,
     list_strategies,
     register_strategy,
+    strategy_infos,
     strategy_kinds,
 )
+
+_FROM_BASE = ("Batch", "StepContext", "Strategy")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BASE:
+        from pflnas.strategies import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'pflnas.strategies' has no attribute {name!r}")
+
 
 __all__ = [
     "MULTI_TRIAL_STRATEGIES",
@@ -25,5 +37,6 @@ __all__ = [
     "describe_strategies",
     "list_strategies",
     "register_strategy",
+    "strategy_infos",
     "strategy_kinds",
 ]

@@ -19,7 +19,14 @@ from torch import Tensor
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.record import Architecture
 from pflnas.configs import ArchOptimConfig
-from pflnas.errors import ConfigError
+from pflnas.strategies.registry import (
+    MULTI_TRIAL_STRATEGIES,
+    create_strategy,
+    describe_strategies,
+    list_strategies,
+    register_strategy,
+    strategy_kinds,
+)
 from pflnas.supernet.network import Supernet
 
 if TYPE_CHECKING:
@@ -125,46 +132,15 @@ class Strategy(ABC):
         return None
 
 
-StrategyFactory = Callable[[ArchOptimConfig], Strategy]
-_STRATEGIES: dict[str, StrategyFactory] = {}
-
-
-def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
-    def decorator(factory: StrategyFactory) -> StrategyFactory:
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered")
-        _STRATEGIES[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_strategies() -> list[str]:
-    """The registered one-shot strategies (:class:`Strategy` classes stepped by the supernet loop)."""
-    return sorted(_STRATEGIES)
-
-
-# Multi-trial strategies (:mod:`pflnas.multitrial`) train one discrete network per Optuna trial: there is no
-# supernet to step, so they are no Strategy classes; they are listed here by name so that listings and errors
-# name every strategy without importing Optuna.
-MULTI_TRIAL_STRATEGIES: tuple[str, ...] = ("evolution", "nsga2", "random")
-
-
-def strategy_kinds() -> dict[str, list[str]]:
-    """Every ``pflnas search --strategy`` name by kind: ``{"one-shot": [...], "multi-trial": [...]}``."""
-    return {"one-shot": list_strategies(), "multi-trial": list(MULTI_TRIAL_STRATEGIES)}
-
-
-def describe_strategies() -> str:
-    """``"one-shot: darts, ...; multi-trial: evolution, ..."`` for help texts and errors."""
-    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in strategy_kinds().items())
-
-
-def create_strategy(name: str, arch_optim: ArchOptimConfig) -> Strategy:
-    if name not in _STRATEGIES:
-        if name in MULTI_TRIAL_STRATEGIES:
-            raise ConfigError(
-                f"{name!r} is a multi-trial strategy: run it with pflnas.multitrial, not a supernet"
-            )
-        raise ConfigError(f"unknown strategy {name!r}; available: {describe_strategies()}")
-    return _STRATEGIES[name](arch_optim)
+# The registry lives in pflnas.strategies.registry (no torch); these names stay importable from here.
+__all__ = [
+    "MULTI_TRIAL_STRATEGIES",
+    "Batch",
+    "StepContext",
+    "Strategy",
+    "create_strategy",
+    "describe_strategies",
+    "list_strategies",
+    "register_strategy",
+    "strategy_kinds",
+]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from pflnas.configs import ArchOptimConfig
-from pflnas.strategies.base import Batch, StepContext, Strategy, register_strategy
+from pflnas.strategies.base import Batch, StepContext, Strategy
 from pflnas.supernet.network import Supernet, softmax_mixing
 
 
@@ -102,11 +102,9 @@ class DARTS(Strategy):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-@register_strategy("darts")
-def _darts(arch_optim: ArchOptimConfig) -> Strategy:
+def darts(arch_optim: ArchOptimConfig) -> Strategy:
     return DARTS(arch_optim, unrolled=False)
 
 
-@register_strategy("darts2")
-def _darts2(arch_optim: ArchOptimConfig) -> Strategy:
+def darts2(arch_optim: ArchOptimConfig) -> Strategy:
     return DARTS(arch_optim, unrolled=True)

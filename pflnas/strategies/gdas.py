@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pflnas.configs import ArchOptimConfig
-from pflnas.strategies.base import Batch, StepContext, Strategy, register_strategy
+from pflnas.strategies.base import Batch, StepContext, Strategy
 from pflnas.supernet.network import Supernet
 
 TAU_MAX, TAU_MIN = 10.0, 0.1
@@ -78,6 +78,5 @@ class GDAS(Strategy):
         self.tau = float(state["tau"])
 
 
-@register_strategy("gdas")
-def _gdas(arch_optim: ArchOptimConfig) -> Strategy:
+def gdas(arch_optim: ArchOptimConfig) -> Strategy:
     return GDAS(arch_optim)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from pflnas.configs import ArchOptimConfig
-from pflnas.strategies.base import Strategy, register_strategy
+from pflnas.strategies.base import Strategy
 from pflnas.strategies.darts import DARTS
 
 PARTIAL_CHANNELS = 4
@@ -35,6 +35,5 @@ class PCDARTS(DARTS):
         return int(round(WARMUP_SHARE * epochs))
 
 
-@register_strategy("pcdarts")
-def _pcdarts(arch_optim: ArchOptimConfig) -> Strategy:
+def pcdarts(arch_optim: ArchOptimConfig) -> Strategy:
     return PCDARTS(arch_optim)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from pflnas.arch.genome import GenomeSpace, genome_key
 from pflnas.arch.record import Architecture
 from pflnas.configs import ArchOptimConfig
-from pflnas.strategies.base import Batch, StepContext, Strategy, register_strategy
+from pflnas.strategies.base import Batch, StepContext, Strategy
 from pflnas.strategies.evolution_core import Individual, RegularizedEvolution, best, random_search
 from pflnas.supernet.network import Supernet
 from pflnas.train.subnet_eval import PathSelector
@@ -212,11 +212,9 @@ class SPOSRandom(SPOS):
         super().__init__(arch_optim, search="random")
 
 
-@register_strategy("spos")
-def _spos(arch_optim: ArchOptimConfig) -> Strategy:
+def spos(arch_optim: ArchOptimConfig) -> Strategy:
     return SPOS(arch_optim, search="evolution")
 
 
-@register_strategy("spos_random")
-def _spos_random(arch_optim: ArchOptimConfig) -> Strategy:
+def spos_random(arch_optim: ArchOptimConfig) -> Strategy:
     return SPOSRandom(arch_optim)
