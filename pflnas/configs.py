@@ -345,11 +345,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def list_presets() -> list[str]:
+    """The named presets (``pflnas/presets/*.yaml``): help texts and listings read them from here."""
+    return sorted(p.stem for p in Path(str(resources.files("pflnas.presets"))).glob("*.yaml"))
+
+
 def preset_path(name: str) -> Path:
     path = Path(str(resources.files("pflnas.presets"))) / f"{name}.yaml"
     if not path.is_file():
-        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(names)}")
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
     return path
 
 

@@ -27,13 +27,12 @@ from torch import Tensor, nn
 from pflnas.arch.record import Architecture
 from pflnas.errors import ArchitectureError, ConfigError, PflnasError
 from pflnas.models import NetworkConfig, build_from_config, resolve_network_config
+from pflnas.options import DEFAULT_OPSET, EXPORTERS
 from pflnas.train.checkpoint import load_checkpoint
 from pflnas.utils_io import atomic_write
 
 AUX_PREFIX = "auxiliary_head."
 INSTALL_HINT = "pip install 'pflnas[export]'"
-DEFAULT_OPSET = 18  # the lowest opset torch's dynamo exporter implements; TorchScript goes lower
-EXPORTERS = ("auto", "dynamo", "torchscript")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # settings that fix the network's shapes; a checkpoint's "network" decides them
 _SHAPE_FIELDS = ("dataset", "num_classes", "in_channels", "init_channels", "layers")

@@ -38,6 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from pflnas.errors import ConfigError
+from pflnas.options import SPEED_BATCH_SIZE, SPEED_REPEATS, SPEED_WARMUP
 
 DEVICES = ("cpu", "cuda")
 
@@ -61,9 +62,9 @@ class SpeedConfig:
     """
 
     device: str = "cpu"
-    batch_size: int = 64
-    warmup: int = 10
-    repeats: int = 30
+    batch_size: int = SPEED_BATCH_SIZE
+    warmup: int = SPEED_WARMUP
+    repeats: int = SPEED_REPEATS
     amp: bool = False
     channels_last: bool = False
     threads: int = field(default_factory=torch.get_num_threads)

@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from pflnas.arch.record import load_architecture
-from pflnas.data.retrain import retrain_loaders
 from pflnas.errors import PflnasError
-from pflnas.export import load_trained_network
-from pflnas.models import DATASET_PRESETS, NetworkConfig
-from pflnas.train.distributed import init_distributed
-from pflnas.train.retrain import evaluate
+from pflnas.options import DATASET_PRESETS
+
+if TYPE_CHECKING:
+    from pflnas.models import NetworkConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="top-1/top-5 of a retrained checkpoint")
-    p.add_argument("--arch", required=True, help="the architecture file the checkpoint was trained from")
-    p.add_argument("--checkpoint", required=True, help="last.pt or best.pt of a 'pflnas retrain' run")
-    p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
-    p.add_argument("--data-dir")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
+    p = sub.add_parser("evaluate")
+    p.add_argument(
+        "--arch", required=True, metavar="FILE", help="the architecture file the checkpoint was trained from"
+    )
+    p.add_argument(
+        "--checkpoint", required=True, metavar="CKPT", help="last.pt or best.pt of a 'pflnas retrain' run"
+    )
+    p.add_argument(
+        "--dataset",
+        help=f"{', '.join(DATASET_PRESETS)} (default: the dataset the checkpoint was trained on)",
+    )
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="where the dataset is (default: $PFLNAS_DATA, else the cache dir)"
+    )
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="evaluation batch size")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights stored in the checkpoint")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from pflnas.arch.record import load_architecture
+    from pflnas.data.retrain import retrain_loaders
+    from pflnas.export import load_trained_network
+    from pflnas.train.distributed import init_distributed
+    from pflnas.train.retrain import evaluate
+
     arch = load_architecture(args.arch)
     model, net_cfg = load_trained_network(arch, args.checkpoint, ema=args.ema, auxiliary=False)
     dataset = args.dataset or net_cfg.dataset

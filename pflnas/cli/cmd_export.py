@@ -6,21 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from pflnas.arch.record import load_architecture
 from pflnas.cli.paths import check_out_file
 from pflnas.errors import ConfigError
-from pflnas.export import DEFAULT_OPSET, EXPORTERS, export_onnx, load_trained_network, require
-from pflnas.models import DATASET_PRESETS
+from pflnas.options import DATASET_PRESETS, DEFAULT_OPSET, EXPORTERS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a retrained network to ONNX (dynamic batch axis)")
+    p = sub.add_parser("export")
     p.add_argument("--arch", type=Path, required=True, metavar="FILE", help="the found.json")
     p.add_argument(
         "--checkpoint",
         type=Path,
         metavar="CKPT",
-        help="a 'pflnas retrain' checkpoint; without it the weights are random (with a warning)",
+        help="a 'pflnas retrain' checkpoint (default: none, random weights, with a warning)",
     )
     p.add_argument("--onnx", type=Path, required=True, metavar="OUT", help="the .onnx file to write")
     p.add_argument(
@@ -28,11 +26,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=list(DATASET_PRESETS),
         help="network family and input size; default: the checkpoint's, else cifar10",
     )
-    p.add_argument("--num-classes", type=int, metavar="N", help="default: the checkpoint's or dataset's")
-    p.add_argument("--init-channels", type=int, metavar="C", help="default: the checkpoint's or builder's")
-    p.add_argument("--layers", type=int, metavar="L", help="default: the checkpoint's or builder's")
+    p.add_argument(
+        "--num-classes", type=int, metavar="N", help="output classes (default: the checkpoint's or dataset's)"
+    )
+    p.add_argument(
+        "--init-channels",
+        type=int,
+        metavar="C",
+        help="network width (default: the checkpoint's or builder's)",
+    )
+    p.add_argument(
+        "--layers", type=int, metavar="L", help="cells or blocks (default: the checkpoint's or builder's)"
+    )
     p.add_argument("--ema", action="store_true", help="export the checkpoint's EMA weights")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"default {DEFAULT_OPSET}")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help="ONNX opset")
     p.add_argument(
         "--batch-size",
         type=int,
@@ -51,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pflnas.arch.record import load_architecture
+    from pflnas.export import export_onnx, load_trained_network, require
+
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     _check_opset(args.opset)

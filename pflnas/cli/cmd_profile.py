@@ -15,31 +15,28 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pflnas.arch.record import Architecture, load_architecture
 from pflnas.configs import deep_merge, parse_override
 from pflnas.errors import ConfigError
-from pflnas.models import DATASET_PRESETS, NetworkConfig, build_from_config, resolve_network_config
-from pflnas.models.factory import record_dataset
-from pflnas.opbench import OpBenchReport, benchmark_ops, check_ops, default_image_size, format_report
-from pflnas.profile import profile_model
+from pflnas.options import DATASET_PRESETS, SPEED_BATCH_SIZE, SPEED_REPEATS, SPEED_WARMUP
 from pflnas.spaces.config import SpaceConfig, load_space
-from pflnas.speed import SpeedConfig, SpeedReport, measure_speed
+
+if TYPE_CHECKING:  # the modules that measure import torch: loaded in the functions that run them
+    from pflnas.models import NetworkConfig
+    from pflnas.opbench import OpBenchReport
+    from pflnas.speed import SpeedConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "profile",
-        help="parameters, MACs and measured latency, throughput and memory of found.json networks, "
-        "or (--ops) a per-op benchmark of a space's candidate ops",
-    )
+    p = sub.add_parser("profile")
     p.add_argument(
         "--arch",
         type=Path,
         nargs="+",
         metavar="FILE",
-        help="one or more found.json files (required unless --ops)",
+        help="one or more found.json files (required unless --ops; default: none)",
     )
     p.add_argument(
         "--dataset",
@@ -47,11 +44,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="network family and input size: cifar10 (32x32) or imagenet (224x224); default: the record's "
         "provenance dataset (imagenet for the paper's shipped networks), else cifar10",
     )
-    p.add_argument("--num-classes", type=int, metavar="N", help="default: the dataset's")
+    p.add_argument("--num-classes", type=int, metavar="N", help="output classes (default: the dataset's)")
     p.add_argument(
-        "--init-channels", type=int, metavar="C", help="default: 36 (DARTS cifar), 48 (imagenet), 16 (NB201)"
+        "--init-channels",
+        type=int,
+        metavar="C",
+        help="network width (default: 36 (DARTS cifar), 48 (imagenet), 16 (NB201))",
     )
-    p.add_argument("--layers", type=int, metavar="L", help="cells (DARTS) or cells per stage (NB201)")
+    p.add_argument(
+        "--layers",
+        type=int,
+        metavar="L",
+        help="cells (DARTS) or cells per stage (NB201) (default: the builder's for the dataset)",
+    )
     p.add_argument(
         "--auxiliary", action="store_true", help="build the auxiliary head and count its parameters"
     )
@@ -67,9 +72,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="time every candidate op of --space at the shapes the space runs it at (instead of --arch)",
     )
-    ops.add_argument("--space", metavar="NAME_OR_YAML", help="a built-in space name or a space YAML file")
     ops.add_argument(
-        "--only", nargs="+", metavar="OP", help="these ops only (the baselines are always timed)"
+        "--space", metavar="NAME_OR_YAML", help="a built-in space name or a space YAML file (default: none)"
+    )
+    ops.add_argument(
+        "--only",
+        nargs="+",
+        metavar="OP",
+        help="these ops only (the baselines are always timed; default: every op of the space)",
     )
     ops.add_argument(
         "--baseline",
@@ -87,11 +97,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     speed = p.add_argument_group("speed (measured; skipped with --no-speed)")
     speed.add_argument("--no-speed", action="store_true", help="parameters and MACs only (fast)")
-    speed.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
+    speed.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to measure")
     speed.add_argument(
         "--batch-size",
         type=int,
-        default=SpeedConfig.batch_size,  # the library's default
+        default=SPEED_BATCH_SIZE,  # the library's default
         metavar="N",
         help="batch of the throughput and memory runs (latency is at batch 1) and of every --ops timing; "
         "default %(default)s",
@@ -102,14 +112,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     speed.add_argument(
         "--warmup",
         type=int,
-        default=SpeedConfig.warmup,  # the library's default
+        default=SPEED_WARMUP,  # the library's default
         metavar="N",
         help="untimed passes first; default %(default)s",
     )
     speed.add_argument(
         "--repeats",
         type=int,
-        default=SpeedConfig.repeats,  # the library's default
+        default=SPEED_REPEATS,  # the library's default
         metavar="N",
         help="timed passes; default %(default)s",
     )
@@ -125,6 +135,8 @@ def _check_flag(flag: str, value: int | None, minimum: int = 1) -> None:
 
 def speed_config(args: argparse.Namespace) -> SpeedConfig:
     """The :class:`SpeedConfig` of the flags (validated with the flags' names; CUDA availability too)."""
+    from pflnas.speed import SpeedConfig
+
     for flag, value in (
         ("--batch-size", args.batch_size),
         ("--repeats", args.repeats),
@@ -145,6 +157,9 @@ def speed_config(args: argparse.Namespace) -> SpeedConfig:
 
 
 def _resolve(args: argparse.Namespace, path: Path) -> tuple[Architecture, NetworkConfig]:
+    from pflnas.models import resolve_network_config
+    from pflnas.models.factory import record_dataset
+
     arch = load_architecture(path)
     config = resolve_network_config(
         arch,
@@ -162,6 +177,9 @@ def _cost(
     args: argparse.Namespace, path: Path, arch: Architecture, config: NetworkConfig
 ) -> tuple[Any, dict]:
     """The built model and the report of its counted cost (the keys of the original ``pflnas profile``)."""
+    from pflnas.models import build_from_config
+    from pflnas.profile import profile_model
+
     model = build_from_config(arch, config)
     shape = config.input_shape(batch=1)
     try:
@@ -187,6 +205,8 @@ def _cost(
 
 def profile_reports(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The measurement context (None with ``--no-speed``) and one JSON-ready report per ``--arch`` file."""
+    from pflnas.speed import measure_speed
+
     cfg = speed_config(args)
     resolved = [(path, *_resolve(args, path)) for path in args.arch]  # every file is checked before timing
     context: dict[str, Any] | None = None
@@ -194,7 +214,7 @@ def profile_reports(args: argparse.Namespace) -> tuple[dict[str, Any] | None, li
     for path, arch, config in resolved:
         model, report = _cost(args, path, arch, config)
         if not args.no_speed:
-            speed: SpeedReport = measure_speed(model, report["input_shape"], cfg)
+            speed = measure_speed(model, report["input_shape"], cfg)
             report.update(speed.to_dict())
             context = {
                 **speed.context.to_dict(),
@@ -397,6 +417,8 @@ def ops_space(args: argparse.Namespace) -> SpaceConfig:
 
 def ops_report(args: argparse.Namespace) -> OpBenchReport:
     """The per-op benchmark of ``--ops`` (flags validated first, with their names)."""
+    from pflnas.opbench import benchmark_ops, check_ops, default_image_size
+
     cfg = speed_config(args)
     space = ops_space(args)
     if args.only:
@@ -409,6 +431,8 @@ def ops_report(args: argparse.Namespace) -> OpBenchReport:
 
 
 def run_ops(args: argparse.Namespace) -> int:
+    from pflnas.opbench import format_report
+
     report = ops_report(args)
     if args.json:
         print(json.dumps(report.to_dict()))

@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
 from pflnas.arch.record import Architecture
 from pflnas.errors import ConfigError
+from pflnas.options import DATASET_PRESETS, DatasetPreset
 
 
 class AuxOutput(NamedTuple):
@@ -28,26 +28,6 @@ class AuxOutput(NamedTuple):
 
     logits: Tensor
     aux_logits: Tensor
-
-
-@dataclass(frozen=True)
-class DatasetPreset:
-    """The input a derived network is built for: network family, class count and image size."""
-
-    name: str
-    family: str
-    num_classes: int
-    image_size: int
-    in_channels: int = 3
-
-
-DATASET_PRESETS: MappingProxyType[str, DatasetPreset] = MappingProxyType(
-    {
-        "cifar10": DatasetPreset("cifar10", "cifar", 10, 32),
-        "imagenet": DatasetPreset("imagenet", "imagenet", 1000, 224),
-        "fashion-mnist": DatasetPreset("fashion-mnist", "cifar", 10, 28, in_channels=1),
-    }
-)
 
 
 @dataclass(frozen=True)
