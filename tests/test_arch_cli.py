@@ -169,9 +169,12 @@ def test_show_darts_v2(tmp_path, capsys):
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert lines[0] == str(path)
-    assert "  space        darts (darts_cell): 4 nodes, ops none, max_pool_3x3" in out
+    assert (
+        "  space        darts (darts_cell): 6 nodes (2 input, 4 intermediate), ops none, max_pool_3x3" in out
+    )
     assert "  alphas       shared; search network of 8 layers, 2 record cells, 16 kept edges" in lines
-    assert "  cell normal (normal)" in lines and "  cell reduce (reduce)" in lines
+    assert "  normal cell (shared by every normal cell of the network)" in lines
+    assert "  reduction cell (shared by every reduction cell of the network)" in lines
     assert "    2 <- 0: sep_conv_3x3" in lines
     assert "    4 <- 0: skip_connect  parameter-free" in lines
     assert "    2 <- 0: max_pool_3x3  stride 2, parameter-free" in lines  # reduce cell, from an input
@@ -247,11 +250,24 @@ def test_from_darts_with_an_unsuitable_space(tmp_path, capsys, space, message):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_from_darts_requires_out(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["arch", "from-darts", DARTS_V2])
-    assert exc.value.code == 2
-    assert "--out" in capsys.readouterr().err
+def test_from_darts_prints_the_record_without_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "arch", "from-darts", DARTS_V2)
+    assert code == 0 and list(tmp_path.iterdir()) == []  # nothing written
+    assert json.loads(out) == architecture_from_genotype(DARTS_V2).to_dict()  # stdout is the record alone
+    assert "16 edges" in err and len(err.splitlines()) == 1
+
+
+def test_show_nb201_names_its_one_cell_and_counts_its_input_node(tmp_path, capsys):
+    path = tmp_path / "nb201.json"
+    assert (
+        run_cli(capsys, "arch", "homogeneous", "--space", "nb201", "--op", "conv_3x3", "--out", path)[0] == 0
+    )
+    lines = run_cli(capsys, "arch", "show", path)[1].splitlines()
+    assert lines[1].startswith("  space        nb201 (nb201_cell): 4 nodes (1 input, 3 intermediate), ops")
+    assert "1 record cell, 6 kept edges" in lines[2]
+    assert "  the cell (shared by every cell of the network)" in lines
+    assert not any("cell cell" in line for line in lines)
 
 
 def test_committed_darts_v2_record_is_current():

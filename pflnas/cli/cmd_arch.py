@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ Action = Callable[[argparse.Namespace], int]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("arch", help="show, validate or import an architecture record (found.json)")
+    p = sub.add_parser("arch")
     actions = p.add_subparsers(dest="arch_command", metavar="ACTION")
     actions.required = True
 
@@ -40,8 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument(
         "genotype", help="Genotype(normal=[...], normal_concat=..., reduce=[...], reduce_concat=...)"
     )
-    imp.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the record")
-    imp.add_argument("--space", default="darts", help="a DARTS-cell space holding the ops (default: darts)")
+    imp.add_argument(
+        "--out", type=Path, metavar="FILE", help="where to write the record (default: print it to stdout)"
+    )
+    imp.add_argument("--space", default="darts", help="a DARTS-cell space holding the ops")
     imp.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     imp.set_defaults(action=_from_darts)
 
@@ -54,7 +58,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--reduce-op",
         help="op for reduction cells / downsampling blocks (default: --op; required for identity)",
     )
-    hom.add_argument("--set", action="append", default=[], metavar="space.KEY=VALUE", help="space override")
+    hom.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="space.KEY=VALUE",
+        help="space override, repeatable (default: none)",
+    )
     hom.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the record")
     hom.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     hom.set_defaults(action=_homogeneous)
@@ -76,9 +86,9 @@ def _show(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     arch = load_architecture(args.file)
     body = (
-        f"{len(arch.blocks)} block choices"
+        _count(len(arch.blocks), "block choice")
         if arch.space.is_block
-        else f"{len(arch.cells)} cells, {len(arch.kept_edges())} kept edges"
+        else f"{_count(len(arch.cells), 'cell')}, {_count(len(arch.kept_edges()), 'kept edge')}"
     )
     print(
         f"ok: {args.file}: space {arch.space.name} ({arch.space.kind}, {arch.space.alpha_mode} alphas), "
@@ -88,12 +98,17 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _from_darts(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    _check_out(out, args.force)
+    out: Path | None = args.out
+    if out is not None:
+        _check_out(out, args.force)
     arch = architecture_from_genotype(args.genotype, args.space)
+    summary = f"space {arch.space.name}, {len(arch.kept_edges())} edges, parameter-free share {_share(arch)}"
+    if out is None:  # the record on stdout (pipe it to a file); the summary on stderr
+        print(json.dumps(arch.to_dict(), indent=2))
+        print(f"found.json of {summary}", file=sys.stderr)
+        return 0
     save_architecture(arch, out)
-    edges = len(arch.kept_edges())
-    print(f"wrote {out}: space {arch.space.name}, {edges} edges, parameter-free share {_share(arch)}")
+    print(f"wrote {out}: {summary}")
     return 0
 
 
@@ -172,16 +187,17 @@ def format_architecture(arch: Architecture, title: str = "architecture") -> str:
     space = arch.space
     if space.is_block:
         return _format_blocks(arch, title)
+    nodes = f"{space.inputs + space.nodes} nodes ({space.inputs} input, {space.nodes} intermediate)"
     lines = [
         title,
-        f"  space        {space.name} ({space.kind}): {space.nodes} nodes, ops {', '.join(space.ops)}",
+        f"  space        {space.name} ({space.kind}): {nodes}, ops {', '.join(space.ops)}",
         f"  alphas       {space.alpha_mode}; search network of {space.layers} layers, "
-        f"{len(arch.cells)} record cells, {len(arch.kept_edges())} kept edges",
+        f"{_count(len(arch.cells), 'record cell')}, {_count(len(arch.kept_edges()), 'kept edge')}",
         "",
     ]
     width = max((len(e.op) for _, e in arch.kept_edges()), default=0)
     for cell in arch.cells:
-        lines.append(f"  cell {cell.name} ({cell.type})")
+        lines.append(f"  {_cell_title(cell.name, cell.type)}")
         for e in cell.edges:
             note = _edge_note(arch, cell.type, e.source, e.op)
             lines.append(f"    {e.node} <- {e.source}: {e.op:<{width}}  {note}".rstrip())
@@ -190,6 +206,20 @@ def format_architecture(arch: Architecture, title: str = "architecture") -> str:
             f"    output: concat of nodes {nodes}" if len(cell.concat) > 1 else f"    output: node {nodes}"
         )
     return "\n".join(lines + _summary_lines(arch, "kept edges with an op", "edges"))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _cell_title(name: str, cell_type: str) -> str:
+    """``cell3 (reduction cell)``; a shared group says which cells of the network share it."""
+    kind = "reduction" if cell_type == "reduce" else "normal"
+    if name == "cell":  # NB201's one group: every searched cell (its reductions are fixed blocks)
+        return "the cell (shared by every cell of the network)"
+    if name == cell_type:  # DARTS shared alphas: one normal and one reduction group
+        return f"{kind} cell (shared by every {kind} cell of the network)"
+    return f"{name} ({kind} cell)"
 
 
 def _format_blocks(arch: Architecture, title: str) -> str:
