@@ -20,16 +20,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from pflnas.arch.record import Architecture
 from pflnas.bench.nb201 import NUM_CELLS, Code, NB201Table, decode_index, encode_index
 from pflnas.errors import ConfigError
 from pflnas.utils_io import atomic_write_json
+
+if TYPE_CHECKING:  # torch loads when a score is computed, not for the bench's flags and checks
+    from torch import Tensor, nn
 
 QUALITY_CELLS = 1000  # the smallest sample a reported tau may rest on
 QUALITY_HOW = "pflnas bench nb201 --zero-cost-quality"
@@ -64,6 +65,9 @@ def naswot_score(net: nn.Module, images: Tensor) -> float:
     """log|K| of the ReLU-code kernel of ``images`` through ``net`` (-inf when K is singular, e.g. when
     no path connects the input to the output). K is accumulated per ReLU without storing the codes:
     with c the 0/1 codes of one layer and n its units, agreements = 2 c c^T - s_i - s_j + n."""
+    import torch
+    from torch import nn
+
     n = images.shape[0]
     kernel = torch.zeros(n, n, dtype=torch.float64)
 
@@ -90,6 +94,8 @@ SCORES: dict[str, Callable[[nn.Module, Tensor], float]] = {"naswot": naswot_scor
 def one_thread() -> Iterator[None]:
     """Score on one intra-op thread: the network is tiny, and on a busy 2-core machine two OpenMP threads
     spin-wait so long that a score took 8x longer (measured). ``--jobs`` runs seeds side by side instead."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -100,6 +106,8 @@ def one_thread() -> Iterator[None]:
 
 def fixed_batch(cfg: ZeroCostConfig, data_dir: str | None = None) -> Tensor:
     """``cfg.batch_size`` normalised training images, the same on every machine for the same data."""
+    import torch
+
     from pflnas.data import load_dataset
 
     data = load_dataset(cfg.dataset, data_dir)
@@ -151,6 +159,8 @@ class ZeroCostScorer:
         return self.score_code(self.table.encode(arch))
 
     def _compute(self, code: Code) -> float:
+        import torch
+
         from pflnas.models import build_network
 
         arch = self.table.architecture(code)
