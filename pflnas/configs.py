@@ -16,9 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-import yaml
-
 from pflnas.errors import ConfigError
+from pflnas.parsing import MAX_YAML_BYTES, load_yaml, parse_yaml, parse_yaml_value  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -266,10 +265,7 @@ def parse_override(item: str) -> dict[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. run.epochs=10)")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except (yaml.YAMLError, RecursionError):
-        value = raw
+    value = parse_yaml_value(raw, f"override {key}")
     out: dict[str, Any] = {}
     cur = out
     parts = key.split(".")
@@ -277,61 +273,6 @@ def parse_override(item: str) -> dict[str, Any]:
         cur = cur.setdefault(part, {})
     cur[parts[-1]] = value
     return out
-
-
-MAX_YAML_BYTES = 4 * 1024 * 1024  # configs, recipes, spaces and studies are a few kilobytes
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: construct_mapping reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_yaml(text: str, origin: str) -> Any:
-    """Parse YAML text safely (no Python tags, no duplicate keys); any problem is one ConfigError line."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        where = f" at line {exc.problem_mark.line + 1}" if getattr(exc, "problem_mark", None) else ""
-        first = lines[0] if lines else "parse error"
-        raise ConfigError(f"{origin}: not valid YAML ({first}{where})") from None
-    except RecursionError:
-        raise ConfigError(f"{origin}: YAML nested too deeply") from None
-
-
-def load_yaml(path: str | Path, what: str = "config file") -> Any:
-    """The parsed YAML of the file at ``path``; a missing, unreadable, huge or non-UTF-8 file raises
-    ConfigError naming it."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{what} {p} does not exist")
-    if not p.is_file():
-        raise ConfigError(f"{what} {p} is not a file")
-    try:
-        size = p.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"{p}: {size} bytes is far too large for a {what} (limit {MAX_YAML_BYTES})")
-        text = p.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not a UTF-8 text file; expected YAML") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {p} ({exc.strerror or exc}); check its permissions") from None
-    return parse_yaml(text, str(p))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -232,7 +232,7 @@ CASES = [
             ("long_int", "thousands of digits"),
             ("huge", "far too large for a found.json"),
             ("missing", "no such file"),
-            ("root", "not a file"),
+            ("root", "is a directory, not a regular file"),
         ]
     ],
     ("arch-show-bad", "arch show {list}", "JSON object"),
@@ -263,7 +263,7 @@ CASES = [
             ("y_tabs", "not valid YAML"),
             ("y_non_utf8", "not a UTF-8 text file"),
             ("missing", "does not exist"),
-            ("root", "is not a file"),
+            ("root", "is a directory, not a regular file"),
         ]
     ],
     *[

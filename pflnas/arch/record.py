@@ -19,14 +19,15 @@ labels ``block3.op``.
 
 from __future__ import annotations
 
-import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pflnas.errors import ArchitectureError, ConfigError
 from pflnas.ops import get_op, list_ops
+from pflnas.parsing import parse_json, read_capped_text
 from pflnas.spaces.config import SpaceConfig, list_spaces, load_space, space_from_dict
 from pflnas.utils_io import atomic_write_json
 
@@ -333,15 +334,14 @@ def _parse(data: Any, origin: str) -> Architecture:
                     _need(rc, "name", str, where), _need(rc, "type", str, where), tuple(edges), tuple(concat)
                 )
             )
-        share = data.get("param_free_share")
-        if share is not None and (not isinstance(share, (int, float)) or isinstance(share, bool)):
-            raise ArchitectureError("'param_free_share' must be a number or null")
+        share = _recorded_share(data.get("param_free_share"))
         probs = data.get("probabilities", {})
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
             raise ArchitectureError("'provenance' must be an object")
         arch = Architecture(space, tuple(cells), probs, provenance, blocks)  # checks the graph first
         _check_probabilities(probs, space)
+        _check_share_matches(share, arch)
         return arch
     except ArchitectureError as exc:
         raise ArchitectureError(f"{origin}: {exc}") from None
@@ -362,6 +362,25 @@ def _parse_blocks(raw: list[Any]) -> tuple[BlockChoice, ...]:
             )
         )
     return tuple(out)
+
+
+def _recorded_share(share: Any) -> float | None:
+    """The record's ``param_free_share``: null, or a number in [0, 1] (a share, not a percentage)."""
+    if share is None:
+        return None
+    if not isinstance(share, (int, float)) or isinstance(share, bool):
+        raise ArchitectureError("'param_free_share' must be a number in [0, 1] or null")
+    if not 0.0 <= share <= 1.0:
+        raise ArchitectureError(f"'param_free_share' is {share}, but a share must be in [0, 1]")
+    return float(share)
+
+
+def _check_share_matches(share: float | None, arch: Architecture) -> None:
+    """A recorded share that disagrees with the record's own choices would be reported silently wrong."""
+    actual = arch.param_free_share()
+    if share is not None and (math.isnan(actual) or abs(share - actual) > 1e-4):
+        counted = "no op is counted" if math.isnan(actual) else f"the choices give {actual:.6f}"
+        raise ArchitectureError(f"'param_free_share' is {share}, but {counted}; correct it or set it to null")
 
 
 def _check_probabilities(probs: Any, space: SpaceConfig) -> None:
@@ -386,49 +405,30 @@ def _check_probabilities(probs: Any, space: SpaceConfig) -> None:
                 )
             if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
                 raise ArchitectureError(f"probabilities[{label!r}][{op!r}] must be a number in [0, 1]")
+        missing = [op for op in allowed[label] if op not in dist]
+        if missing:
+            raise ArchitectureError(
+                f"probabilities[{label!r}] lacks op(s) {', '.join(missing)}; a distribution gives every "
+                f"candidate of its choice ({', '.join(allowed[label])})"
+            )
         if abs(sum(dist.values()) - 1.0) > 1e-3:
             raise ArchitectureError(f"probabilities[{label!r}] sums to {sum(dist.values()):.4f}, not 1")
+    absent = sorted(labels - set(probs))
+    if probs and absent:
+        raise ArchitectureError(
+            f"probabilities lacks {len(absent)} of the space's {len(labels)} choices (e.g. {absent[0]!r}); "
+            "record every choice, or none"
+        )
 
 
 def load_architecture(path: str | Path) -> Architecture:
     """Read and validate a found.json; any problem raises ArchitectureError with one clear line."""
-    p = Path(path)
-    if not p.exists():
-        raise ArchitectureError(f"{p}: no such file")
-    if not p.is_file():
-        raise ArchitectureError(f"{p}: not a file")
-    size = p.stat().st_size
-    if size == 0:
-        raise ArchitectureError(f"{p}: the file is empty; expected a found.json written by 'pflnas search'")
-    if size > MAX_FILE_BYTES:
-        raise ArchitectureError(
-            f"{p}: {size} bytes is far too large for a found.json (limit {MAX_FILE_BYTES})"
-        )
-    try:
-        text = p.read_bytes().decode("utf-8-sig")  # tolerate the byte-order mark some editors write
-    except UnicodeDecodeError:
-        raise ArchitectureError(f"{p}: not a UTF-8 text file; expected JSON") from None
-    except OSError as exc:
-        why = exc.strerror or exc
-        raise ArchitectureError(f"{p}: cannot be read ({why}); check its permissions") from None
-    return Architecture.from_dict(parse_json(text, str(p)), str(p))
-
-
-def parse_json(text: str, origin: str) -> Any:
-    """``json.loads`` whose every failure (syntax, absurd nesting, a number of thousands of digits) is one
-    ArchitectureError line."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ArchitectureError(
-            f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except RecursionError:
-        raise ArchitectureError(f"{origin}: JSON nested too deeply to be a found.json") from None
-    except ValueError:  # Python's limit on the digits of an integer is the one other failure
-        raise ArchitectureError(
-            f"{origin}: holds a number with thousands of digits; not a found.json"
-        ) from None
+    if not os.path.lexists(path):
+        raise ArchitectureError(f"{path}: no such file")
+    text = read_capped_text(path, "found.json", MAX_FILE_BYTES, ArchitectureError)
+    if not text.strip():
+        raise ArchitectureError(f"{path}: the file is empty; expected a found.json from 'pflnas search'")
+    return Architecture.from_dict(parse_json(text, str(path), ArchitectureError), str(path))
 
 
 def save_architecture(arch: Architecture, path: str | Path) -> Path:
