@@ -149,7 +149,8 @@ def test_bad_inputs_one_line_exit_2(tmp_path, cifar_source, args, message):
 
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
-    res = _run_cli(["search", "--data-dir", cifar_source, "--out", str(tmp_path / "o"), *args])
+    base = ["search", "--space", "cell_v1", "--data-dir", cifar_source, "--out", str(tmp_path / "o")]
+    res = _run_cli([*base, *args])  # a later --space overrides the base's
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
@@ -160,7 +161,7 @@ def test_non_empty_out_dir_refused(tmp_path, cifar_source):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    res = _run_cli(["search", "--data-dir", cifar_source, "--out", str(out)])
+    res = _run_cli(["search", "--space", "cell_v1", "--data-dir", cifar_source, "--out", str(out)])
     assert res.returncode == 2 and "not empty" in res.stderr
     assert (out / "keep.txt").read_text() == "precious"
 

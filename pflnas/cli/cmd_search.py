@@ -10,12 +10,18 @@ import yaml
 
 from pflnas.arch.chance import chance_share
 from pflnas.arch.record import Architecture
-from pflnas.configs import SearchConfig, build_config, preset_path, read_yaml, validate_search_config
+from pflnas.configs import (
+    SearchConfig,
+    build_config,
+    list_presets,
+    preset_path,
+    read_yaml,
+    validate_search_config,
+)
 from pflnas.errors import ConfigError
+from pflnas.spaces import list_spaces
 from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies, list_strategies
-from pflnas.train.dist_search import SearchSync
-from pflnas.train.distributed import init_distributed, shutdown
-from pflnas.train.search import CONFIG, FOUND, SearchRun, resolve_space
+from pflnas.train.search_layout import CONFIG, FOUND, resolve_space
 
 # CLI flag -> config key; a flag left unset does not override the config
 FLAG_KEYS = {
@@ -38,28 +44,48 @@ FLAG_KEYS = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="search an architecture in a supernet; writes found.json")
-    p.add_argument("--space", help="search space name (cell_v1, darts, nb201) or YAML path")
-    p.add_argument("--strategy", help=f"search strategy ({describe_strategies()})")
-    p.add_argument("--dataset", help="cifar10 or fashion-mnist")
-    p.add_argument("--data-dir", help="where the dataset is (else $PFLNAS_DATA, else the cache dir)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    d = SearchConfig()  # the defaults a flag left unset keeps (a preset or --config may change them)
+    p = sub.add_parser(
+        "search",
+        epilog="example: pflnas search --space cell_v1 --preset quick --out runs/quick  (a few minutes on a "
+        "CPU); 'pflnas list' shows spaces, strategies and presets",
+    )
+    p.add_argument(
+        "--space",
+        metavar="NAME",
+        help=f"required: a search space ({', '.join(list_spaces())}) or a space YAML path",
+    )
+    p.add_argument(
+        "--strategy", help=f"search strategy ({describe_strategies()}) (default: {d.strategy.name})"
+    )
+    p.add_argument("--dataset", help=f"cifar10 or fashion-mnist (default: {d.data.dataset})")
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="where the dataset is (default: $PFLNAS_DATA, else the cache dir)"
+    )
+    p.add_argument("--epochs", type=int, metavar="N", help=f"search epochs (default: {d.run.epochs})")
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help=f"global batch size (default: {d.data.batch_size})"
+    )
+    p.add_argument("--seed", type=int, metavar="N", help=f"random seed (default: {d.run.seed})")
+    p.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default: {d.run.device})")
     p.add_argument("--amp", action="store_const", const=True, help="bf16 autocast")
-    p.add_argument("--channels-last", action="store_const", const=True)
+    p.add_argument("--channels-last", action="store_const", const=True, help="channels-last memory format")
     p.add_argument(
         "--latency-weight",
         type=float,
         metavar="LAMBDA",
         help="add LAMBDA x expected latency (ms, measured per op on --latency-device) to the architecture "
-        "loss of a differentiable strategy (default 0: off)",
+        f"loss of a differentiable strategy (default: {d.latency.weight:g}, off)",
     )
     p.add_argument(
         "--latency-device", help="cpu or cuda: where the per-op latency table is timed (default: --device)"
     )
-    p.add_argument("--trials", type=int, metavar="N", help="multi-trial strategies: complete trials to run")
+    p.add_argument(
+        "--trials",
+        type=int,
+        metavar="N",
+        help=f"multi-trial strategies: complete trials to run (default: {d.trials.n_trials})",
+    )
     p.add_argument(
         "--storage",
         metavar="URL",
@@ -71,14 +97,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="multi-trial strategies: study name (default: <space>-<strategy>-seed<seed>)",
     )
-    p.add_argument("--out", help="run directory (default: runs/search-<space>-<strategy>-<time>)")
-    p.add_argument("--config", help="YAML config file (sections: space, data, weights, arch, strategy, run)")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. run.epochs=10"
+        "--out", metavar="DIR", help="run directory (default: runs/search-<space>-<strategy>-<time>)"
     )
-    p.add_argument("--preset", help="named preset: quick (a few minutes on CPU), darts (the DARTS protocol)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out directory")
+    p.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        help="YAML config file (sections: space, data, weights, arch, strategy, run; default: none)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, repeatable, e.g. run.epochs=10 or run.progress=false (default: none)",
+    )
+    p.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"named preset: {', '.join(list_presets())} ('pflnas list presets'; default: none, the DARTS "
+        "protocol)",
+    )
+    p.add_argument(
+        "--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (default: none)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the pflnas run already in --out")
     p.set_defaults(run=run)
 
 
@@ -103,6 +146,22 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
     cfg = build_config(SearchConfig, layers, flag_overrides(args, FLAG_KEYS) + list(args.set))
     validate_search_config(cfg)
     return cfg
+
+
+def _check_space_named(args: argparse.Namespace) -> None:
+    """A search starts only on a space the user chose (``--space``, or a ``--config`` / ``--set`` naming
+    one) or under a named ``--preset``: never a 50-epoch run on the default space by surprise. Checked
+    after the other flags (their problems are named first), before torch loads and the run starts."""
+    if args.resume or args.space or args.preset:
+        return
+    if any(item.partition("=")[0].strip() == "space.name" for item in args.set):
+        return
+    if args.config and "name" in (read_yaml(args.config).get("space") or {}):
+        return
+    raise ConfigError(
+        f"name a search space with --space NAME ({', '.join(list_spaces())}; 'pflnas list spaces' says "
+        "what each is), e.g. pflnas search --space cell_v1 --preset quick --out runs/quick"
+    )
 
 
 def _resume_config(args: argparse.Namespace) -> tuple[SearchConfig, Path]:
@@ -153,7 +212,15 @@ def run(args: argparse.Namespace) -> int:
         return _run_multi_trial(args, cfg, run_dir if args.resume else None)
     if cfg.strategy.name not in list_strategies():
         raise ConfigError(f"unknown strategy {cfg.strategy.name!r}; available: {describe_strategies()}")
+    if not args.resume:
+        _check_space_named(args)  # the last check of the flags, before torch loads
+    from pflnas.train.dist_search import SearchSync  # torch loads here, once the flags are checked
+    from pflnas.train.distributed import init_distributed, shutdown
+    from pflnas.train.search import SearchRun
+
     info = init_distributed(cfg.run.device)  # under torchrun: this process's rank and device
+    if not args.resume:
+        _check_space_named(args)
     try:
         if not args.resume:  # rank 0 names, checks and creates the run directory; every rank gets its path
             run_dir = SearchSync(info).from_main(lambda: _new_run_dir(args, cfg))
@@ -176,6 +243,9 @@ def _say_found(arch: Architecture, run_dir: Path, strategy: str) -> None:
 def _run_multi_trial(args: argparse.Namespace, cfg: SearchConfig, run_dir: Path | None) -> int:
     """``--strategy evolution|nsga2|random``: one Optuna worker (see :mod:`pflnas.multitrial.driver`)."""
     from pflnas.multitrial.driver import MultiTrialRun  # imports Optuna only when needed
+
+    if not args.resume:
+        _check_space_named(args)
 
     run_dir = run_dir or _new_run_dir(args, cfg)
     arch = MultiTrialRun(cfg, run_dir).run(resume=bool(args.resume))

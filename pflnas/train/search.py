@@ -27,7 +27,6 @@ from pflnas.configs import SearchConfig, to_dict
 from pflnas.data import BatchLoader, load_dataset, search_split
 from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.latency import LatencyTable, LatencyTerm, cached_table, load_table
-from pflnas.spaces.config import SpaceConfig, load_space
 from pflnas.speed import SpeedConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import Supernet, build_supernet
@@ -46,23 +45,19 @@ from pflnas.train.distributed import DistInfo
 from pflnas.train.graph_step import GraphedStep
 from pflnas.train.guard import FiniteGuard, SkipBatch, total_norm
 from pflnas.train.metrics import MetricsLog
+from pflnas.train.search_layout import (  # the run's files, the resolved space: no torch there
+    CHECKPOINT,
+    CONFIG,
+    EVOLUTION,
+    FOUND,
+    LATENCY_TABLE,
+    METRICS,
+    resolve_space,
+)
 from pflnas.train.search_step import SearchStep
 from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.train.subnet_eval import SubnetEvaluator
 from pflnas.utils_io import atomic_write_json, atomic_write_text
-
-CHECKPOINT = "checkpoint.pt"
-FOUND = "found.json"
-CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
-EVOLUTION = "evolution.jsonl"  # one-shot strategies: every candidate scored after training
-LATENCY_TABLE = "latency_table.json"
-
-
-def resolve_space(cfg: SearchConfig) -> SpaceConfig:
-    space = load_space(cfg.space.name)
-    overrides = {k: v for k, v in dataclasses.asdict(cfg.space).items() if k != "name" and v is not None}
-    return space.replace(**overrides) if overrides else space
 
 
 def _git_commit() -> str | None:
