@@ -77,7 +77,8 @@ _KINDS = (
 )
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular ``st_mode`` is, in words ("a FIFO (named pipe)", "a directory", ...)."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
@@ -91,20 +92,20 @@ def check_regular_file(path: str | Path, what: str, error: type[PflnasError] = P
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        raise error(f"{what} {path} {_stat_problem(path, exc)}") from None
+        raise error(f"{what} {path}{_stat_problem(path, exc)}") from None
     if not stat.S_ISREG(mode):
-        raise error(f"{what} {path} is {_kind(mode)}, not a regular file; give the path of a file")
+        raise error(f"{what} {path} is {file_kind(mode)}, not a regular file; give the path of a file")
     return path
 
 
 def _stat_problem(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
-        return "is a symlink loop; give the path of a file"
+        return " is a symlink loop; give the path of a file"
     if exc.errno == errno.ENOENT and os.path.islink(path):
-        return f"is a broken symlink (to {os.readlink(path)}); give the path of a file"
+        return f" is a broken symlink (to {os.readlink(path)}); give the path of a file"
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return "does not exist; check the path"
-    return f"cannot be read ({exc.strerror or exc}); check the path and its permissions"
+        return ": no such file; check the path"
+    return f" cannot be read ({exc.strerror or exc}); check the path and its permissions"
 
 
 def open_regular(path: str | Path, what: str, error: type[PflnasError] = PflnasError) -> IO[bytes]:
@@ -117,11 +118,11 @@ def open_regular(path: str | Path, what: str, error: type[PflnasError] = PflnasE
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise error(f"{what} {path} {_stat_problem(path, exc)}") from None
+        raise error(f"{what} {path}{_stat_problem(path, exc)}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise error(f"{what} {path} is {_kind(mode)}, not a regular file; give the path of a file")
+        raise error(f"{what} {path} is {file_kind(mode)}, not a regular file; give the path of a file")
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     return os.fdopen(fd, "rb")
 

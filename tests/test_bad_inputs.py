@@ -23,6 +23,7 @@ from pflnas.cli.main import main
 from pflnas.configs import SearchConfig, build_config, preset_path, read_yaml, to_dict
 from pflnas.errors import DataError, PflnasError
 from pflnas.models import build_from_config, resolve_network_config
+from pflnas.rundir import mark
 from pflnas.train.recipe import RetrainConfig, recipe_layer
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -136,6 +137,7 @@ def fx(tmp_path_factory) -> dict[str, str]:
     paths["nonempty"] = _write(root / "nonempty/file", "x").rsplit("/", 1)[0]
     search_run = root / "search_run"
     _write(search_run / "config.yaml", "run: [\n")
+    mark(search_run, "search")  # a run pflnas wrote whose config.yaml was damaged since
     paths["search_run_bad_config"] = str(search_run)
     paths.update(_run_dirs(root, paths, raw))
     return paths
@@ -151,6 +153,7 @@ def _run_dirs(root: Path, paths: dict[str, str], checkpoint: bytes) -> dict[str,
         run = root / f"search_{name}"
         _write(run / "config.yaml", yaml.safe_dump(to_dict(search)))
         _write(run / "checkpoint.pt", ckpt)
+        mark(run, "search")
         out[f"search_run_{name}"] = str(run)
     for name, ckpt in (
         ("truncated", checkpoint[:1000]),
@@ -160,6 +163,7 @@ def _run_dirs(root: Path, paths: dict[str, str], checkpoint: bytes) -> dict[str,
         _write(run / "config.yaml", yaml.safe_dump(to_dict(retrain)))
         _write(run / "arch.json", Path(paths["found"]).read_text())
         _write(run / "last.pt", ckpt)
+        mark(run, "retrain")
         out[f"retrain_run_{name}"] = str(run)
     return out
 
@@ -341,10 +345,17 @@ CASES = [
     ("evaluate-data-classes", f"{EVALUATE} --data-dir {{data3}}", "3 class folders but cifar10 has 10"),
     ("evaluate-wrong-dataset", f"{EVALUATE} --dataset fashion-mnist", "1-channel images"),
     # --- output directories and resume
-    ("search-out-nonempty", SEARCH.replace("{out}", "{nonempty}"), "is not empty; use --resume"),
+    ("search-out-nonempty", SEARCH.replace("{out}", "{nonempty}"), "is not a pflnas run directory"),
+    (
+        "search-out-nonempty-run",
+        SEARCH.replace("{out}", "{search_run_truncated}"),
+        "is not empty; use --resume",
+    ),
+    ("search-out-retrain-run", SEARCH.replace("{out}", "{retrain_run_truncated}"), "holds a pflnas retrain"),
     ("search-out-file", SEARCH.replace("{out}", "{found}"), "is not a directory"),
     ("search-out-under-file", SEARCH.replace("{out}", "{found}/run"), "Not a directory"),
-    ("retrain-out-nonempty", RETRAIN.replace("{out}", "{nonempty}"), "is not empty; use --resume"),
+    ("retrain-out-nonempty", RETRAIN.replace("{out}", "{nonempty}"), "is not a pflnas run directory"),
+    ("retrain-out-nonempty-run", RETRAIN.replace("{out}", "{retrain_run_truncated}"), "is not empty; use"),
     ("search-resume-missing", "search --resume {missing}", "not a pflnas search run directory"),
     ("search-resume-flags", "search --resume {missing} --epochs 3", "drop --epochs"),
     ("search-resume-bad-config", "search --resume {search_run_bad_config}", "not valid YAML"),

@@ -45,8 +45,8 @@ NOT_FILES = {
     "char_device": (lambda p: Path("/dev/zero"), "character device"),
     "socket": (_socket, "socket"),
     "broken_link": (_broken, "broken symlink"),
-    "missing": (lambda p: p, "does not exist"),
-    "under_a_file": (lambda p: (p.write_text("x"), p / "child")[1], "does not exist"),
+    "missing": (lambda p: p, "no such file"),
+    "under_a_file": (lambda p: (p.write_text("x"), p / "child")[1], "no such file"),
 }
 
 

@@ -229,8 +229,10 @@ def test_non_study_directory_refused(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    rc, _, err = _dry(capsys, _study(tmp_path), out)
-    assert rc == 2 and "holds no study.yaml" in err
+    for extra in ((), ("--overwrite",)):  # pflnas never writes into a folder it did not write
+        rc, _, err = _dry(capsys, _study(tmp_path), out, *extra)
+        assert rc == 2 and "is not a pflnas run directory" in err and "--overwrite" not in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 # --- end to end ----------------------------------------------------------------------------------------

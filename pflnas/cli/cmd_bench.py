@@ -34,6 +34,7 @@ from pflnas.cli.bench_args import (
     strategies,
 )
 from pflnas.cli.paths import check_out_folder
+from pflnas.rundir import claim_new
 from pflnas.utils_io import atomic_write_json, atomic_write_text
 
 __all__ = ["DEFAULT_PRESET", "add_parser", "run_nb201"]
@@ -173,6 +174,11 @@ def run_nb201(args: argparse.Namespace) -> int:
     specs = selection_specs(args, names)
     check_flags(args, names, specs)
     check_out_folder(args.out, "--out")
+    with claim_new(args.out, "bench", reuse=True):  # continued in place; locked while it runs
+        return _bench_nb201(args, names, specs)
+
+
+def _bench_nb201(args: argparse.Namespace, names: list[str], specs: list[Any]) -> int:
     if args.op_wins:
         return _run_op_wins(args)
     for name in names:  # a bad one-shot config fails before any seed runs

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 from pathlib import Path
 
 from pflnas.arch.record import load_architecture
-from pflnas.cli.cmd_search import check_out_dir, flag_overrides
+from pflnas.cli.cmd_search import flag_overrides
 from pflnas.configs import build_config, read_yaml
 from pflnas.errors import ConfigError
+from pflnas.rundir import check_new, check_resume, claim_new, claim_resume
 from pflnas.train.distributed import init_distributed, shutdown
 from pflnas.train.recipe import RetrainConfig, list_recipes, recipe_layer, validate_retrain_config
 from pflnas.train.retrain import CONFIG, RetrainRun
@@ -26,6 +28,7 @@ FLAG_KEYS = {
     "channels_last": "run.channels_last",
     "compile": "run.compile",
 }
+RUN_FILES = f"{CONFIG} with a network section beside arch.json"  # a retrain run from before markers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +66,12 @@ def _config(args: argparse.Namespace) -> RetrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as held:  # the run directory's lock, released when the command ends
+        return _run(args, held)
+
+
+def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone writes, so it alone locks
     if args.resume:
         given = [
             f"--{a.replace('_', '-')}" for a in (*FLAG_KEYS, "recipe", "out", "arch") if getattr(args, a)
@@ -72,8 +81,14 @@ def run(args: argparse.Namespace) -> int:
                 f"--resume continues a run with its own config and architecture; drop {' '.join(given)}"
             )
         run_dir = Path(args.resume)
+        check_resume(run_dir, "retrain", RUN_FILES)
         if not (run_dir / CONFIG).is_file() or not (run_dir / "arch.json").is_file():
-            raise ConfigError(f"{run_dir} is not a pflnas retrain run directory (no {CONFIG} / arch.json)")
+            raise ConfigError(
+                f"{run_dir} has no {CONFIG} or arch.json: the run stopped before it began; start it again "
+                f"with --out {run_dir} --overwrite"
+            )
+        if main:
+            held.enter_context(claim_resume(run_dir, "retrain", RUN_FILES))
         data = read_yaml(run_dir / CONFIG)
         data.pop("network", None)
         cfg = build_config(RetrainConfig, [data])
@@ -90,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
             )
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out or f"runs/retrain-{Path(args.arch).stem}-{stamp}")
-        check_out_dir(run_dir, args.overwrite, create=int(os.environ.get("RANK", "0")) == 0)
+        if main:
+            held.enter_context(claim_new(run_dir, "retrain", reuse=args.overwrite, again="--resume"))
+        else:
+            check_new(run_dir, "retrain", reuse=args.overwrite, again="--resume")
     info = init_distributed(cfg.run.device)
     try:
         result = RetrainRun(cfg, arch, run_dir, info).run(resume=bool(args.resume))

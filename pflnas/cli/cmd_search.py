@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import os
 from pathlib import Path
 
 import yaml
@@ -19,9 +21,10 @@ from pflnas.configs import (
     validate_search_config,
 )
 from pflnas.errors import ConfigError
+from pflnas.rundir import check_resume, claim_new, claim_resume
 from pflnas.spaces import list_spaces
 from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies, list_strategies
-from pflnas.train.search_layout import CONFIG, FOUND, resolve_space
+from pflnas.train.search_layout import CONFIG, FOUND, METRICS, resolve_space
 
 # CLI flag -> config key; a flag left unset does not override the config
 FLAG_KEYS = {
@@ -41,6 +44,7 @@ FLAG_KEYS = {
     "storage": "trials.storage",
     "study": "trials.study",
 }
+RUN_FILES = f"{CONFIG} with resolved_space beside {METRICS}"  # what a search run from before markers holds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -172,8 +176,12 @@ def _resume_config(args: argparse.Namespace) -> tuple[SearchConfig, Path]:
             "--resume continues a run with its own config; "
             f"drop {', '.join(given + ['--set'] * bool(args.set))}"
         )
+    check_resume(run_dir, "search", RUN_FILES)
     if not (run_dir / CONFIG).is_file():
-        raise ConfigError(f"{run_dir} is not a pflnas search run directory (no {CONFIG})")
+        raise ConfigError(
+            f"{run_dir} has no {CONFIG}: the run stopped before it began; start it again with "
+            f"--out {run_dir} --overwrite"
+        )
     data = read_yaml(run_dir / CONFIG)
     data.pop("resolved_space", None)
     cfg = build_config(SearchConfig, [data])
@@ -181,35 +189,21 @@ def _resume_config(args: argparse.Namespace) -> tuple[SearchConfig, Path]:
     return cfg, run_dir
 
 
-def check_out_dir(path: Path, overwrite: bool, create: bool = True) -> None:
-    """Refuse a non-empty run directory unless ``overwrite``; create it and prove it is writable."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"--out {path} is not empty; use --resume {path} to continue it or --overwrite to reuse it"
-        )
-    if not create:
-        return
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".pflnas-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write to --out {path} ({exc.strerror}); choose another directory"
-        ) from None
-
-
 def run(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as held:  # the run directory's lock, released when the command ends
+        return _run(args, held)
+
+
+def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if args.resume:
         cfg, run_dir = _resume_config(args)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 alone writes, so it alone locks
+            held.enter_context(claim_resume(run_dir, "search", RUN_FILES))
     else:
         cfg = _config_from_args(args)
         resolve_space(cfg)  # fail on a bad space before touching the disk
     if cfg.strategy.name in MULTI_TRIAL_STRATEGIES:
-        return _run_multi_trial(args, cfg, run_dir if args.resume else None)
+        return _run_multi_trial(args, cfg, run_dir if args.resume else None, held)
     if cfg.strategy.name not in list_strategies():
         raise ConfigError(f"unknown strategy {cfg.strategy.name!r}; available: {describe_strategies()}")
     if not args.resume:
@@ -222,8 +216,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:
         _check_space_named(args)
     try:
-        if not args.resume:  # rank 0 names, checks and creates the run directory; every rank gets its path
-            run_dir = SearchSync(info).from_main(lambda: _new_run_dir(args, cfg))
+        if not args.resume:  # rank 0 names, checks and claims the run directory; every rank gets its path
+            run_dir = SearchSync(info).from_main(lambda: _new_run_dir(args, cfg, held))
         arch = SearchRun(cfg, run_dir, info).run(resume=bool(args.resume))
     finally:
         shutdown(info)
@@ -240,21 +234,23 @@ def _say_found(arch: Architecture, run_dir: Path, strategy: str) -> None:
     )
 
 
-def _run_multi_trial(args: argparse.Namespace, cfg: SearchConfig, run_dir: Path | None) -> int:
+def _run_multi_trial(
+    args: argparse.Namespace, cfg: SearchConfig, run_dir: Path | None, held: contextlib.ExitStack
+) -> int:
     """``--strategy evolution|nsga2|random``: one Optuna worker (see :mod:`pflnas.multitrial.driver`)."""
     from pflnas.multitrial.driver import MultiTrialRun  # imports Optuna only when needed
 
     if not args.resume:
         _check_space_named(args)
 
-    run_dir = run_dir or _new_run_dir(args, cfg)
+    run_dir = run_dir or _new_run_dir(args, cfg, held)
     arch = MultiTrialRun(cfg, run_dir).run(resume=bool(args.resume))
     _say_found(arch, run_dir, cfg.strategy.name)
     return 0
 
 
-def _new_run_dir(args: argparse.Namespace, cfg: SearchConfig) -> Path:
+def _new_run_dir(args: argparse.Namespace, cfg: SearchConfig, held: contextlib.ExitStack) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.out or f"runs/search-{cfg.space.name}-{cfg.strategy.name}-{stamp}")
-    check_out_dir(run_dir, args.overwrite)
+    held.enter_context(claim_new(run_dir, "search", reuse=args.overwrite, again="--resume"))
     return run_dir

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 from pathlib import Path
 
 from pflnas.configs import read_yaml
 from pflnas.errors import ConfigError
-from pflnas.study import StudyOptions, load_study, run_study
-from pflnas.study.layer import load_layer_study, run_layer_study
-from pflnas.study.runner import default_out
-from pflnas.study.swap import load_swap_study, run_swap_study
+from pflnas.rundir import check_new, claim_new
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study",
-        help="run a grid of searches (spaces x strategies x settings x seeds), or a layer or swap study",
         description="Run every search of a study file; complete runs are skipped, interrupted ones resumed.",
     )
     p.add_argument("file", metavar="FILE.yaml", help="study file, e.g. experiments/studies/quick.yaml")
@@ -30,23 +27,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="replace a different study.yaml in --out; complete runs that still match are kept",
     )
     p.add_argument(
-        "--data-dir", metavar="DIR", help="passed to every search (else $PFLNAS_DATA, else the cache dir)"
+        "--data-dir",
+        metavar="DIR",
+        help="passed to every search (default: $PFLNAS_DATA, else the cache dir)",
     )
-    p.add_argument("--device", metavar="DEV", help="passed to every search: auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--device", metavar="DEV", help="passed to every search: auto, cpu, cuda or cuda:N (default: auto)"
+    )
     p.set_defaults(run=run)
 
 
+def _claim(out: Path, dry_run: bool) -> contextlib.AbstractContextManager:
+    """A study continues in its folder, so ``--out`` may hold a study pflnas wrote, never other files; the
+    folder is locked while the study runs (a dry run only checks it)."""
+    if dry_run:
+        check_new(out, "study", reuse=True)
+        return contextlib.nullcontext()
+    return claim_new(out, "study", reuse=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    from pflnas.study import StudyOptions, load_study, run_study  # torch loads with the study runners
+    from pflnas.study.layer import load_layer_study, run_layer_study
+    from pflnas.study.runner import default_out
+    from pflnas.study.swap import load_swap_study, run_swap_study
+
     data = read_yaml(args.file)
     if data.get("kind", "search") == "layer":  # retrain homogeneous networks (pflnas.study.layer)
         layer = load_layer_study(data, args.file)
         out = Path(args.out) if args.out else Path("runs") / f"study-{layer.name}"
-        return run_layer_study(layer, out, args.data_dir, args.device, args.dry_run, args.overwrite)
+        with _claim(out, args.dry_run):
+            return run_layer_study(layer, out, args.data_dir, args.device, args.dry_run, args.overwrite)
     if data.get("kind") == "swap":  # found networks vs single-choice counterfactuals (pflnas.study.swap)
         plan = load_swap_study(data, args.file)
         out = Path(args.out) if args.out else Path("runs") / f"study-{plan.study.name}"
         flags = dict(data_dir=args.data_dir, device=args.device, jobs=args.jobs)
-        return run_swap_study(plan, out, **flags, dry_run=args.dry_run, overwrite=args.overwrite)
+        with _claim(out, args.dry_run):
+            return run_swap_study(plan, out, **flags, dry_run=args.dry_run, overwrite=args.overwrite)
     study = load_study(args.file)
     jobs = study.jobs if args.jobs is None else args.jobs
     if jobs < 1:
@@ -65,4 +82,5 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         rerun=shlex.join(again),
     )
-    return run_study(study, options)
+    with _claim(out, args.dry_run):
+        return run_study(study, options)

@@ -31,6 +31,7 @@ from pflnas.multitrial.records import metrics_rows, write_pareto_csv, write_tria
 from pflnas.multitrial.runner import METRICS_ATTR, TrialsResult, run_trials
 from pflnas.multitrial.space import params_to_architecture
 from pflnas.multitrial.storage import redact
+from pflnas.rundir import hold
 from pflnas.train.device import resolve_device, set_determinism
 from pflnas.train.search import CONFIG, FOUND, METRICS, _git_commit, resolve_space
 from pflnas.utils_io import atomic_write_text
@@ -61,9 +62,13 @@ class MultiTrialRun:
         return os.path.expandvars(given) if given is not None else str(self.run_dir / JOURNAL)
 
     def run(self, resume: bool = False) -> Architecture:
-        cfg = self.cfg
+        """Run this worker's trials and write the run directory, holding its lock (:mod:`pflnas.rundir`)."""
         storage = self.storage  # a URL with a literal password is refused before anything is written
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with hold(self.run_dir, "search"):
+            return self._run(resume, storage)
+
+    def _run(self, resume: bool, storage: str) -> Architecture:
+        cfg = self.cfg
         if not resume:
             atomic_write_text(
                 self.run_dir / CONFIG,

@@ -25,6 +25,7 @@ from pflnas.arch.record import Architecture, save_architecture
 from pflnas.configs import build_config
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.models import resolve_network_config
+from pflnas.rundir import mark
 from pflnas.study.config import override_arg
 from pflnas.train.recipe import RetrainConfig, recipe_layer, validate_retrain_config
 from pflnas.utils_io import atomic_write_json, atomic_write_text
@@ -177,6 +178,8 @@ def _retrain(job: RetrainJob, status: str, run_dir: Path, retrain: RetrainSettin
     atomic_write_json(run_dir / RUN_RECORD, job.record)
     if not (run_dir / RETRAIN / "result.json").is_file():
         save_architecture(job.arch, run_dir / ARCH)
+        (run_dir / RETRAIN).mkdir(exist_ok=True)
+        mark(run_dir / RETRAIN, "retrain")  # the study made it: its retrain may replace what is there
         _run_logged(_retrain_cmd(retrain, job, run_dir, extra), run_dir / LOG)
 
 

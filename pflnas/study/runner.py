@@ -27,6 +27,7 @@ import yaml
 
 from pflnas.arch import load_architecture
 from pflnas.errors import ConfigError, PflnasError
+from pflnas.rundir import mark, user_entries
 from pflnas.study.config import StudyConfig, StudyRun, check_runs, run_search_args, space_label
 from pflnas.train.search import CHECKPOINT, CONFIG, FOUND, METRICS
 from pflnas.utils_io import atomic_write_json, atomic_write_text
@@ -115,7 +116,7 @@ def plan_run(run: StudyRun, run_dir: Path, search_args: list[str], overwrite: bo
     run.json differs, or is missing beside other files) is an error unless ``overwrite``."""
     search = [sys.executable, "-m", "pflnas", "search"]
     start = [*search, *search_args, "--out", str(run_dir), "--overwrite"]  # run.json is written first
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+    if not user_entries(run_dir):
         return PlannedRun(run, run_dir, "start", start)
     if _read_json(run_dir / RUN_RECORD) != run.record():
         if not overwrite:
@@ -139,7 +140,7 @@ def check_study_dir(study: StudyConfig, out: Path, overwrite: bool) -> None:
     """Refuse a directory that holds another study (or other files) unless ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    if overwrite or not out.is_dir() or not any(out.iterdir()):
+    if overwrite or not user_entries(out):  # the command has refused a folder pflnas did not write
         return
     path = out / STUDY_FILE
     if not path.is_file():
@@ -208,6 +209,7 @@ class _Active:
 
 def _launch(p: PlannedRun) -> _Active:
     p.run_dir.mkdir(parents=True, exist_ok=True)
+    mark(p.run_dir, "search")  # the study made it: its search may replace what is there (--overwrite)
     if p.replace:
         for name in (FOUND, CHECKPOINT, CONFIG, METRICS):
             (p.run_dir / name).unlink(missing_ok=True)

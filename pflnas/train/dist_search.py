@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.train.distributed import DistInfo
+from pflnas.utils_io import read_regular_bytes
 
 T = TypeVar("T")
 
@@ -249,9 +250,7 @@ class SearchSync:
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise PflnasError(f"checkpoint {path}: no such file")
-    return path.read_bytes()
+    return read_regular_bytes(path, "checkpoint")  # a FIFO or device there is one line, never a hang
 
 
 def _bn_buffers(model: nn.Module) -> list[Tensor]:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pflnas.utils_io import atomic_write_text
+from pflnas.utils_io import atomic_write_text, read_regular_text
 
 
 class MetricsLog:
@@ -21,10 +21,10 @@ class MetricsLog:
             os.fsync(fh.fileno())
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             return []
         rows = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in read_regular_text(self.path, "metrics log").splitlines():  # never a FIFO's hang
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from pflnas.configs import to_dict
 from pflnas.data.retrain import RetrainData, retrain_loaders
 from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.models import AuxOutput, NetworkConfig, build_from_config, resolve_network_config
+from pflnas.rundir import hold
 from pflnas.train.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
 from pflnas.train.device import memory_guard, rng_state, seed_everything, set_determinism, set_rng_state
 from pflnas.train.distributed import DistInfo, all_reduce_sum, gather_object
@@ -423,12 +425,20 @@ class RetrainRun:
         stop_after_saving("retrain", self.stop.signum or 0, where, self.run_dir, self.info.is_main)
 
     def run(self, resume: bool = False) -> dict[str, Any]:
+        """Train (or continue) and write result.json; rank 0 holds the run directory's lock throughout,
+        so no second process writes into it (:mod:`pflnas.rundir`)."""
+        if not self.info.is_main:  # under torchrun only rank 0 writes
+            return self._train(resume)
+        with hold(self.run_dir, "retrain"):
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict[str, Any]:
         self.setup()
-        if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and (self.run_dir / LAST).exists():
+        if resume and os.path.lexists(self.run_dir / LAST):  # a loop or broken link is named when loaded
             self.restore()
         elif self.info.is_main:
+            for stale in (RESULT, BEST):  # a replaced run's results never outlive it
+                (self.run_dir / stale).unlink(missing_ok=True)
             # arch.json first: config.yaml marks a run directory --resume accepts, so it must come last
             atomic_write_json(self.run_dir / "arch.json", self.arch.to_dict())
             atomic_write_text(

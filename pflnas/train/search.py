@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import platform
 import subprocess
 import time
@@ -27,6 +28,7 @@ from pflnas.configs import SearchConfig, to_dict
 from pflnas.data import BatchLoader, load_dataset, search_split
 from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.latency import LatencyTable, LatencyTerm, cached_table, load_table
+from pflnas.rundir import hold
 from pflnas.speed import SpeedConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import Supernet, build_supernet
@@ -385,15 +387,23 @@ class SearchRun:
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> Architecture:
-        main = self.info.is_main  # under torchrun only rank 0 writes
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Search (or continue a search) and write found.json; rank 0 holds the run directory's lock
+        throughout, so no second process writes into it (:mod:`pflnas.rundir`)."""
+        if not self.info.is_main:  # under torchrun only rank 0 writes
+            return self._search(resume)
+        with hold(self.run_dir, "search"):
+            return self._search(resume)
+
+    def _search(self, resume: bool) -> Architecture:
+        main = self.info.is_main
         self._setup()
         if self.cfg.latency.weight > 0:
             self.latency = self._latency_term(resume)
-        if resume and self.sync.from_main((self.run_dir / CHECKPOINT).exists):
+        # lexists: a symlink loop or broken link there is named when loaded, not taken for no checkpoint
+        if resume and self.sync.from_main(lambda: os.path.lexists(self.run_dir / CHECKPOINT)):
             self._restore()
         elif main:
+            (self.run_dir / FOUND).unlink(missing_ok=True)  # a replaced run's record never outlives it
             atomic_write_text(
                 self.run_dir / CONFIG,
                 yaml.safe_dump(
