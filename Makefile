@@ -15,7 +15,7 @@ export PFLNAS_CACHE ?= $(CURDIR)/.cache/pflnas
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,bench,postgres]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -437,10 +437,32 @@ def _check_latency(lat: LatencyConfig, strategy: str) -> None:
         )
 
 
+_PLACEHOLDER = re.compile(r"\$\{\w+\}|\$\w+")  # ${VAR} or $VAR, read from the environment when connecting
+_URL_SECRETS = (
+    re.compile(r"(?P<head>://[^:/?#@]*:)(?P<secret>[^/?#]*)@"),  # user:password@ (to the last @ of the host)
+    re.compile(r"(?P<head>[?&;]password=)(?P<secret>[^&;#]*)", re.IGNORECASE),  # ?password=... (libpq)
+)
+
+
+# a database scheme followed by anything but "://": read as a journal path, it would split the study silently
+_BROKEN_URL = re.compile(
+    r"(postgres(ql)?|mysql|mariadb|sqlite|redis|rediss|oracle|mssql)(\+\w+)?(:(?!//)|//)", re.I
+)
+
+
 def redact_url(url: str) -> str:
-    """``url`` without a literal password (``postgresql://user:secret@host`` -> ``postgresql://user:***@host``);
-    a ``${VAR}`` placeholder, read from the environment when connecting, is kept."""
-    return re.sub(r"(://[^:/@]+):(?!\$\{\w+\}@)[^@]*@", r"\1:***@", url)
+    """``url`` without a literal password, in the user part (``postgresql://user:secret@host`` ->
+    ``postgresql://user:***@host``) or the query (``?password=secret``); a ``${VAR}`` or ``$VAR``
+    placeholder is kept, so a URL that has one is left as it is."""
+
+    def hide(m: re.Match[str]) -> str:
+        secret = m["secret"]
+        kept = secret == "" or _PLACEHOLDER.fullmatch(secret)
+        return m.group(0) if kept else m["head"] + "***" + m.group(0)[len(m["head"]) + len(secret) :]
+
+    for pattern in _URL_SECRETS:
+        url = pattern.sub(hide, url)
+    return url
 
 
 def _check_trials(t: TrialsConfig, strategy: str) -> None:
@@ -465,6 +487,11 @@ def _check_trials(t: TrialsConfig, strategy: str) -> None:
             t.storage is None or redact_url(t.storage) == t.storage,
             "the storage URL holds a password, which pflnas will not write to config.yaml; put it in an "
             "environment variable instead, e.g. --storage 'postgresql://user:${PGPASSWORD}@host/db'",
+        ),
+        (
+            t.storage is None or not _BROKEN_URL.match(t.storage),
+            f"trials.storage {t.storage!r} looks like a database URL without '://' after its scheme; write "
+            "e.g. postgresql://user@host/db (a journal file path would keep the study on this machine)",
         ),
     ]
     objectives = t.objectives

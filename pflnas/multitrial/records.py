@@ -49,6 +49,7 @@ def _summary(t: TrialRecord, keys: Sequence[str]) -> dict[str, Any]:
         "duration_s": _num(t.duration_s, 3),
         "retry_of": "" if t.retry_of is None else t.retry_of,
         "parent": "" if t.parent is None else t.parent,
+        "worker": t.worker or "",
     }
 
 
@@ -61,7 +62,8 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def write_trials_csv(result: TrialsResult, path: Path) -> Path:
-    """Every trial: number, state, metrics, param-free share, op counts, retry/parent links, each choice."""
+    """Every trial: number, state, metrics, param-free share, op counts, retry/parent links, the worker
+    (``host:pid``) that ran it, each choice."""
     keys = _metric_keys(result)
     names = list(search_space(result.space))
     rows = [{**_summary(t, keys), **{n: t.params.get(n, "") for n in names}} for t in result.trials]
@@ -74,7 +76,10 @@ def write_pareto_csv(result: TrialsResult, path: Path) -> Path:
     keys = _metric_keys(result)
     best = result.best.number if result.best is not None else None
     rows = [{**_summary(t, keys), "chosen": int(t.number == best)} for t in result.pareto]
-    columns = ["number", "state", *keys, "param_free_share", "op_counts", "duration_s", "retry_of", "parent"]
+    columns = [
+        *("number", "state", *keys, "param_free_share", "op_counts", "duration_s", "retry_of", "parent"),
+        "worker",
+    ]
     return atomic_write_text(path, _csv(rows, [*columns, "chosen"]))
 
 

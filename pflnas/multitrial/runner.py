@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,6 +35,7 @@ from pflnas.multitrial.storage import open_storage, redact
 from pflnas.spaces.config import SpaceConfig
 
 METRICS_ATTR = "metrics"  # trial user attr: everything the evaluator returned
+WORKER_ATTR = "worker"  # trial user attr: "host:pid" of the worker that ran it (which machine, which process)
 STUDY_ATTR = "pflnas"  # study user attr: what the study searches (space, strategy, objectives)
 _logger = logging.getLogger(__name__)
 SELECTION_RULES = {  # how the chosen trial (found.json) is picked, by number of objectives
@@ -63,6 +66,7 @@ class TrialRecord:
     retry_of: int | None = None  # the original trial this one retries (its worker died)
     parent: int | None = None  # regularized evolution: the trial this one mutates
     duration_s: float | None = None
+    worker: str | None = None  # "host:pid" of the worker that ran it
 
     @property
     def complete(self) -> bool:
@@ -179,6 +183,7 @@ class _Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self.trial_id, self.taken_over = trial._trial_id, False
+        trial.set_user_attr(WORKER_ATTR, worker_name())
         try:
             arch = suggest_architecture(trial, self.space)
             metrics = {k: float(v) for k, v in self.evaluator(arch).items()}
@@ -301,7 +306,13 @@ def _record(t: FrozenTrial, space: SpaceConfig) -> TrialRecord:
         retry_of=int(retry_of) if retry_of is not None else None,
         parent=int(parent) if parent is not None else None,
         duration_s=duration,
+        worker=t.user_attrs.get(WORKER_ATTR),
     )
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, the worker of the trials it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _claim_study(
@@ -309,9 +320,12 @@ def _claim_study(
 ) -> None:
     """Tag a new study with what it searches; refuse to add trials of another search to an existing one."""
     mine = {"space": space.to_dict(), "strategy": strategy, "objectives": [o.name for o in objectives]}
+    # Trials first: a worker starting alongside may tag the study and start a trial between the two reads,
+    # and pflnas tags before its first trial, so trials without a tag read after them mean another program.
+    trials = study.get_trials(deepcopy=False)
     theirs = study.user_attrs.get(STUDY_ATTR)
     if theirs is None:
-        if study.get_trials(deepcopy=False):
+        if trials:
             raise ConfigError(
                 f"study {study.study_name!r} in {where} was not started by pflnas; choose another --study"
             )

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from pflnas.configs import redact_url
 from pflnas.errors import ConfigError
+from pflnas.multitrial.rdb import open_rdb_storage
 
 HEARTBEAT_ATTR = "pflnas:heartbeat"  # trial system attr: wall-clock time (s) of the worker's last heartbeat
 
@@ -85,7 +86,8 @@ def open_storage(
 
     ``None``: in memory (one process). A string with ``://``: ``redis://...`` is a Redis journal, anything
     else a SQLAlchemy URL for :class:`~optuna.storages.RDBStorage` (``sqlite:///f.db``,
-    ``postgresql://user@host/db``). Any other string is the path of a journal file, created if missing.
+    ``postgresql://user@host/db``; see :mod:`~pflnas.multitrial.rdb`). Any other string is the path of a
+    journal file, created if missing.
     With ``heartbeat_interval``, trials whose worker stops beating for ``grace_period`` seconds (default
     twice the interval) are failed and retried up to ``max_retry`` times (``None``: without limit).
     """
@@ -110,13 +112,7 @@ def open_storage(
             from optuna.storages.journal import JournalRedisBackend
 
             return HeartbeatJournalStorage(JournalRedisBackend(text), stale_trial_callback=retry, **heartbeat)
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            return RDBStorage(text, heartbeat_stale_trial_callback=retry, **heartbeat)
-        except (ImportError, ValueError, SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"cannot open trials.storage {redact(text)} ({reason})") from None
+        return open_rdb_storage(text, heartbeat_stale_trial_callback=retry, **heartbeat)
 
 
 def redact(url: str) -> str:
