@@ -213,8 +213,6 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     from pflnas.train.search import SearchRun
 
     info = init_distributed(cfg.run.device)  # under torchrun: this process's rank and device
-    if not args.resume:
-        _check_space_named(args)
     try:
         if not args.resume:  # rank 0 names, checks and claims the run directory; every rank gets its path
             run_dir = SearchSync(info).from_main(lambda: _new_run_dir(args, cfg, held))
