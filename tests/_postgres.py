@@ -97,7 +97,9 @@ def start_server() -> PostgresServer:
     if importlib.util.find_spec("psycopg") is None:
         raise Unavailable("the psycopg driver is not installed (pip install -e '.[postgres]')")
     binaries, user = find_binaries(), _server_user()
-    root = Path(tempfile.mkdtemp(prefix="pflnas-pg-"))  # short: a socket path has at most 107 bytes
+    # /tmp: a socket path has at most 107 bytes, and the server's user must reach the folder ($TMPDIR or
+    # pytest's folders may be private to root)
+    root = Path(tempfile.mkdtemp(prefix="pflnas-pg-", dir="/tmp" if os.path.isdir("/tmp") else None))
     as_user: dict = {}
     if user is not None:
         os.chown(root, user.pw_uid, user.pw_gid)
