@@ -293,3 +293,12 @@ def test_bad_storage_urls_are_refused_before_anything_runs(tmp_path, capsys, sto
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "secret" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_unreachable_database_fails_before_the_run_directory_is_written(tmp_path, capsys):
+    url = f"postgresql://u:${{{PASSWORD_VAR}}}@/db?host={tmp_path}"  # no server listens in tmp_path
+    args = ["search", "--space", "cell_v1", "--strategy", "random", "--storage", url, "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open trials.storage" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -30,7 +30,7 @@ from pflnas.multitrial.evaluator import TrainingEvaluator
 from pflnas.multitrial.records import metrics_rows, write_pareto_csv, write_trials_csv
 from pflnas.multitrial.runner import METRICS_ATTR, TrialsResult, run_trials
 from pflnas.multitrial.space import params_to_architecture
-from pflnas.multitrial.storage import redact
+from pflnas.multitrial.storage import open_storage, redact
 from pflnas.rundir import hold
 from pflnas.train.device import resolve_device, set_determinism
 from pflnas.train.search import CONFIG, FOUND, METRICS, _git_commit, resolve_space
@@ -64,6 +64,8 @@ class MultiTrialRun:
     def run(self, resume: bool = False) -> Architecture:
         """Run this worker's trials and write the run directory, holding its lock (:mod:`pflnas.rundir`)."""
         storage = self.storage  # a URL with a literal password is refused before anything is written
+        if "://" in storage:  # a database: reach it before writing files or loading data (a typo fails now)
+            open_storage(storage)
         with hold(self.run_dir, "search"):
             return self._run(resume, storage)
 
