@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from pflnas.errors import ConfigError
+from pflnas.names import name_hint
 from pflnas.parsing import MAX_YAML_BYTES, load_yaml, parse_yaml, parse_yaml_value  # noqa: F401 - re-exported
 
 
@@ -292,10 +293,12 @@ def list_presets() -> list[str]:
 
 
 def preset_path(name: str) -> Path:
-    path = Path(str(resources.files("pflnas.presets"))) / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
-    return path
+    names = list_presets()
+    if name not in names:  # also keeps a name like ../x from reaching outside the presets
+        raise ConfigError(
+            f"unknown preset {name!r}{name_hint(name, names)}; available presets: {', '.join(names)}"
+        )
+    return Path(str(resources.files("pflnas.presets"))) / f"{name}.yaml"
 
 
 def build_config(cls: type[T], layers: list[dict[str, Any]], overrides: list[str] = ()) -> T:  # type: ignore[assignment]

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from pflnas.errors import ConfigError
+from pflnas.names import name_hint
 from pflnas.ops import create_op, get_op
 from pflnas.profile import count_macs, count_parameters
 from pflnas.spaces.config import SpaceConfig
@@ -246,7 +247,7 @@ def check_ops(space: SpaceConfig, names: Sequence[str], what: str) -> None:
         zero = " ('none' is not benchmarked)" if any(get_op(n).is_zero for n in bad if n in space.ops) else ""
         raise ConfigError(
             f"{what}: unknown op{'s' * (len(bad) > 1)} {', '.join(bad)} for space {space.name!r}; "
-            f"its ops are {', '.join(ops)}{zero}"
+            f"its ops are {', '.join(ops)}{zero}{name_hint(bad[0], ops)}"
         )
 
 

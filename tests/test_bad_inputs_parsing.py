@@ -21,7 +21,7 @@ from pflnas.arch.derive import derive_architecture
 from pflnas.arch.record import load_architecture
 from pflnas.cli.main import main
 from pflnas.configs import SearchConfig, build_config, parse_override, parse_yaml, read_yaml
-from pflnas.errors import ArchitectureError, ConfigError
+from pflnas.errors import ArchitectureError, ConfigError, DataError
 from pflnas.parsing import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, parse_json
 
 
@@ -194,3 +194,71 @@ def test_found_json_duplicate_key_through_the_cli(tmp_path, capsys):
 def test_complete_records_and_records_without_probabilities_load(tmp_path, space):
     load_architecture(_edited(tmp_path, lambda d: None, space))
     load_architecture(_edited(tmp_path, lambda d: d.update(probabilities={}, param_free_share=None), space))
+
+
+# --- look-alike names -------------------------------------------------------------------------------------
+CYRILLIC = {"o": "\u043e", "a": "\u0430", "e": "\u0435", "c": "\u0441", "i": "\u0456"}  # print as Latin
+
+
+def _look_alike(name: str) -> str:
+    """``name`` with its first letter that has a Cyrillic twin swapped for the twin."""
+    i = next(i for i, ch in enumerate(name) if ch in CYRILLIC)
+    return name[:i] + CYRILLIC[name[i]] + name[i + 1 :]
+
+
+def _lookups() -> dict[str, tuple]:
+    from pflnas.arch.darts_genotype import architecture_from_genotype
+    from pflnas.configs import preset_path
+    from pflnas.data.specs import get_dataset_spec
+    from pflnas.ops import get_op
+    from pflnas.spaces import load_space
+    from pflnas.strategies.registry import check_strategy
+    from pflnas.train.recipe import recipe_layer
+
+    pairs = ", ".join(["('sep_conv_3x3', 0)"] * 8)
+    genotype = (
+        f"Genotype(normal=[{pairs}], normal_concat=range(2, 6), reduce=[{pairs}], reduce_concat=[2, 3, 4, 5])"
+    )
+    return {
+        "op": (get_op, "conv_3x3"),
+        "space": (load_space, "cell_v1"),
+        "space-op": (lambda n: tiny("cell_v1").replace(ops=(n,)), "conv_3x3"),
+        "recipe": (recipe_layer, "quick"),
+        "preset": (preset_path, "quick"),
+        "strategy": (check_strategy, "darts"),
+        "dataset": (get_dataset_spec, "cifar10"),
+        "genotype-op": (
+            lambda n: architecture_from_genotype(genotype.replace("sep_conv_3x3", n)),
+            "sep_conv_3x3",
+        ),
+    }
+
+
+@pytest.mark.parametrize("registry", sorted(_lookups()))
+def test_look_alike_names_are_pointed_out(registry):
+    lookup, valid = _lookups()[registry]
+    fake = _look_alike(valid)
+    with pytest.raises((KeyError, ConfigError, ArchitectureError, DataError)) as info:
+        lookup(fake)
+    message = str(info.value)
+    assert "non-ASCII character" in message and "U+04" in message, message
+    assert f"did you mean {valid!r}" in message, message
+
+
+def test_look_alike_op_in_a_found_json(tmp_path, capsys):
+    doc = _record()
+    op = doc["cells"][0]["edges"][0]["op"]
+    doc["cells"][0]["edges"][0]["op"] = _look_alike(op)
+    path = tmp_path / "found.json"
+    path.write_text(json.dumps(doc))
+    line = _one_line(capsys, ["arch", "validate", str(path)])
+    assert "non-ASCII character" in line and f"did you mean {op!r}" in line
+
+
+def test_name_hint_only_when_it_helps():
+    from pflnas.names import name_hint
+
+    assert name_hint("conv3x3", ["conv_3x3", "skip_connect"]) == " (did you mean 'conv_3x3'?)"
+    assert name_hint("zzzzzz", ["conv_3x3"]) == ""
+    assert "position 1 and 1 more" in name_hint("\u00e9\u00e9", ["conv_3x3"])
+    assert name_hint(3, ["conv_3x3"]) == ""

@@ -13,6 +13,7 @@ from typing import Any
 
 from pflnas.arch.record import Architecture, CellArch, Edge
 from pflnas.errors import ArchitectureError, ConfigError
+from pflnas.names import name_hint
 from pflnas.spaces.config import SpaceConfig, load_space
 
 GenotypeCells = tuple[list[tuple[str, int]], list[int], list[tuple[str, int]], list[int]]
@@ -131,7 +132,8 @@ def _cell(space: SpaceConfig, name: str, pairs: list[tuple[str, int]], concat: l
         node = _NODES[0] + k // 2
         if op not in space.ops:
             raise _fail(
-                f"{name}[{k}]: op {op!r} is not a candidate of space {space.name!r} ({', '.join(space.ops)})"
+                f"{name}[{k}]: op {op!r}{name_hint(op, space.ops)} is not a candidate of space "
+                f"{space.name!r} ({', '.join(space.ops)})"
             )
         if not 0 <= src < node:
             raise _fail(f"{name}[{k}]: input {src} of node {node} must be one of 0..{node - 1}")

@@ -12,6 +12,7 @@ from typing import Any
 
 from pflnas.arch.record import Architecture, BlockChoice, CellArch, Edge
 from pflnas.errors import ConfigError
+from pflnas.names import name_hint
 from pflnas.ops import get_op
 from pflnas.spaces.config import SpaceConfig
 
@@ -19,7 +20,8 @@ from pflnas.spaces.config import SpaceConfig
 def _check(space: SpaceConfig, op: str, what: str) -> None:
     if op not in space.ops:
         raise ConfigError(
-            f"{what} {op!r} is not a candidate of space {space.name!r} ({', '.join(space.ops)})"
+            f"{what} {op!r}{name_hint(op, space.ops)} is not a candidate of space {space.name!r} "
+            f"({', '.join(space.ops)})"
         )
     if get_op(op).is_zero:
         raise ConfigError(f"{what} {op!r} has no connection; pick an op that computes something")

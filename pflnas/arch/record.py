@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pflnas.errors import ArchitectureError, ConfigError
+from pflnas.names import name_hint
 from pflnas.ops import get_op, list_ops
 from pflnas.parsing import parse_json, read_capped_text
 from pflnas.spaces.config import SpaceConfig, list_spaces, load_space, space_from_dict
@@ -210,8 +211,7 @@ def validate_blocks(space: SpaceConfig, blocks: tuple[BlockChoice, ...]) -> None
         allowed = space.group_ops(name)
         if block.op not in allowed:
             if block.op not in space.ops:
-                hint = "" if block.op in list_ops() else " (not a registered op)"
-                why = f"is not a candidate of space {space.name!r}{hint}"
+                why = f"is not a candidate of space {space.name!r}{_op_hint(block.op, allowed)}"
             else:
                 why = f"cannot be placed at a stride-{space.type_stride(btype)} ({btype}) block"
             raise ArchitectureError(
@@ -219,14 +219,18 @@ def validate_blocks(space: SpaceConfig, blocks: tuple[BlockChoice, ...]) -> None
             )
 
 
+def _op_hint(op: str, candidates: tuple[str, ...]) -> str:
+    """Why ``op`` is no candidate when it is not even registered, with the closest candidate."""
+    return "" if op in list_ops() else f" (not a registered op){name_hint(op, candidates)}"
+
+
 def _validate_cell(space: SpaceConfig, cell: CellArch) -> None:
     nodes = set(space.node_ids())
     where = f"cell {cell.name!r}"
     for e in cell.edges:
         if e.op not in space.ops:
-            hint = "" if e.op in list_ops() else " (not a registered op)"
             raise ArchitectureError(
-                f"{where}: op {e.op!r}{hint} is not a candidate of space {space.name!r} "
+                f"{where}: op {e.op!r}{_op_hint(e.op, space.ops)} is not a candidate of space {space.name!r} "
                 f"({', '.join(space.ops)})"
             )
         if e.node not in nodes:

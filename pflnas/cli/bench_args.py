@@ -12,6 +12,7 @@ from pflnas.bench.zero_cost import ZeroCostConfig
 from pflnas.cli.cmd_search import flag_overrides
 from pflnas.configs import SearchConfig, build_config, preset_path, read_yaml, validate_search_config
 from pflnas.errors import ConfigError
+from pflnas.names import name_hint
 
 DEFAULT_PRESET = "quick"  # one-shot default budget: a CIFAR-10 subset of 800, 3 epochs, C=8 (minutes on CPU)
 ONESHOT_FLAGS = {"epochs": "run.epochs", "data_dir": "data.data_dir", "device": "run.device"}
@@ -92,7 +93,8 @@ def strategies(args: argparse.Namespace) -> list[str]:
         if name in REFUSED:
             raise ConfigError(REFUSED[name])
         if name not in known:
-            raise ConfigError(f"unknown strategy {name!r}; pflnas bench nb201 runs: {', '.join(known)}")
+            hint = name_hint(name, known)
+            raise ConfigError(f"unknown strategy {name!r}{hint}; pflnas bench nb201 runs: {', '.join(known)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"--strategy names a strategy twice: {', '.join(names)}")
     return names

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from pflnas.errors import DataError
+from pflnas.names import name_hint
 
 
 @dataclass(frozen=True)
@@ -80,4 +81,5 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+        hint = name_hint(name, DATASETS)
+        raise DataError(f"unknown dataset {name!r}{hint}; choose one of: {', '.join(DATASETS)}") from None

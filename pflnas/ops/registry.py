@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from pflnas.names import name_hint
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -140,7 +142,8 @@ def get_op(name: str) -> OpSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown op {name!r}; known ops: {', '.join(sorted(_REGISTRY))}") from None
+        hint = name_hint(name, _REGISTRY)
+        raise KeyError(f"unknown op {name!r}{hint}; known ops: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def list_ops(context: str | None = None) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pflnas.configs import load_yaml
 from pflnas.errors import ConfigError
+from pflnas.names import name_hint
 from pflnas.ops import get_op, list_ops
 from pflnas.spaces.skeletons import BlockSite, OpSite, Skeleton, parse_skeleton
 
@@ -67,7 +68,8 @@ class SpaceConfig:
         unknown = [op for op in self.ops if op not in list_ops()]
         if unknown:
             raise ConfigError(
-                f"space {self.name!r}: unknown op(s) {unknown}; registered ops are {', '.join(list_ops())}"
+                f"space {self.name!r}: unknown op(s) {unknown}{name_hint(unknown[0], list_ops())}; "
+                f"registered ops are {', '.join(list_ops())}"
             )
         context = self.context
         wrong = [op for op in self.ops if context not in get_op(op).contexts()]
@@ -330,7 +332,7 @@ def load_space(name_or_path: str | Path) -> SpaceConfig:
         path = _builtin_dir() / f"{text}.yaml"
         if not path.is_file():
             raise ConfigError(
-                f"unknown search space {text!r}; built-in spaces: {', '.join(list_spaces())} "
-                "(or give a YAML path)"
+                f"unknown search space {text!r}{name_hint(text, list_spaces())}; built-in spaces: "
+                f"{', '.join(list_spaces())} (or give a YAML path)"
             )
     return space_from_dict(load_yaml(path, "search space file"), str(path))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pflnas.errors import ConfigError
 from pflnas.lazy import LazyFactory
+from pflnas.names import name_hint
 
 if TYPE_CHECKING:
     from pflnas.configs import ArchOptimConfig
@@ -90,10 +91,17 @@ def describe_strategies() -> str:
     return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in strategy_kinds().items())
 
 
-def create_strategy(name: str, arch_optim: ArchOptimConfig) -> Strategy:
+def check_strategy(name: str) -> StrategyInfo:
+    """The registry entry of ``name``; an unknown name is one ConfigError line with the closest name."""
     info = _STRATEGIES.get(name)
     if info is None:
-        raise ConfigError(f"unknown strategy {name!r}; available: {describe_strategies()}")
+        hint = name_hint(name, _STRATEGIES)
+        raise ConfigError(f"unknown strategy {name!r}{hint}; available: {describe_strategies()}")
+    return info
+
+
+def create_strategy(name: str, arch_optim: ArchOptimConfig) -> Strategy:
+    info = check_strategy(name)
     if info.factory is None:
         raise ConfigError(
             f"{name!r} is a multi-trial strategy: run it with pflnas.multitrial, not a supernet"

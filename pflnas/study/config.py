@@ -29,6 +29,7 @@ from pflnas.configs import (
 )
 from pflnas.data.specs import get_dataset_spec
 from pflnas.errors import ConfigError, PflnasError
+from pflnas.names import name_hint
 from pflnas.strategies import list_strategies
 from pflnas.train.device import resolve_device
 from pflnas.train.search import resolve_space
@@ -157,8 +158,8 @@ def _check_shape(study: StudyConfig) -> None:
     for i, strategy in enumerate(grid.strategies):
         if strategy not in list_strategies():
             raise ConfigError(
-                f"grid.strategies[{i}]: unknown strategy {strategy!r}; "
-                f"available: {', '.join(list_strategies())}"
+                f"grid.strategies[{i}]: unknown strategy {strategy!r}{name_hint(strategy, list_strategies())}"
+                f"; a study runs the one-shot strategies {', '.join(list_strategies())}"
             )
     for i, seed in enumerate(grid.seeds):
         if seed < 0:
@@ -254,8 +255,10 @@ def search_config(args: list[str]) -> SearchConfig:
     validate_search_config(cfg)
     resolve_space(cfg)
     if cfg.strategy.name not in list_strategies():
+        name = cfg.strategy.name
         raise ConfigError(
-            f"unknown strategy {cfg.strategy.name!r}; available: {', '.join(list_strategies())}"
+            f"unknown strategy {name!r}{name_hint(name, list_strategies())}; a study runs the one-shot "
+            f"strategies {', '.join(list_strategies())}"
         )
     get_dataset_spec(cfg.data.dataset)
     resolve_device(cfg.run.device)

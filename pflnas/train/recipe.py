@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pflnas.configs import read_yaml
 from pflnas.errors import ConfigError
+from pflnas.names import name_hint
 
 AMP_MODES = ("bf16", "fp16", "none")
 SCHEDULES = ("cosine", "step", "exponential")
@@ -110,7 +111,8 @@ def recipe_layer(name_or_path: str) -> dict:
         path = recipes_dir() / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ConfigError(
-                f"unknown recipe {name_or_path!r}; available: {', '.join(list_recipes())} (or a YAML path)"
+                f"unknown recipe {name_or_path!r}{name_hint(name_or_path, list_recipes())}; available: "
+                f"{', '.join(list_recipes())} (or a YAML path)"
             )
     return read_yaml(path)
 
