@@ -8,6 +8,8 @@ Nothing here imports training code: the run directory is the whole interface.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +19,12 @@ import yaml
 
 from pflnas.arch.record import Architecture, load_architecture
 from pflnas.errors import PflnasError
+from pflnas.parsing import parse_json, parse_yaml
 from pflnas.spaces.config import SpaceConfig, space_from_dict
+from pflnas.utils_io import file_kind, open_regular
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "found.json")
+DAMAGED = "damaged:"  # how an issue naming a corrupt file (not a missing or unfinished one) begins
 
 
 class IncompleteRunWarning(UserWarning):
@@ -110,17 +115,17 @@ def load_run(path: str | Path, study: str = "") -> RunData:
     issues: list[str] = []
     config = _read_yaml(path / "config.yaml", issues)
     info = _read_json(path / "run.json", issues, required=False)
-    metrics, torn = read_metrics(path / "metrics.jsonl")
-    if not (path / "metrics.jsonl").is_file():
+    metrics, torn = read_metrics(path / "metrics.jsonl", issues)
+    if not os.path.lexists(path / "metrics.jsonl"):
         issues.append("no metrics.jsonl")
     if torn:
-        issues.append(f"metrics.jsonl has a torn or invalid line after epoch row {len(metrics)}")
+        issues.append(f"{DAMAGED} metrics.jsonl has a torn or invalid line after epoch row {len(metrics)}")
     arch = None
-    if (path / "found.json").is_file():
+    if os.path.lexists(path / "found.json"):
         try:
             arch = load_architecture(path / "found.json")
         except PflnasError as exc:
-            issues.append(f"found.json unreadable ({exc})")
+            issues.append(f"{DAMAGED} found.json unreadable ({exc})")
     else:
         issues.append("no found.json yet")
     want, unit = _get(config, "run", "epochs"), "epochs"
@@ -154,12 +159,14 @@ def load_run(path: str | Path, study: str = "") -> RunData:
     )
 
 
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """The rows of a metrics.jsonl up to the first torn/invalid line, and whether there was one."""
-    if not path.is_file():
+def read_metrics(path: Path, issues: list[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """The rows of a metrics.jsonl up to the first torn/invalid line, and whether there was one (a path
+    that is not a regular file gives no rows, and an issue naming what it is)."""
+    text = _text(path, [] if issues is None else issues)
+    if text is None:
         return [], False
     rows: list[dict[str, Any]] = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
@@ -189,26 +196,46 @@ def _get(mapping: dict[str, Any], section: str, key: str, default: Any = None) -
     return sub.get(key, default) if isinstance(sub, dict) else default
 
 
+def _text(path: Path, issues: list[str]) -> str | None:
+    """The UTF-8 text of ``path`` (undecodable bytes replaced), None when it is missing or is not a regular
+    file (a FIFO would block the report: the issue says what it is)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:  # a symlink loop or a broken link
+        issues.append(f"{DAMAGED} {path.name} cannot be read ({exc.strerror})")
+        return None
+    if not stat.S_ISREG(mode):
+        issues.append(f"{DAMAGED} {path.name} is {file_kind(mode)}, not a file")
+        return None
+    with open_regular(path, path.name) as fh:
+        return fh.read().decode("utf-8", errors="replace")
+
+
 def _read_yaml(path: Path, issues: list[str]) -> dict[str, Any]:
-    if not path.is_file():
-        issues.append("no config.yaml")
+    text = _text(path, issues)
+    if text is None:
+        if not os.path.lexists(path):
+            issues.append("no config.yaml")
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        issues.append(f"config.yaml unreadable ({str(exc).splitlines()[0]})")
+        data = parse_yaml(text, path.name)  # capped: a run's config.yaml may be anyone's
+    except (PflnasError, yaml.YAMLError) as exc:
+        issues.append(f"{DAMAGED} config.yaml unreadable ({str(exc).splitlines()[0]})")
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _read_json(path: Path, issues: list[str], required: bool) -> dict[str, Any]:
-    if not path.is_file():
-        if required:
+    text = _text(path, issues)
+    if text is None:
+        if required and not os.path.lexists(path):
             issues.append(f"no {path.name}")
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        issues.append(f"{path.name} unreadable ({exc})")
+        data = parse_json(text, path.name)
+    except PflnasError as exc:
+        issues.append(f"{DAMAGED} {path.name} unreadable ({exc})")
         return {}
     return data if isinstance(data, dict) else {}

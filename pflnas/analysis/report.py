@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,10 +18,11 @@ from pathlib import Path
 import markdown
 import pandas as pd
 import yaml
+from matplotlib import rc_context
 
 from pflnas.analysis.load import load_runs
 from pflnas.analysis.plots import plot_accuracy_vs_latency, plot_pareto
-from pflnas.analysis.report_parts import Writer, fmt, fmt_p, md_table
+from pflnas.analysis.report_parts import Writer, fmt, fmt_p, md_code_block, md_table, md_text
 from pflnas.analysis.search_report import build_markdown
 from pflnas.errors import PflnasError
 from pflnas.utils_io import atomic_write_text
@@ -49,18 +51,29 @@ th { background: #f3f3f3; } img { max-width: 100%; } code, pre { background: #f6
 """
 
 
+def markdown_to_html(text: str) -> str:
+    """HTML of the report's Markdown with raw HTML switched off: a tag in the text comes out as text, so
+    even a user string that escaped :func:`~pflnas.analysis.report_parts.md_text` cannot inject markup."""
+    md = markdown.Markdown(extensions=["tables", "fenced_code"])
+    md.preprocessors.deregister("html_block")
+    md.inlinePatterns.deregister("html")
+    return md.convert(text)
+
+
 def to_html(text: str, out: Path, title: str) -> str:
     """Render the Markdown as one self-contained HTML page (figures inlined as data URIs)."""
-    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+    body = markdown_to_html(text)
+    figures = {p.name for p in (out / "figures").glob("*.png")}
 
     def inline(match: re.Match[str]) -> str:
-        path = out / match.group(1)
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        if match.group(1) not in figures:  # only the report's own figures are read
+            return match.group(0)
+        data = base64.b64encode((out / "figures" / match.group(1)).read_bytes()).decode("ascii")
         return f'src="data:image/png;base64,{data}"'
 
-    body = re.sub(r'src="(figures/[^"]+\.png)"', inline, body)
+    body = re.sub(r'src="figures/([A-Za-z0-9_.-]+\.png)"', inline, body)
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{HTML_STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
 
@@ -77,6 +90,10 @@ def is_layer_study(path: Path) -> bool:
     return isinstance(data, dict) and data.get("kind") == "layer"
 
 
+def joined_paths(paths: Sequence[Path]) -> str:
+    return ", ".join(map(str, paths))
+
+
 def build_layer_markdown(sources: Sequence[Path], out: Path, title: str) -> tuple[str, _Writer, int]:
     """The report of layer studies: accuracy against measured latency and parameters, one row per network."""
     from pflnas import __version__
@@ -91,10 +108,10 @@ def build_layer_markdown(sources: Sequence[Path], out: Path, title: str) -> tupl
     rows = rows.sort_values(["space", "latency_ms"], na_position="last")
     w.csv(rows, "layer_results")
     lines = [
-        f"# {title}",
+        f"# {md_text(title)}",
         "",
         f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by pflnas {__version__}: "
-        f"{len(rows)} homogeneous network(s) retrained and profiled, from {', '.join(map(str, sources))}.",
+        f"{len(rows)} homogeneous network(s) retrained and profiled, from {md_text(joined_paths(sources))}.",
         "",
         "## Accuracy against measured latency and parameters",
         "",
@@ -120,11 +137,9 @@ def build_layer_markdown(sources: Sequence[Path], out: Path, title: str) -> tupl
     ]
     for src in sources:
         lines += [
-            f"## Study configuration ({src.name})",
+            f"## Study configuration ({md_text(src.name)})",
             "",
-            "```yaml",
-            (src / "study.yaml").read_text().rstrip(),
-            "```",
+            *md_code_block((src / "study.yaml").read_text(), "yaml"),
             "",
         ]
     lines += [
@@ -138,6 +153,7 @@ def build_layer_markdown(sources: Sequence[Path], out: Path, title: str) -> tupl
     return "\n".join(lines), w, len(rows)
 
 
+@rc_context({"text.parse_math": False})  # a "$" in a run name or title is text in a figure, not TeX
 def write_report(paths: Sequence[str | Path], out: str | Path, title: str | None = None) -> Report:
     """Load the runs under ``paths`` (run or study directories) and write ``report.md``, ``report.html``,
     ``figures/`` and ``tables/`` into ``out``. Every file is written atomically. Layer studies

@@ -17,7 +17,7 @@ import pandas as pd
 from pflnas.analysis.compare import compare, compare_verdict
 from pflnas.analysis.frames import choices_frame, summary_frame, trajectory_frame
 from pflnas.analysis.inference import holm
-from pflnas.analysis.load import RunData
+from pflnas.analysis.load import DAMAGED, RunData
 from pflnas.analysis.plots import (
     draw_architecture,
     plot_op_frequency,
@@ -26,7 +26,16 @@ from pflnas.analysis.plots import (
     plot_trajectories,
 )
 from pflnas.analysis.protocol import protocol_table
-from pflnas.analysis.report_parts import Writer, fmt, fmt_interval, fmt_p, md_table
+from pflnas.analysis.report_parts import (
+    Writer,
+    fmt,
+    fmt_interval,
+    fmt_p,
+    md_code,
+    md_code_block,
+    md_table,
+    md_text,
+)
 from pflnas.analysis.stats import chance_verdict, collapse_summary, share_table
 from pflnas.errors import PflnasError
 
@@ -270,9 +279,7 @@ def build_markdown(runs: list[RunData], out: Path, title: str, sources: Sequence
     w = Writer(out)
     complete = [r for r in runs if r.complete]
     if not complete:
-        raise PflnasError(
-            "no complete run to report on (every run lacks found.json or metrics); finish them first"
-        )
+        raise PflnasError(nothing_complete(runs))
     choices = choices_frame(complete)
     summary = summary_frame(runs)
     groups = ["strategy", *_varying(choices, ["space", "alpha_mode", "setting"], ["strategy"])]
@@ -288,10 +295,10 @@ def build_markdown(runs: list[RunData], out: Path, title: str, sources: Sequence
     protocol = protocol_table(complete, [g for g in groups if g != "space"] + ["space"])
     n_tests = sum(int(t[c].notna().sum()) for t, c, _ in family)
     lines = [
-        f"# {title}",
+        f"# {md_text(title)}",
         "",
         f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by pflnas {__version__} from "
-        f"{len(runs)} run(s) ({len(complete)} complete) in {', '.join(str(s) for s in sources)}. "
+        f"{len(runs)} run(s) ({len(complete)} complete) in {md_text(', '.join(str(s) for s in sources))}. "
         f"{n_tests} tests in this report, Holm-adjusted together.",
         "",
         "## Protocol",
@@ -336,9 +343,23 @@ def build_markdown(runs: list[RunData], out: Path, title: str, sources: Sequence
     lines += ["## Runs", "", _runs_md(summary, runs), ""]
     study = next((p / "study.yaml" for p in sources if (p / "study.yaml").is_file()), None)
     if study is not None:
-        lines += ["## Study configuration", "", "```yaml", study.read_text().rstrip(), "```", ""]
+        lines += ["## Study configuration", "", *md_code_block(study.read_text(), "yaml"), ""]
     lines += ["## Methods", "", METHODS, ""]
     return "\n".join(lines), w
+
+
+def nothing_complete(runs: list[RunData], shown: int = 3) -> str:
+    """Why there is no report: unfinished runs (finish them), or the damaged files, by name."""
+    found = [(r, [i.removeprefix(DAMAGED).strip() for i in r.issues if i.startswith(DAMAGED)]) for r in runs]
+    damaged = [(r, issues) for r, issues in found if issues]
+    if not damaged:
+        return "no complete run to report on (every run lacks found.json or metrics); finish them first"
+    names = "; ".join(f"{r.path}: {', '.join(issues)}" for r, issues in damaged[:shown])
+    more = f" (and {len(damaged) - shown} more runs)" if len(damaged) > shown else ""
+    return (
+        f"no complete run to report on; damaged files in {names}{more}: restore them from a copy, or "
+        "delete them and resume those runs (pflnas search --resume DIR rewrites found.json)"
+    )
 
 
 def _collapse_md(summary: pd.DataFrame, groups: list[str], w: Writer) -> list[str]:
@@ -358,7 +379,7 @@ def _collapse_md(summary: pd.DataFrame, groups: list[str], w: Writer) -> list[st
     )
     lines = ["## Collapse diagnostics (parameter-free skips only)", "", md_table(collapse, cols), ""]
     for _, row in summary[summary["collapse_flagged"]].iterrows():
-        lines.append(f"- `{row['run_id']}`: {'; '.join(row['collapse_reasons'])}")
+        lines.append(f"- {md_code(row['run_id'])}: {md_text('; '.join(row['collapse_reasons']))}")
     return [*lines, ""]
 
 
@@ -366,7 +387,7 @@ def _architectures_md(complete: list[RunData], w: Writer) -> list[str]:
     first = complete[0]
     trajectory = trajectory_frame([first])
     lines = [
-        f"## Architecture weights of `{first.run_id}`",
+        f"## Architecture weights of {md_code(first.run_id)}",
         "",
         w.figure(plot_trajectories(trajectory, first.run_id), "trajectories", "alpha trajectories"),
         "",
@@ -378,7 +399,7 @@ def _architectures_md(complete: list[RunData], w: Writer) -> list[str]:
         assert run.arch is not None
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run.run_id)
         lines += [
-            f"### `{run.run_id}`",
+            f"### {md_code(run.run_id)}",
             "",
             w.figure(draw_architecture(run.arch), f"arch_{safe}", run.run_id),
             "",

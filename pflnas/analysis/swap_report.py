@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from pflnas.analysis.figures import PARAM_FREE_ACCENT, TRAINABLE_ACCENT, new_figure
 from pflnas.analysis.inference import holm
 from pflnas.analysis.paired import Paired, paired_summary, verdict
-from pflnas.analysis.report import Report, to_html
-from pflnas.analysis.report_parts import Writer, fmt_p, md_table
+from pflnas.analysis.report import Report, joined_paths, to_html
+from pflnas.analysis.report_parts import Writer, fmt_p, md_code, md_code_block, md_table, md_text
 from pflnas.configs import build_config, read_yaml, to_dict
 from pflnas.errors import PflnasError
 from pflnas.train.recipe import RetrainConfig, recipe_layer
@@ -243,14 +243,16 @@ def _protocol(sources: Sequence[Path], runs: pd.DataFrame, study: dict[str, Any]
     d, sched = config.get("data", {}), config.get("schedule", {})
     retrain = study.get("retrain", {})
     images = f"a subset of {d['subset']:,} training images" if d.get("subset") else "the full training split"
+    t = md_text  # the recipe, its overrides and the study's values are the user's
     lines = [
-        f"- Recipe `{retrain.get('recipe')}` with overrides `{retrain.get('set') or {}}`: "
-        f"{sched.get('epochs')} epoch(s) on {images} of {d.get('dataset')} (the subset is drawn per seed), "
-        f"batch {d.get('batch_size')}, network C={net.get('init_channels')}, {net.get('layers')} "
-        f"layers, threads per retrain {config.get('run', {}).get('threads')}.",
-        f"- Seeds {study.get('seeds')}: the original and every counterfactual train with each seed (same "
+        f"- Recipe {md_code(retrain.get('recipe'))} with overrides {md_code(retrain.get('set') or {})}: "
+        f"{t(sched.get('epochs'))} epoch(s) on {images} of {t(d.get('dataset'))} (the subset is drawn per "
+        f"seed), batch {t(d.get('batch_size'))}, network C={t(net.get('init_channels'))}, "
+        f"{t(net.get('layers'))} layers, threads per retrain {t(config.get('run', {}).get('threads'))}.",
+        f"- Seeds {t(study.get('seeds'))}: the original and every counterfactual train with each seed (same "
         "training subset, data order and RNG seed), so each seed gives one paired difference.",
-        f"- Swaps: `{study.get('swaps')}`, at most {study.get('max_swaps') or 'all'} per architecture, "
+        f"- Swaps: {md_code(study.get('swaps'))}, at most {t(study.get('max_swaps') or 'all')} per "
+        "architecture, "
         "evenly spaced in network order. The replacement is the most probable op of the other family at that "
         "choice and stride in the found.json's final probabilities (the space's op order without them).",
         "- Accuracy: top-1 on the whole evaluation split (CIFAR: test, ImageNet: val) after the final "
@@ -323,10 +325,10 @@ def build_swap_markdown(sources: Sequence[Path], out: Path, title: str) -> tuple
     w.csv(pooled, "swap_pooled")
     study = read_yaml(sources[0] / "study.yaml")
     lines = [
-        f"# {title}",
+        f"# {md_text(title)}",
         "",
         f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by pflnas {__version__}: "
-        f"{len(runs)} retrained network(s), {len(summary)} swap(s), from {', '.join(map(str, sources))}.",
+        f"{len(runs)} retrained network(s), {len(summary)} swap(s), from {md_text(joined_paths(sources))}.",
         "",
         "## Protocol",
         "",
@@ -348,8 +350,8 @@ def build_swap_markdown(sources: Sequence[Path], out: Path, title: str) -> tuple
         "",
     ]
     for src in sources:
-        text = (src / "study.yaml").read_text().rstrip()
-        lines += [f"## Study configuration ({src.name})", "", "```yaml", text, "```", ""]
+        text = (src / "study.yaml").read_text()
+        lines += [f"## Study configuration ({md_text(src.name)})", "", *md_code_block(text, "yaml"), ""]
     lines += ["## Methods", "", METHODS, ""]
     return "\n".join(lines), w, len(runs)
 

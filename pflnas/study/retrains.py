@@ -11,6 +11,7 @@ latency is not disturbed by a concurrent retrain.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,10 +26,11 @@ from pflnas.arch.record import Architecture, save_architecture
 from pflnas.configs import build_config
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.models import resolve_network_config
+from pflnas.parsing import parse_json
 from pflnas.rundir import mark
 from pflnas.study.config import override_arg
 from pflnas.train.recipe import RetrainConfig, recipe_layer, validate_retrain_config
-from pflnas.utils_io import atomic_write_json, atomic_write_text
+from pflnas.utils_io import atomic_write_json, atomic_write_text, read_regular_text
 
 RUN_RECORD, ARCH, RETRAIN, PROFILE, LOG = "run.json", "arch.json", "retrain", "profile.json", "log.txt"
 # retrain keys a study may not set, and why
@@ -184,7 +186,7 @@ def _retrain(job: RetrainJob, status: str, run_dir: Path, retrain: RetrainSettin
 
 
 def _profile(job: RetrainJob, run_dir: Path, profile: ProfileSettings) -> dict[str, Any]:
-    result = json.loads((run_dir / RETRAIN / "result.json").read_text())
+    result = read_record(run_dir / RETRAIN / "result.json")
     cmd = _profile_cmd(profile, run_dir, result["network"], job.arch.space.is_block)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -255,22 +257,39 @@ def job_results(run_dir: Path) -> dict[str, Any] | None:
     """A complete run's numbers: final-epoch top-1/top-5 (never the best epoch), epochs, seed, params,
     MACs, latency (median ms at batch 1) and throughput; None when the run is not complete."""
     result_path, profile_path = run_dir / RETRAIN / "result.json", run_dir / PROFILE
-    if not (result_path.is_file() and profile_path.is_file()):
+    if not (os.path.lexists(result_path) and os.path.lexists(profile_path)):
         return None
-    result = json.loads(result_path.read_text())
-    prof = json.loads(profile_path.read_text())
+    result, prof = read_record(result_path), read_record(profile_path)
     try:
         record = json.loads((run_dir / RUN_RECORD).read_text())
     except (OSError, ValueError):
         record = {}
-    return {
-        "name": run_dir.name,
-        "seed": record.get("seed", result.get("seed")),
-        "top1": result["top1"],
-        "top5": result.get("top5"),
-        "epochs": result["epochs"],
-        "params": prof["params"],
-        "macs": prof["macs"],
-        "latency_ms": prof.get("latency", {}).get("median_ms"),
-        "throughput": prof.get("throughput", {}).get("images_per_s"),
-    }
+    try:
+        return {
+            "name": run_dir.name,
+            "seed": record.get("seed", result.get("seed")),
+            "top1": result["top1"],
+            "top5": result.get("top5"),
+            "epochs": result["epochs"],
+            "params": prof["params"],
+            "macs": prof["macs"],
+            "latency_ms": prof.get("latency", {}).get("median_ms"),
+            "throughput": prof.get("throughput", {}).get("images_per_s"),
+        }
+    except (KeyError, AttributeError) as exc:
+        raise PflnasError(f"{result_path} or {profile_path} is damaged (no {exc}); {_REDO}") from None
+
+
+_REDO = "delete it and re-run the study to redo that run"
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A finished run's JSON record (result.json, profile.json); a damaged one (cut short, not JSON, not a
+    regular file) is one line naming it and what to do, never a traceback in the report."""
+    try:
+        data = parse_json(read_regular_text(path, "record"), str(path))
+    except PflnasError as exc:
+        raise PflnasError(f"{exc} (damaged); {_REDO}") from None
+    if not isinstance(data, dict):
+        raise PflnasError(f"{path} is damaged (not a JSON object); {_REDO}")
+    return data
