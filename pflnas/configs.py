@@ -11,6 +11,8 @@ import math
 import re
 import types
 import typing
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -314,6 +316,44 @@ def build_config(cls: type[T], layers: list[dict[str, Any]], overrides: list[str
     return from_dict(cls, merged)
 
 
+# A grid is a product: a few short lists can ask for millions of runs. Far above any real study (the paper
+# study has 160), low enough that planning and checking one stays instant.
+MAX_RUNS = 10_000
+
+
+def check_list(key: str, values: Sequence[Any]) -> None:
+    """``values`` is non-empty and lists each value once (a set: linear, however long the list)."""
+    if not values:
+        raise ConfigError(f"{key} is empty; list at least one")
+    counts = Counter(values)
+    if len(counts) < len(values):
+        repeated = sorted(str(v) for v, n in counts.items() if n > 1)
+        shown = ", ".join(repeated[:5]) + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
+        raise ConfigError(f"{key} repeats {shown}; list each once")
+
+
+def check_grid_size(what: str, **axes: int) -> None:
+    """Refuse a grid of more than :data:`MAX_RUNS` ``what`` before a single one is built."""
+    total = math.prod(axes.values())
+    if total > MAX_RUNS:
+        sizes = " x ".join(f"{n:,} {axis.replace('_', ' ')}" for axis, n in axes.items())
+        raise ConfigError(
+            f"the grid has {total:,} {what} ({sizes}), over the cap of {MAX_RUNS:,} {what} at once; "
+            "split it into smaller grids"
+        )
+
+
+# OpenMP dies creating a thread pool of 100000; more threads than a few per core only slow a run down, and
+# no machine pflnas runs on has more than a few hundred cores. A fixed cap keeps config.yaml portable.
+MAX_THREADS = 1024
+
+
+def threads_check(key: str, threads: int | None) -> tuple[bool, str]:
+    """``(ok, message)`` for a CPU thread count: null (torch's default) or 1..MAX_THREADS."""
+    ok = threads is None or 1 <= threads <= MAX_THREADS
+    return ok, f"{key} must be >= 1 and at most {MAX_THREADS} (or null: torch's default), got {threads}"
+
+
 def validate_search_config(cfg: SearchConfig) -> None:
     """Range checks that types alone cannot express."""
     checks = [
@@ -344,7 +384,7 @@ def validate_search_config(cfg: SearchConfig) -> None:
             f"data.eval_limit must be >= 1 or null (the whole held-out split), got {cfg.data.eval_limit}",
         ),
         (0 <= cfg.run.seed < 2**63, f"run.seed must be in [0, 2**63), got {cfg.run.seed}"),
-        (cfg.run.threads is None or cfg.run.threads >= 1, f"run.threads must be >= 1, got {cfg.run.threads}"),
+        threads_check("run.threads", cfg.run.threads),
         (
             cfg.run.nonfinite in ("stop", "skip"),
             f"run.nonfinite must be stop or skip, got {cfg.run.nonfinite!r}",

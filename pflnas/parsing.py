@@ -20,8 +20,10 @@ import yaml
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.utils_io import open_regular
 
-MAX_YAML_BYTES = 256 * 1024  # configs, recipes, spaces and studies are a few kilobytes
-MAX_YAML_VALUES = 100_000  # values after expanding every alias; a real config has a few hundred
+# Configs, recipes, spaces and studies are a few kilobytes and a few hundred values; the caps leave room for a
+# long seed list and keep the worst accepted file to about a second of parsing.
+MAX_YAML_BYTES = 1024 * 1024
+MAX_YAML_VALUES = 200_000  # values after expanding every alias (each alias counted at every use)
 MAX_YAML_DEPTH = 64  # nesting levels; a real config has four
 
 _YamlBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml parses ~5x faster when built
@@ -86,8 +88,8 @@ def check_yaml_graph(root: yaml.Node) -> None:
             depth = 1 + max((d for _, d in below), default=0)
             if values > MAX_YAML_VALUES:
                 raise YamlLimitError(
-                    f"its aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?); "
-                    "write the values out instead"
+                    f"it holds more than {MAX_YAML_VALUES:,} values, counting each alias at every "
+                    "use (an alias bomb?); write out fewer values"
                 )
             if depth > MAX_YAML_DEPTH:
                 raise YamlLimitError(f"nested more than {MAX_YAML_DEPTH} levels deep; flatten it")

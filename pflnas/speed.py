@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from pflnas.configs import threads_check
 from pflnas.errors import ConfigError
 from pflnas.options import SPEED_BATCH_SIZE, SPEED_REPEATS, SPEED_WARMUP
 
@@ -74,6 +75,9 @@ class SpeedConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         for name in ("batch_size", "repeats", "threads"):
             _check_int(name, getattr(self, name), minimum=1)
+        ok, message = threads_check("threads", self.threads)
+        if not ok:
+            raise ConfigError(message)
         _check_int("warmup", self.warmup, minimum=0)
         check_device(self.device)
 

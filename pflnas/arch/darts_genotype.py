@@ -21,6 +21,7 @@ GenotypeCells = tuple[list[tuple[str, int]], list[int], list[tuple[str, int]], l
 _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 _NODES = range(2, 6)  # DARTS cells: inputs 0, 1; intermediate nodes 2..5
 _MAX_CHARS = 100_000
+_MAX_NODE_ID = 1_000  # far above any cell's node ids, far below what range() can count
 
 
 def _fail(message: str) -> ArchitectureError:
@@ -28,10 +29,12 @@ def _fail(message: str) -> ArchitectureError:
 
 
 def _int(node: ast.AST, where: str) -> int:
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_int(node.operand, where)
+    """An integer literal, possibly negated (a loop, not recursion: ``- - - 1`` may nest deeply)."""
+    sign, inner = 1, node
+    while isinstance(inner, ast.UnaryOp) and isinstance(inner.op, ast.USub):
+        sign, inner = -sign, inner.operand
+    if isinstance(inner, ast.Constant) and type(inner.value) is int:
+        return sign * inner.value
     raise _fail(f"{where} must be an integer literal, got {_describe(node)}")
 
 
@@ -71,6 +74,8 @@ def _concat(node: ast.AST, field: str) -> list[int]:
         args = [_int(a, f"{field}: range arguments") for a in node.args]
         if len(args) == 3 and args[2] == 0:
             raise _fail(f"{field}: range step must not be zero")
+        if any(abs(a) > _MAX_NODE_ID for a in args):  # len(range(0, 10**30)) overflows
+            raise _fail(f"{field} is {_describe(node)}; DARTS cells have nodes {_NODES[0]}..{_NODES[-1]}")
         nodes = range(*args)
         if len(nodes) > 2 * len(_NODES):
             raise _fail(f"{field} is {_describe(node)}, far more nodes than a DARTS cell has")

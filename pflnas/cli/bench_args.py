@@ -10,7 +10,14 @@ from pflnas.bench.runner import MULTI_TRIAL, REFUSED
 from pflnas.bench.selection import DEFAULT_SELECTION, SELECTIONS, ProxyConfig, SelectionSpec
 from pflnas.bench.zero_cost import ZeroCostConfig
 from pflnas.cli.cmd_search import flag_overrides
-from pflnas.configs import SearchConfig, build_config, preset_path, read_yaml, validate_search_config
+from pflnas.configs import (
+    SearchConfig,
+    build_config,
+    check_grid_size,
+    preset_path,
+    read_yaml,
+    validate_search_config,
+)
 from pflnas.errors import ConfigError
 from pflnas.names import name_hint
 
@@ -183,6 +190,12 @@ def check_counts(args: argparse.Namespace) -> None:
         value = getattr(args, dest)
         if value is not None and value < least.get(dest, 1):
             raise ConfigError(f"{_flag(dest)} must be >= {least.get(dest, 1)}, got {value}")
+    if args.sample_size is not None and args.population is not None and args.sample_size > args.population:
+        raise ConfigError(
+            f"--sample-size {args.sample_size} is larger than --population {args.population}: a tournament "
+            "samples from the population; lower --sample-size or raise --population"
+        )
+    check_grid_size("searches", seeds=args.seeds or 1, strategies=max(1, len(args.strategy or ())))
 
 
 def oneshot_config(args: argparse.Namespace, strategy: str, seed: int) -> SearchConfig:

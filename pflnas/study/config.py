@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from pflnas.cli import cmd_search
 from pflnas.configs import (
     SearchConfig,
     build_config,
+    check_grid_size,
+    check_list,
     from_dict,
     parse_override,
     preset_path,
@@ -141,19 +144,23 @@ def _check_shape(study: StudyConfig) -> None:
         preset_path(study.search.preset)
     grid = study.grid
     for key, values in (("spaces", grid.spaces), ("strategies", grid.strategies), ("seeds", grid.seeds)):
-        if not values:
-            raise ConfigError(f"grid.{key} is empty; list at least one")
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
-        if repeated:
-            raise ConfigError(f"grid.{key} repeats {', '.join(repeated)}; list each once")
-    labels = [space_label(s) for s in grid.spaces]
-    for i, (space, label) in enumerate(zip(grid.spaces, labels)):
+        check_list(f"grid.{key}", values)
+    check_grid_size(
+        "runs",
+        spaces=len(grid.spaces),
+        strategies=len(grid.strategies),
+        settings=len(grid.settings),
+        seeds=len(grid.seeds),
+    )
+    labels = Counter(space_label(s) for s in grid.spaces)
+    for i, space in enumerate(grid.spaces):
+        label = space_label(space)
         if not _NAME.match(label):
             raise ConfigError(
                 f"grid.spaces[{i}] {space!r}: a space name may hold only letters, digits and '_' "
                 "(it is part of the run ids); rename the space"
             )
-        if labels.count(label) > 1:
+        if labels[label] > 1:
             raise ConfigError(f"grid.spaces: two spaces are both named {label!r}; rename one of the files")
     for i, strategy in enumerate(grid.strategies):
         if strategy not in list_strategies():
@@ -162,8 +169,8 @@ def _check_shape(study: StudyConfig) -> None:
                 f"; a study runs the one-shot strategies {', '.join(list_strategies())}"
             )
     for i, seed in enumerate(grid.seeds):
-        if seed < 0:
-            raise ConfigError(f"grid.seeds[{i}] must be >= 0, got {seed}")
+        if not 0 <= seed < 2**63:
+            raise ConfigError(f"grid.seeds[{i}] must be >= 0 and < 2**63, got {seed}")
     if not grid.settings:
         raise ConfigError("grid.settings is empty; leave it out for one setting without overrides")
     _check_overrides("search.set", study.search.set)
@@ -297,5 +304,10 @@ def check_runs(
     check("search.set", space0, strategy0, seed0, study.search.set)
     for name in grid.settings:
         check(f"grid.settings.{name}", space0, strategy0, seed0, study.overrides(name))
+    # a run's config depends on its seed only through run.seed (range-checked with the grid), so one check
+    # per space x strategy x setting covers every run
+    checked: set[tuple[str, str, str]] = set()
     for run in runs:
-        check(f"run {run.run_id}", run.space, run.strategy, run.seed, run.overrides)
+        if (run.space, run.strategy, run.setting) not in checked:
+            checked.add((run.space, run.strategy, run.setting))
+            check(f"run {run.run_id}", run.space, run.strategy, run.seed, run.overrides)

@@ -28,7 +28,7 @@ import yaml
 
 from pflnas.arch.homogeneous import homogeneous_architecture
 from pflnas.arch.record import load_architecture
-from pflnas.configs import from_dict, to_dict
+from pflnas.configs import check_grid_size, from_dict, to_dict
 from pflnas.errors import ConfigError
 from pflnas.spaces import load_space
 from pflnas.study.retrains import (
@@ -97,6 +97,11 @@ def load_layer_study(data: dict[str, Any], origin: str) -> LayerStudy:
         raise ConfigError(f"{origin}: kind must be 'layer' here, got {study.kind!r}")
     if not study.grid.ops or not study.grid.spaces or not study.grid.seeds:
         raise ConfigError(f"{origin}: grid.spaces, grid.ops and grid.seeds must be non-empty lists")
+    g = study.grid
+    try:
+        check_grid_size("retrains", spaces=len(g.spaces), ops=len(g.ops), seeds=len(g.seeds))
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     # every architecture must exist, and build with the recipe, before anything trains
     check_settings(study.retrain, study.profile, [job.arch for job in study.jobs()], origin)
     return study

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import yaml
 
 from pflnas.arch.counterfactual import SWAP_KINDS, Swap, apply_swap, possible_swaps, select_swaps
 from pflnas.arch.record import Architecture, load_architecture
-from pflnas.configs import from_dict, to_dict
+from pflnas.configs import check_grid_size, from_dict, to_dict
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.study.retrains import (
     ARCH,
@@ -174,9 +175,13 @@ def load_swap_study(data: dict[str, Any], origin: str) -> SwapPlan:
     if study.jobs < 1:
         raise ConfigError(f"{origin}: jobs must be >= 1, got {study.jobs}")
     files = _arch_files(study.archs, Path(origin).parent, origin)
+    try:  # each found.json is retrained at least once per seed, beside its swaps
+        check_grid_size("retrains", found_json_files=len(files), seeds=len(study.seeds))
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     archs = tuple(_load_arch(path, study, origin) for path in files)
-    labels = [a.label for a in archs]
-    twice = sorted({x for x in labels if labels.count(x) > 1})
+    labels = Counter(a.label for a in archs)
+    twice = sorted(x for x, n in labels.items() if n > 1)
     if twice:
         raise ConfigError(
             f"{origin}: two found.json files are both named {twice[0]!r} (a file's stem, or its folder's "

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from pflnas.configs import read_yaml
+from pflnas.configs import read_yaml, threads_check
 from pflnas.errors import ConfigError
 from pflnas.names import name_hint
 
@@ -154,7 +154,7 @@ def validate_retrain_config(cfg: RetrainConfig) -> None:
         ),
         (r.accumulation >= 1, f"run.accumulation must be >= 1, got {r.accumulation}"),
         (0 <= r.seed < 2**63, f"run.seed must be in [0, 2**63), got {r.seed}"),
-        (r.threads is None or r.threads >= 1, f"run.threads must be >= 1, got {r.threads}"),
+        threads_check("run.threads", r.threads),
         (0 < r.ema_decay < 1, f"run.ema_decay must be in (0, 1), got {r.ema_decay}"),
         (r.checkpoint_every is None or r.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
         (r.nonfinite in ("stop", "skip"), f"run.nonfinite must be stop or skip, got {r.nonfinite!r}"),
