@@ -41,7 +41,7 @@ __all__ = ["DEFAULT_PRESET", "add_parser", "run_nb201"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="score search strategies against ground truth (NAS-Bench-201)")
+    p = sub.add_parser("bench")
     benches = p.add_subparsers(dest="bench", metavar="BENCH")
     benches.required = True
     nb = benches.add_parser(

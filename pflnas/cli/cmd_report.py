@@ -11,14 +11,14 @@ from pflnas.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report", help="write a Markdown + HTML report (tables, CIs, figures) of runs or a study"
-    )
+    p = sub.add_parser("report")
     p.add_argument(
         "dirs", nargs="+", type=Path, metavar="DIR", help="study directories and/or run directories"
     )
-    p.add_argument("--out", type=Path, help="report directory (default: DIR/report for one DIR)")
-    p.add_argument("--title", help="report title")
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="report directory (default: DIR/report for one DIR)"
+    )
+    p.add_argument("--title", help="report title (default: 'pflnas report: ' and the folders' names)")
     p.set_defaults(run=run)
 
 

@@ -12,10 +12,10 @@ from pflnas.arch.record import load_architecture
 from pflnas.cli.cmd_search import flag_overrides
 from pflnas.configs import build_config, read_yaml
 from pflnas.errors import ConfigError
+from pflnas.options import DATASET_PRESETS
 from pflnas.rundir import check_new, check_resume, claim_new, claim_resume
-from pflnas.train.distributed import init_distributed, shutdown
+from pflnas.train.layout import CONFIG
 from pflnas.train.recipe import RetrainConfig, list_recipes, recipe_layer, validate_retrain_config
-from pflnas.train.retrain import CONFIG, RetrainRun
 
 FLAG_KEYS = {
     "dataset": "data.dataset",
@@ -32,22 +32,41 @@ RUN_FILES = f"{CONFIG} with a network section beside arch.json"  # a retrain run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("retrain", help="retrain a found architecture under a recipe (torchrun for many GPUs)")
-    p.add_argument("--arch", help="found.json (or any pflnas architecture file)")
-    p.add_argument("--recipe", help=f"recipe name ({', '.join(list_recipes())}) or YAML path")
-    p.add_argument("--dataset", help="cifar10, fashion-mnist or imagenet")
-    p.add_argument("--data-dir")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch size (all processes)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--device", help="auto, cpu, cuda")
-    p.add_argument("--amp", choices=["bf16", "fp16", "none"], help="default: bf16 on GPU, none on CPU")
-    p.add_argument("--channels-last", action="store_const", const=True)
+    p = sub.add_parser("retrain", epilog="'pflnas list recipes' says what each recipe is")
+    p.add_argument(
+        "--arch",
+        metavar="FILE",
+        help="required (unless --resume): found.json, or any pflnas architecture file",
+    )
+    p.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help=f"recipe name ({', '.join(list_recipes())}) or YAML path (default: cifar10_darts, "
+        "imagenet_darts_mobile with --dataset imagenet)",
+    )
+    p.add_argument("--dataset", help=f"{', '.join(DATASET_PRESETS)} (default: the recipe's)")
+    p.add_argument(
+        "--data-dir", metavar="DIR", help="where the dataset is (default: $PFLNAS_DATA, else the cache dir)"
+    )
+    p.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: the recipe's)")
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help="global batch size, all processes (default: the recipe's)"
+    )
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument(
+        "--amp", choices=["bf16", "fp16", "none"], help="default: the recipe's, else bf16 on GPU, none on CPU"
+    )
+    p.add_argument("--channels-last", action="store_const", const=True, help="channels-last memory format")
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
-    p.add_argument("--out", help="run directory (default: runs/retrain-<arch>-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out directory")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. optim.lr=0.05")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/retrain-<arch>-<time>)")
+    p.add_argument(
+        "--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (default: none)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the pflnas retrain run already in --out")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, e.g. optim.lr=0.05"
+    )
     p.set_defaults(run=run)
 
 
@@ -109,6 +128,9 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             held.enter_context(claim_new(run_dir, "retrain", reuse=args.overwrite, again="--resume"))
         else:
             check_new(run_dir, "retrain", reuse=args.overwrite, again="--resume")
+    from pflnas.train.distributed import init_distributed, shutdown  # torch loads once the flags are checked
+    from pflnas.train.retrain import RetrainRun
+
     info = init_distributed(cfg.run.device)
     try:
         result = RetrainRun(cfg, arch, run_dir, info).run(resume=bool(args.resume))

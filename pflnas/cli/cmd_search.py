@@ -24,7 +24,7 @@ from pflnas.errors import ConfigError
 from pflnas.rundir import check_resume, claim_new, claim_resume
 from pflnas.spaces import list_spaces
 from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies, list_strategies
-from pflnas.train.search_layout import CONFIG, FOUND, METRICS, resolve_space
+from pflnas.train.layout import CONFIG, FOUND, METRICS, resolve_space
 
 # CLI flag -> config key; a flag left unset does not override the config
 FLAG_KEYS = {

@@ -56,7 +56,7 @@ COMMANDS = {
         "pflnas.cli.cmd_report",
         "write a Markdown + HTML report (tables, CIs, figures) of runs or a study",
     ),
-    "bench": ("pflnas.cli.cmd_bench", "benchmark strategies against ground truth (NAS-Bench-201)"),
+    "bench": ("pflnas.cli.cmd_bench", "score search strategies against ground truth (NAS-Bench-201)"),
 }
 
 
@@ -70,7 +70,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             return text
         if action.nargs == 0:  # a switch: store_true, store_const
             return f"{text} (default: off)".strip()
-        if action.default is None or action.default == []:
+        if action.default == []:  # a repeatable flag given no times
+            return f"{text} (default: none)".strip()
+        if action.default is None:
             return text  # the help must say it (tests check every flag)
         return f"{text} (default: %(default)s)".strip()
 

@@ -34,12 +34,11 @@ from pflnas.train.checkpoint import load_checkpoint, remove_stale_temp_files, sa
 from pflnas.train.device import memory_guard, rng_state, seed_everything, set_determinism, set_rng_state
 from pflnas.train.distributed import DistInfo, all_reduce_sum, gather_object
 from pflnas.train.guard import FiniteGuard, total_norm
+from pflnas.train.layout import BEST, CONFIG, LAST, METRICS, RESULT
 from pflnas.train.metrics import MetricsLog
 from pflnas.train.recipe import RetrainConfig
 from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.utils_io import atomic_write_json, atomic_write_text
-
-LAST, BEST, CONFIG, METRICS, RESULT = "last.pt", "best.pt", "config.yaml", "metrics.jsonl", "result.json"
 
 
 def amp_dtype(cfg: RetrainConfig, device: torch.device) -> torch.dtype | None:

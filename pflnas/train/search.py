@@ -46,8 +46,7 @@ from pflnas.train.dist_search import AlphaDump, SearchSync, check_global_batch
 from pflnas.train.distributed import DistInfo
 from pflnas.train.graph_step import GraphedStep
 from pflnas.train.guard import FiniteGuard, SkipBatch, total_norm
-from pflnas.train.metrics import MetricsLog
-from pflnas.train.search_layout import (  # the run's files, the resolved space: no torch there
+from pflnas.train.layout import (  # the run's files, the resolved space: no torch there
     CHECKPOINT,
     CONFIG,
     EVOLUTION,
@@ -56,6 +55,7 @@ from pflnas.train.search_layout import (  # the run's files, the resolved space:
     METRICS,
     resolve_space,
 )
+from pflnas.train.metrics import MetricsLog
 from pflnas.train.search_step import SearchStep
 from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.train.subnet_eval import SubnetEvaluator
