@@ -41,7 +41,8 @@ def add_nb201_arguments(nb: argparse.ArgumentParser) -> None:
     nb.add_argument(
         "--strategy",
         action="append",
-        help="strategy name; repeat or comma-separate for several (evolution, random, darts, gdas, ...)",
+        help="strategy name; repeat or comma-separate for several (evolution, random, darts, gdas, ...; "
+        "default: none, so give one unless --op-wins or --zero-cost-quality)",
     )
     nb.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per strategy (default 10)")
     nb.add_argument("--queries", type=int, help="multi-trial: cells queried per seed (default 100)")
@@ -72,7 +73,7 @@ def add_nb201_arguments(nb: argparse.ArgumentParser) -> None:
         "contexts, and the parameter-free share of the accuracy-vs-parameters Pareto front (JSON, Markdown, "
         "figures in --out)",
     )
-    nb.add_argument("--epochs", type=int, help="one-shot: search epochs per seed")
+    nb.add_argument("--epochs", type=int, help="one-shot: search epochs per seed (default: the preset's)")
     nb.add_argument("--preset", help=f"one-shot: search preset (default {DEFAULT_PRESET})")
     nb.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="one-shot: search config override"
@@ -84,8 +85,8 @@ def add_nb201_arguments(nb: argparse.ArgumentParser) -> None:
         help="seeds run at once in separate processes (default 1): one-shot searches, and zero-cost or "
         "proxy multi-trial seeds; on CPU the cores are split between them",
     )
-    nb.add_argument("--data-dir", help="where CIFAR-10 is (else $PFLNAS_DATA, else the cache dir)")
-    nb.add_argument("--device", help="one-shot and proxy: auto, cpu, cuda or cuda:N")
+    nb.add_argument("--data-dir", help="where CIFAR-10 is (default: $PFLNAS_DATA, else the cache dir)")
+    nb.add_argument("--device", help="one-shot and proxy: auto, cpu, cuda or cuda:N (default: auto)")
     nb.add_argument("--out", type=Path, default=Path("runs/bench-nb201"), help="default: runs/bench-nb201")
     nb.add_argument("--overwrite", action="store_true", help="redo seeds stored with other settings")
     nb.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
