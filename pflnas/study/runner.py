@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from tqdm import tqdm
 
 from pflnas.arch import load_architecture
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.rundir import mark, user_entries
 from pflnas.study.config import StudyConfig, StudyRun, check_runs, run_search_args, space_label
-from pflnas.train.search import CHECKPOINT, CONFIG, FOUND, METRICS
+from pflnas.train.layout import CHECKPOINT, CONFIG, FOUND, METRICS
 from pflnas.utils_io import atomic_write_json, atomic_write_text
 
 STUDY_FILE = "study.yaml"
@@ -284,9 +285,22 @@ _Outcome = tuple[PlannedRun, str]  # a finished run and its wall time (done) or 
 
 
 def _execute(
-    todo: list[PlannedRun], jobs: int, say: Callable[[str], None]
+    todo: list[PlannedRun], jobs: int, say: Callable[[str], None], progress: bool = True
 ) -> tuple[list[_Outcome], list[_Outcome]]:
-    """Run ``todo``, ``jobs`` at a time, polling for the ones that end. Returns (done, failed)."""
+    """Run ``todo``, ``jobs`` at a time, polling for the ones that end. Returns (done, failed). A bar on
+    stderr counts the runs that ended, with an ETA (tqdm hides it when stderr is not a terminal)."""
+    bar = tqdm(
+        total=len(todo), desc="study", unit="run", disable=None if progress else True, dynamic_ncols=True
+    )
+    try:
+        return _poll(todo, jobs, say, bar)
+    finally:
+        bar.close()
+
+
+def _poll(
+    todo: list[PlannedRun], jobs: int, say: Callable[[str], None], bar: tqdm
+) -> tuple[list[_Outcome], list[_Outcome]]:
     pending, active = deque(todo), []
     done: list[_Outcome] = []
     failed: list[_Outcome] = []
@@ -300,9 +314,11 @@ def _execute(
                 how = "from its checkpoint" if p.status == "resume" else "fresh"
                 say(f"{number[id(p)]} {p.status:<7} {p.run.run_id}  ({how}; log: {p.log})")
             time.sleep(POLL_S)
+            bar.refresh()  # the elapsed time moves while runs go on
             for a in [a for a in active if a.proc.poll() is not None]:
                 active.remove(a)
                 a.log.close()
+                bar.update(1)
                 p, rc, wall = a.planned, a.proc.returncode, _clock(time.perf_counter() - a.started)
                 if rc == 0 and is_complete(p.run_dir):
                     done.append((p, wall))
@@ -337,7 +353,8 @@ def run_study(study: StudyConfig, options: StudyOptions) -> int:
     atomic_write_text(options.out / STUDY_FILE, yaml.safe_dump(study.to_dict(), sort_keys=False))
 
     def say(line: str) -> None:
-        print(line, flush=True)
+        tqdm.write(line, file=sys.stdout)  # above the bar of runs
+        sys.stdout.flush()
 
     skipped = [p for p in plan if p.status == "skip"]
     todo = [p for p in plan if p.status != "skip"]
@@ -350,7 +367,8 @@ def run_study(study: StudyConfig, options: StudyOptions) -> int:
     t0 = time.perf_counter()
     with _sigterm_raises():
         try:
-            done, failed = _execute(todo, options.jobs, say)
+            progress = study.search.set.get("run.progress", True) is not False  # the runs' own setting
+            done, failed = _execute(todo, options.jobs, say, progress)
         except _Interrupted as stop:
             _report_interrupt(stop, options)
             return 130

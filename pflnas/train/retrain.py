@@ -36,6 +36,7 @@ from pflnas.train.distributed import DistInfo, all_reduce_sum, gather_object
 from pflnas.train.guard import FiniteGuard, total_norm
 from pflnas.train.layout import BEST, CONFIG, LAST, METRICS, RESULT
 from pflnas.train.metrics import MetricsLog
+from pflnas.train.progress import Say, quiet, startup_lines
 from pflnas.train.recipe import RetrainConfig
 from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.utils_io import atomic_write_json, atomic_write_text
@@ -150,13 +151,15 @@ class RetrainRun:
         self.dtype = amp_dtype(cfg, self.device)
 
     # --- setup -------------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, say: Say = quiet) -> None:
+        """Everything before the first step; ``say`` announces the slow parts (data, network)."""
         cfg, info = self.cfg, self.info
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         seed_everything(cfg.run.seed)  # the same on every rank: identical init, identical augmentation RNG
         set_determinism(self.device, cfg.run.deterministic)
         d = cfg.data
+        say(f"loading {d.dataset} (the first load decodes the images and caches them)")
         self.data = retrain_loaders(
             d.dataset,
             d.data_dir,
@@ -181,6 +184,7 @@ class RetrainRun:
                 "data (data.subset)"
             )
         self.net_cfg = network_config(cfg, self.arch, self.data)
+        say(f"building the network of {self.arch.space.name} on {self.device}")
         with memory_guard("the network", "lower model.init_channels / model.layers"):
             model = build_from_config(self.arch, self.net_cfg).to(self.device)
         if cfg.run.channels_last:
@@ -432,7 +436,8 @@ class RetrainRun:
             return self._train(resume)
 
     def _train(self, resume: bool) -> dict[str, Any]:
-        self.setup()
+        with startup_lines(self.cfg.run.progress and self.info.is_main) as say:  # on stderr, before the bars
+            self.setup(say)
         if resume and os.path.lexists(self.run_dir / LAST):  # a loop or broken link is named when loaded
             self.restore()
         elif self.info.is_main:

@@ -56,6 +56,7 @@ from pflnas.train.layout import (  # the run's files, the resolved space: no tor
     resolve_space,
 )
 from pflnas.train.metrics import MetricsLog
+from pflnas.train.progress import Say, quiet, startup_lines
 from pflnas.train.search_step import SearchStep
 from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.train.subnet_eval import SubnetEvaluator
@@ -218,7 +219,8 @@ class SearchRun:
         self.alpha_dump = AlphaDump(self.info.rank)  # PFLNAS_DEBUG_ALPHA_DIR: alphas after every step
 
     # --- setup -------------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def _setup(self, say: Say = quiet) -> None:
+        """Everything before the first step; ``say`` announces the slow parts (data, supernet)."""
         cfg = self.cfg
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
@@ -233,8 +235,10 @@ class SearchRun:
             )
         self._check_cuda_graph()
         check_global_batch(cfg.data.batch_size, self.info)
+        say(f"loading {cfg.data.dataset} (the first load decodes the images and caches them)")
         self.loaders = _make_loaders(cfg, self.device, self.info)
         _check_batches(cfg, self.loaders)
+        say(f"building the {self.space.name} supernet for {cfg.strategy.name} on {self.device}")
         with memory_guard("the supernet", "lower space.init_channels / space.layers or data.batch_size"):
             model: Supernet = build_supernet(
                 self.space,
@@ -396,7 +400,8 @@ class SearchRun:
 
     def _search(self, resume: bool) -> Architecture:
         main = self.info.is_main
-        self._setup()
+        with startup_lines(self.cfg.run.progress and main) as say:  # on stderr, before the bars
+            self._setup(say)
         if self.cfg.latency.weight > 0:
             self.latency = self._latency_term(resume)
         # lexists: a symlink loop or broken link there is named when loaded, not taken for no checkpoint
