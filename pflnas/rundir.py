@@ -3,8 +3,8 @@
 Two processes on one ``--out`` used to mix their metrics, and ``--overwrite`` replaced a user's own files.
 The lock is an ``flock`` on ``.pflnas-lock``: the kernel drops it when its holder dies, even by SIGKILL, so a
 killed run never leaves its folder stuck; the file only tells the next process who holds it. The marker
-``.pflnas-run`` names the kind of run (search, retrain, study, bench); pflnas reuses or replaces only a
-folder that has it, or (runs from before markers existed) whose files are exactly a run of that kind.
+``.pflnas-run`` names the kind of run (search, retrain, study, bench, report); pflnas reuses or replaces
+only a folder that has it, or (runs from before markers existed) whose files are exactly a run of that kind.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pflnas.utils_io import atomic_write_json, file_kind
 MARKER = ".pflnas-run"
 LOCK = ".pflnas-lock"
 OWN_FILES = frozenset({MARKER, LOCK})
-KINDS = ("search", "retrain", "study", "bench")
+KINDS = ("search", "retrain", "study", "bench", "report")
 _CODE = Path(__file__).resolve().parents[1]  # the folder holding the pflnas package (the repository)
 
 
@@ -61,6 +61,7 @@ LEGACY: dict[str, Callable[[Path], bool]] = {
     "bench": lambda d: any(
         _regular(d / n) for n in ("summary.json", "zero_cost_quality.json", "op_wins.json")
     ),
+    "report": lambda d: _regular(d / "report.md") and _regular(d / "report.html"),
 }
 
 
@@ -158,8 +159,8 @@ class RunLock:
     manager or call :meth:`release`; leaving by an exception removes the folder if this hold created it
     and nothing but pflnas's own files was written there."""
 
-    def __init__(self, folder: Path, key: str, created: bool):
-        self.folder, self.key, self.created, self.released = folder, key, created, False
+    def __init__(self, folder: Path, key: str, created: list[Path]):
+        self.folder, self.key, self.created, self.released = folder, key, created, False  # created: new dirs
 
     def release(self, cleanup: bool = False) -> None:
         with _GUARD:
@@ -174,8 +175,9 @@ class RunLock:
             if cleanup and self.created and not user_entries(self.folder):
                 for name in OWN_FILES:
                     (self.folder / name).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    self.folder.rmdir()
+                with contextlib.suppress(OSError):  # the folder, then the parents this hold made
+                    for made in self.created:
+                        made.rmdir()
             os.close(entry[0])  # the kernel drops the flock here (or when the process dies)
 
     def __enter__(self) -> RunLock:
@@ -188,7 +190,7 @@ class RunLock:
 def lock_run_dir(folder: str | Path, flag: str = "--out") -> RunLock:
     """Create ``folder`` if needed and lock it, or raise ConfigError naming the process that holds it."""
     folder = Path(folder)
-    created = not folder.exists()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -199,7 +201,7 @@ def lock_run_dir(folder: str | Path, flag: str = "--out") -> RunLock:
     with _GUARD:
         if key in _HELD:
             _HELD[key][1] += 1
-            return RunLock(folder, key, False)
+            return RunLock(folder, key, [])
         fd = _open_lock(folder, flag)
         try:
             _acquire(fd, folder, flag)

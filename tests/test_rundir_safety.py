@@ -52,6 +52,7 @@ def stub_runs(monkeypatch, tmp_path):
     def reached(*args, **kwargs):
         raise PflnasError(REACHED)
 
+    import pflnas.analysis.report as report
     import pflnas.cli.cmd_bench as cmd_bench
     import pflnas.train.retrain as retrain
     import pflnas.train.search as search
@@ -60,6 +61,7 @@ def stub_runs(monkeypatch, tmp_path):
     monkeypatch.setattr(retrain.RetrainRun, "setup", reached)
     monkeypatch.setattr("pflnas.study.run_study", reached)  # pflnas study imports it when it runs
     monkeypatch.setattr(cmd_bench, "_bench_nb201", reached)
+    monkeypatch.setattr(report, "_write_kind", reached)
     monkeypatch.setenv("PFLNAS_CACHE", str(tmp_path / "cache"))
 
 
@@ -85,11 +87,12 @@ def _argv(command: str, out: Path, fx: dict[str, Path], overwrite: bool = True) 
         return ["study", str(fx["study"]), "--out", str(out)] + again
     if command == "bench":
         return ["bench", "nb201", "--op-wins", "--out", str(out)]
+    if command == "report":
+        return ["report", str(fx["data"]), "--out", str(out)]
     return [command.split("-")[0], "--resume", str(out)]  # search-resume, retrain-resume
 
 
-WRITERS = ["search", "retrain", "study", "bench"]
-KIND = {"search": "search", "retrain": "retrain", "study": "study", "bench": "bench"}
+WRITERS = ["search", "retrain", "study", "bench", "report"]
 
 
 def _one_line(capsys, argv: list[str]) -> str:
@@ -160,13 +163,17 @@ def test_overwrite_replaces_a_run_pflnas_wrote_and_only_with_the_flag(fx, tmp_pa
     assert "holds a pflnas" in _one_line(capsys, _argv(command, other, fx))
 
 
-@pytest.mark.parametrize("command", ["study", "bench"])
-def test_a_study_or_bench_continues_only_in_its_own_kind_of_folder(fx, tmp_path, capsys, command):
+@pytest.mark.parametrize("command", ["study", "bench", "report"])
+def test_a_study_bench_or_report_continues_only_in_its_own_kind_of_folder(fx, tmp_path, capsys, command):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "summary.json" if command == "bench" else out / "study.yaml").write_text("{}")
-    if command == "study":
-        (out / "runs").mkdir()
+    files = {
+        "study": ["study.yaml", "runs/"],
+        "bench": ["summary.json"],
+        "report": ["report.md", "report.html"],
+    }
+    for name in files[command]:
+        (out / name).mkdir() if name.endswith("/") else (out / name).write_text("{}")
     assert run_kind(out) == command  # a folder from before markers, recognised by its files
     assert REACHED in _one_line(capsys, _argv(command, out, fx))
     assert "holds a pflnas search run" in _one_line(
@@ -280,9 +287,10 @@ def test_the_lock_is_reentrant_in_a_process_and_refuses_library_callers_elsewher
 
 
 def test_a_failed_claim_removes_the_folder_it_created_and_nothing_else(fx, tmp_path, capsys):
-    out = tmp_path / "new" / "run"
+    (tmp_path / "old").mkdir()
+    out = tmp_path / "old" / "new" / "run"
     assert REACHED in _one_line(capsys, _argv("search", out, fx))
-    assert not out.exists() and (tmp_path / "new").is_dir()
+    assert not (tmp_path / "old" / "new").exists() and (tmp_path / "old").is_dir()
     kept = _run_dir(tmp_path / "kept", "search")
     assert REACHED in _one_line(capsys, _argv("search", kept, fx))
     assert kept.is_dir() and (kept / "config.yaml").is_file()

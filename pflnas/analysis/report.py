@@ -25,6 +25,7 @@ from pflnas.analysis.plots import plot_accuracy_vs_latency, plot_pareto
 from pflnas.analysis.report_parts import Writer, fmt, fmt_p, md_code_block, md_table, md_text
 from pflnas.analysis.search_report import build_markdown
 from pflnas.errors import PflnasError
+from pflnas.rundir import claim_new
 from pflnas.utils_io import atomic_write_text
 
 _Writer, _fmt, _p = Writer, fmt, fmt_p  # the names the report kinds used before the split
@@ -165,6 +166,13 @@ def write_report(paths: Sequence[str | Path], out: str | Path, title: str | None
             raise PflnasError(f"{p}: not a directory; give study or run directories")
     out_dir = Path(out)
     title = title or f"pflnas report: {', '.join(p.name for p in sources)}"
+    # a report replaces only a report pflnas wrote there (pflnas.rundir), one process at a time
+    with claim_new(out_dir, "report", reuse=True):
+        return _write_kind(sources, out_dir, title)
+
+
+def _write_kind(sources: list[Path], out_dir: Path, title: str) -> Report:
+    """The report of the kind the sources are (swap study, layer study, or search runs)."""
     from pflnas.analysis.swap_report import is_swap_study, write_swap_report  # it imports this module
 
     if any(is_swap_study(p) for p in sources):  # found networks vs counterfactuals (pflnas.study.swap)
