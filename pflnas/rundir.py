@@ -156,8 +156,8 @@ _GUARD = threading.Lock()
 
 class RunLock:
     """This process's exclusive hold on a run directory, re-entrant within the process. Use it as a context
-    manager or call :meth:`release`; leaving by an exception removes the folder if this hold created it
-    and nothing but pflnas's own files was written there."""
+    manager or call :meth:`release`; leaving by an exception when nothing but pflnas's own files was written
+    there removes them, and the folders this hold created."""
 
     def __init__(self, folder: Path, key: str, created: list[Path]):
         self.folder, self.key, self.created, self.released = folder, key, created, False  # created: new dirs
@@ -172,7 +172,7 @@ class RunLock:
             if entry[1] > 0:
                 return
             del _HELD[self.key]
-            if cleanup and self.created and not user_entries(self.folder):
+            if cleanup and not user_entries(self.folder):  # nothing but the lock and marker: leave no trace
                 for name in OWN_FILES:
                     (self.folder / name).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):  # the folder, then the parents this hold made

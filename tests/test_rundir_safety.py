@@ -294,6 +294,10 @@ def test_a_failed_claim_removes_the_folder_it_created_and_nothing_else(fx, tmp_p
     kept = _run_dir(tmp_path / "kept", "search")
     assert REACHED in _one_line(capsys, _argv("search", kept, fx))
     assert kept.is_dir() and (kept / "config.yaml").is_file()
+    mine = tmp_path / "mine"  # empty, made by the user: kept, and left as it was
+    mine.mkdir()
+    assert REACHED in _one_line(capsys, _argv("search", mine, fx))
+    assert mine.is_dir() and not any(mine.iterdir())
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
