@@ -11,18 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_models import DARTS_V2
 
 from pflnas.cli.main import COMMANDS, HelpFormatter, build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "timm", "torchvision", "matplotlib", "pandas", "optuna")
-DARTS_V2 = (
-    "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
-    "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
-    "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
-    "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), "
-    "('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"
-)
 # main() as `python -m pflnas` runs it, then the heavy modules it left imported, as JSON on the last line
 PROBE = """
 import json, sys

@@ -18,7 +18,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from pflnas.strategies.base import MULTI_TRIAL_STRATEGIES
+from pflnas.strategies.registry import MULTI_TRIAL_STRATEGIES
 
 PARENT_ATTR = "pflnas:parent"  # system attr of an evolved trial: the number of the trial it mutates
 MUTATED_ATTR = "pflnas:mutated"  # ... and the name of the parameter it changed

@@ -19,14 +19,6 @@ from torch import Tensor
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.record import Architecture
 from pflnas.configs import ArchOptimConfig
-from pflnas.strategies.registry import (
-    MULTI_TRIAL_STRATEGIES,
-    create_strategy,
-    describe_strategies,
-    list_strategies,
-    register_strategy,
-    strategy_kinds,
-)
 from pflnas.supernet.network import Supernet
 
 if TYPE_CHECKING:
@@ -130,17 +122,3 @@ class Strategy(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
-
-
-# The registry lives in pflnas.strategies.registry (no torch); these names stay importable from here.
-__all__ = [
-    "MULTI_TRIAL_STRATEGIES",
-    "Batch",
-    "StepContext",
-    "Strategy",
-    "create_strategy",
-    "describe_strategies",
-    "list_strategies",
-    "register_strategy",
-    "strategy_kinds",
-]
