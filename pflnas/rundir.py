@@ -154,6 +154,20 @@ _HELD: dict[str, list[int]] = {}  # real path -> [lock file descriptor, holders 
 _GUARD = threading.Lock()
 
 
+def _forget_in_child() -> None:
+    """A forked child (e.g. a data-loader worker) closes its copies of the lock files: the lock then lives
+    exactly as long as the process that took it, not until its orphaned workers notice it died."""
+    global _GUARD
+    for fd, _ in _HELD.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+    _GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class RunLock:
     """This process's exclusive hold on a run directory, re-entrant within the process. Use it as a context
     manager or call :meth:`release`; leaving by an exception when nothing but pflnas's own files was written

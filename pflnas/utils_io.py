@@ -104,7 +104,7 @@ def _stat_problem(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ENOENT and os.path.islink(path):
         return f" is a broken symlink (to {os.readlink(path)}); give the path of a file"
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return ": no such file; check the path"
+        return " does not exist (no such file); check the path"
     return f" cannot be read ({exc.strerror or exc}); check the path and its permissions"
 
 
@@ -140,3 +140,25 @@ def read_regular_text(path: str | Path, what: str, error: type[PflnasError] = Pf
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text (byte {exc.start}); give a text file") from None
+
+
+def open_log(path: str | Path, truncate: bool = False) -> IO[str]:
+    """Open a log file of pflnas's own for appending (or from empty) as text, never through a symlink and
+    never blocking on a FIFO planted at its name: a log must not write into someone else's file."""
+    path = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | (os.O_TRUNC if truncate else os.O_APPEND), 0o666)
+    except OSError as exc:  # ELOOP: a symlink; ENXIO: a FIFO nobody reads
+        why = f"cannot be written ({exc.strerror})"
+        if exc.errno == errno.ELOOP:
+            why = "is a symlink"
+        elif exc.errno == errno.ENXIO:
+            why = f"is {file_kind(os.lstat(path).st_mode)}, not a file"
+        raise PflnasError(f"log {path} {why}; remove it and try again") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise PflnasError(f"log {path} is {file_kind(mode)}, not a file; remove it and try again")
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return os.fdopen(fd, "w", encoding="utf-8")

@@ -25,6 +25,7 @@ from pflnas.cli.main import main
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.rundir import LOCK, MARKER, hold, lock_run_dir, mark, run_kind
 from pflnas.train.checkpoint import load_checkpoint
+from pflnas.utils_io import open_log
 
 REPO = Path(__file__).resolve().parents[1]
 REACHED = "REACHED the run"
@@ -271,6 +272,37 @@ def test_a_second_process_is_refused_at_once_and_a_killed_one_leaves_nothing_stu
     assert REACHED in _one_line(capsys, _argv(command, out, fx))  # ... and the folder is not stuck
 
 
+FORKING_HOLDER = """
+import os, sys, time
+from pflnas.rundir import lock_run_dir
+lock = lock_run_dir(sys.argv[1])
+child = os.fork()
+if child == 0:  # like a data-loader worker: outlives a SIGKILLed parent for a while
+    time.sleep(300)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_forked_child_of_a_killed_holder_does_not_keep_the_lock(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(ConfigError, match=f"in use by pid {holder.pid}"):
+            lock_run_dir(out)
+        holder.kill()
+        holder.wait()
+        os.kill(child, 0)  # the child still runs ...
+        with lock_run_dir(out):  # ... and the folder is free
+            pass
+    finally:
+        os.kill(child, 9)
+
+
 def test_the_lock_is_reentrant_in_a_process_and_refuses_library_callers_elsewhere(tmp_path):
     out = tmp_path / "run"
     with lock_run_dir(out), hold(out, "search"):  # a command's claim, then the run's own hold
@@ -358,3 +390,35 @@ def test_a_damaged_checkpoint_says_what_to_do(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(PflnasError, match="last.pt cannot be read .* restore it from a copy, or delete it"):
         load_checkpoint(tmp_path / "last.pt")
+
+
+# --- logs and records inside a study -----------------------------------------------------------------------
+def test_a_log_is_never_written_through_a_symlink_or_into_a_fifo(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "log.txt").symlink_to(victim)
+    os.mkfifo(tmp_path / "fifo.txt")
+    for name, words in (("log.txt", "is a symlink"), ("fifo.txt", "is a FIFO")):
+        for truncate in (False, True):
+            with pytest.raises(PflnasError, match=words):
+                open_log(tmp_path / name, truncate=truncate)
+    assert victim.read_text() == "precious"
+    with open_log(tmp_path / "new.txt") as fh:
+        fh.write("a\n")
+    with open_log(tmp_path / "new.txt") as fh:
+        fh.write("b\n")
+    assert (tmp_path / "new.txt").read_text() == "a\nb\n"
+
+
+def test_a_fifo_for_a_study_run_record_is_one_line_not_a_hang(fx, tmp_path, capsys, monkeypatch):
+    monkeypatch.undo()  # the real study planner
+    from pflnas.study import load_study
+
+    out = tmp_path / "study"
+    run = out / "runs" / "nb201-darts-default-s0"
+    run.mkdir(parents=True)
+    os.mkfifo(run / "run.json")  # a reader would wait for a writer forever
+    (out / "study.yaml").write_text(yaml.safe_dump(load_study(fx["study"]).to_dict()))
+    assert "holds another run" in _one_line(
+        capsys, ["study", str(fx["study"]), "--out", str(out), "--dry-run"]
+    )

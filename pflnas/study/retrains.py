@@ -30,7 +30,7 @@ from pflnas.parsing import parse_json
 from pflnas.rundir import mark
 from pflnas.study.config import override_arg
 from pflnas.train.recipe import RetrainConfig, recipe_layer, validate_retrain_config
-from pflnas.utils_io import atomic_write_json, atomic_write_text, read_regular_text
+from pflnas.utils_io import atomic_write_json, atomic_write_text, open_log, read_regular_text
 
 RUN_RECORD, ARCH, RETRAIN, PROFILE, LOG = "run.json", "arch.json", "retrain", "profile.json", "log.txt"
 # retrain keys a study may not set, and why
@@ -134,7 +134,7 @@ def _profile_cmd(p: ProfileSettings, run_dir: Path, network: dict[str, Any], is_
 
 
 def _run_logged(cmd: list[str], log: Path) -> None:
-    with log.open("a") as fh:
+    with open_log(log) as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
@@ -158,8 +158,8 @@ def plan_jobs(jobs: list[RetrainJob], out: Path, overwrite: bool) -> list[tuple[
     for job in jobs:
         run_dir = out / "runs" / job.run_id
         try:
-            held = json.loads((run_dir / RUN_RECORD).read_text())
-        except (OSError, ValueError):
+            held = json.loads(read_regular_text(run_dir / RUN_RECORD, "record"))
+        except (PflnasError, OSError, ValueError):
             held = None
         if held is not None and held != _normalised(job.record):
             if not overwrite:
@@ -261,8 +261,8 @@ def job_results(run_dir: Path) -> dict[str, Any] | None:
         return None
     result, prof = read_record(result_path), read_record(profile_path)
     try:
-        record = json.loads((run_dir / RUN_RECORD).read_text())
-    except (OSError, ValueError):
+        record = json.loads(read_regular_text(run_dir / RUN_RECORD, "record"))
+    except (PflnasError, OSError, ValueError):
         record = {}
     try:
         return {

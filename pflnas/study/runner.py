@@ -28,10 +28,11 @@ from tqdm import tqdm
 
 from pflnas.arch import load_architecture
 from pflnas.errors import ConfigError, PflnasError
+from pflnas.parsing import parse_yaml
 from pflnas.rundir import mark, user_entries
 from pflnas.study.config import StudyConfig, StudyRun, check_runs, run_search_args, space_label
 from pflnas.train.layout import CHECKPOINT, CONFIG, FOUND, METRICS
-from pflnas.utils_io import atomic_write_json, atomic_write_text
+from pflnas.utils_io import atomic_write_json, atomic_write_text, open_log, read_regular_text
 
 STUDY_FILE = "study.yaml"
 RUNS = "runs"
@@ -107,8 +108,8 @@ def is_complete(run_dir: Path) -> bool:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(read_regular_text(path, "record"))  # a FIFO there never blocks the plan
+    except (PflnasError, OSError, ValueError):
         return None
 
 
@@ -147,7 +148,7 @@ def check_study_dir(study: StudyConfig, out: Path, overwrite: bool) -> None:
     if not path.is_file():
         raise ConfigError(f"{out} is not empty and holds no {STUDY_FILE}; use another --out")
     try:
-        old = yaml.safe_load(path.read_text()) or {}
+        old = parse_yaml(path.read_text(), str(path)) or {}  # capped: the folder may hold anything
     except (OSError, yaml.YAMLError):
         old = {}
     new = _normalised(study.to_dict())
@@ -215,7 +216,7 @@ def _launch(p: PlannedRun) -> _Active:
         for name in (FOUND, CHECKPOINT, CONFIG, METRICS):
             (p.run_dir / name).unlink(missing_ok=True)
     atomic_write_json(p.run_dir / RUN_RECORD, p.run.record())
-    log = open(p.log, "a" if p.status == "resume" else "w")  # noqa: SIM115 (closed when the run ends)
+    log = open_log(p.log, truncate=p.status != "resume")  # closed when the run ends; never via a link
     log.write(f"$ {shlex.join(p.command)}\n")
     log.flush()
     proc = subprocess.Popen(

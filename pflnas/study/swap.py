@@ -47,6 +47,7 @@ from pflnas.study.retrains import (
     RetrainSettings,
     check_settings,
     job_results,
+    read_record,
     run_jobs,
 )
 from pflnas.study.runner import threads_per_run
@@ -250,7 +251,7 @@ def swap_results(study_dir: str | Path) -> list[dict[str, Any]]:
         row = job_results(run_dir)
         if row is None:
             continue
-        record = json.loads((run_dir / RUN_RECORD).read_text())
+        record = read_record(run_dir / RUN_RECORD)
         swap = record.get("swap") or {}
         arch = load_architecture(run_dir / ARCH)
         rows.append(
