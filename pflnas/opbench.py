@@ -60,6 +60,7 @@ from pflnas.speed import (
     prepare_model,
     time_calls,
 )
+from pflnas.train.device import build_within_memory, check_fits, memory_guard
 
 DEFAULT_BASELINE = "conv_3x3"
 BLOCK_IMAGE_SIZE = 224  # default input side for block spaces (ImageNet)
@@ -310,11 +311,14 @@ def benchmark_ops(
     results = []
     with _threads(cfg.threads):
         for index, (site, (base, reason)) in enumerate(zip(sites, baselines, strict=True)):
-            raw = {
-                op: _measure(space, site, op, cfg, device)
-                for op in measured
-                if op in valid_ops(space, site.stride)
-            }
+            with memory_guard(
+                f"timing the ops at {site.channels} channels", f"lower --batch-size, or {TOO_WIDE}"
+            ):
+                raw = {
+                    op: _measure(space, site, op, cfg, device)
+                    for op in measured
+                    if op in valid_ops(space, site.stride)
+                }
             fwd, fb = raw[base].forward.median, raw[base].forward_backward.median
             rows = tuple(
                 OpMeasurement(
@@ -386,15 +390,26 @@ class _Measured(NamedTuple):
     forward_backward: TimingStats
 
 
+TOO_WIDE = "lower the space's widths (e.g. --set space.skeleton.width_mult=0.25 or space.init_channels=8)"
+
+
 def _measure(space: SpaceConfig, site: OpSite, op: str, cfg: SpeedConfig, device: torch.device) -> _Measured:
     """Count, then time the forward and the forward + backward pass of ``op`` built alone at ``site``."""
     torch.manual_seed(0)
     c = site.channels
-    model = create_op(op, c, c, site.stride, context=space.context, heads=site.heads)
+    where = f"op {op} at {c} channels"
+    model = build_within_memory(
+        lambda: create_op(op, c, c, site.stride, context=space.context, heads=site.heads),
+        torch.device("cpu"),
+        where,
+        TOO_WIDE,
+    )
     params = count_parameters(model)
     macs = count_macs(model, _input_shape(space.context, site, 1))
     prepare_model(model, cfg)
     shape = _input_shape(space.context, site, cfg.batch_size)
+    # timing forward + backward holds the input, the output and both their gradients at once
+    check_fits(f"timing {where}", 4 * 4 * math.prod(shape), device, f"lower --batch-size, or {TOO_WIDE}")
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=_weights_dtype(model)).to(device)
     if cfg.channels_last and space.context != "token":
         x = x.contiguous(memory_format=torch.channels_last)

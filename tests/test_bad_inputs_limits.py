@@ -20,13 +20,15 @@ DARTS_V2 = str(ROOT / "experiments/archs/darts_v2.json")
 
 
 def _one_line(capsys, argv: list[str]) -> str:
+    """The one error line of a refused command (progress lines before it are fine; a traceback is not)."""
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse usage errors
         code = exc.code
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
-    return err[0]
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
 
 
 def _never(*args, **kwargs):
@@ -138,3 +140,70 @@ def test_bench_sample_size_above_population(capsys):
     assert "over the cap" in _one_line(
         capsys, ["bench", "nb201", "--strategy", "evolution", "--seeds", "100000"]
     )
+
+
+# --- the memory guard shared by search, retrain and profile -------------------------------------------------
+def test_model_bytes_counts_without_allocating():
+    import torch
+
+    from pflnas.train.device import model_bytes
+
+    small = model_bytes(lambda: torch.nn.Linear(10, 5))
+    assert small == (10 * 5 + 5) * 4
+    assert model_bytes(lambda: torch.nn.Linear(10**6, 10**6)) == (10**12 + 10**6) * 4  # 4 TB, instantly
+
+
+def test_build_within_memory_refuses_from_the_estimate(monkeypatch):
+    import torch
+
+    import pflnas.train.device as device
+
+    monkeypatch.setattr(device, "free_memory", lambda place: 1000)
+    built = []
+
+    def build():
+        built.append(torch.get_default_device().type)
+        return torch.nn.Linear(100, 100)
+
+    with pytest.raises(ConfigError, match=r"the net does not fit in memory.*lower it"):
+        device.build_within_memory(build, torch.device("cpu"), "the net", "lower it", copies=3)
+    assert built == ["meta"]  # refused before a real build
+    monkeypatch.setattr(device, "free_memory", lambda place: 10**9)
+    assert isinstance(device.build_within_memory(build, torch.device("cpu"), "the net", "x"), torch.nn.Linear)
+    assert built[-1] == "cpu"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["profile", "--arch", DARTS_V2, "--init-channels", "100000", "--no-speed"],
+        ["profile", "--ops", "--space", "resnet50_block", "--set", "space.skeleton.width_mult=1000"],
+        ["profile", "--ops", "--space", "cell_v1", "--set", "space.init_channels=100000"],
+    ],
+    ids=["arch", "ops-block", "ops-cell"],
+)
+def test_profile_refuses_a_network_too_wide_for_memory(capsys, argv):
+    line = _one_line(capsys, argv)
+    assert "does not fit in memory" in line and "GiB" in line and "lower" in line
+
+
+@pytest.mark.parametrize("command", ["search", "retrain"])
+def test_search_and_retrain_refuse_a_network_too_wide_for_memory(tmp_path, capsys, monkeypatch, command):
+    from _data_fixtures import make_tree
+
+    import pflnas.train.device as device
+
+    monkeypatch.setattr(device, "free_memory", lambda place: 1000)  # 1000 bytes free: any network is too big
+    monkeypatch.setenv("PFLNAS_CACHE", str(tmp_path / "cache"))
+    make_tree(tmp_path / "data", n_train=4, n_test=1)
+    common = ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    if command == "search":
+        sets = ["space.init_channels=4", "space.layers=3", "data.subset=20", "data.batch_size=4"]
+        argv = ["search", "--space", "cell_v1", "--preset", "quick", *common]
+    else:
+        sets = ["data.subset=20", "data.batch_size=4", "model.init_channels=4", "model.layers=3"]
+        argv = ["retrain", "--arch", DARTS_V2, "--recipe", "quick", *common]
+    for item in sets:
+        argv += ["--set", item]
+    line = _one_line(capsys, argv)
+    assert "does not fit in memory" in line and "training state need" in line, line

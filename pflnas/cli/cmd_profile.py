@@ -173,25 +173,35 @@ def _resolve(args: argparse.Namespace, path: Path) -> tuple[Architecture, Networ
     return arch, config
 
 
+TOO_WIDE = "lower --init-channels / --layers (block spaces: the skeleton's widths in the record)"
+
+
 def _cost(
     args: argparse.Namespace, path: Path, arch: Architecture, config: NetworkConfig
 ) -> tuple[Any, dict]:
     """The built model and the report of its counted cost (the keys of the original ``pflnas profile``)."""
+    import torch
+
     from pflnas.models import build_from_config
     from pflnas.profile import profile_model
+    from pflnas.train.device import build_within_memory, memory_guard
 
-    model = build_from_config(arch, config)
+    cpu = torch.device("cpu")
+    model = build_within_memory(
+        lambda: build_from_config(arch, config), cpu, f"the network of {path}", TOO_WIDE
+    )
     shape = config.input_shape(batch=1)
-    try:
-        cost = profile_model(model, shape, exclude_auxiliary=not config.auxiliary)
-    except (RuntimeError, ValueError) as exc:
-        if args.image_size is None:
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"--image-size {args.image_size}: {type(model).__name__} cannot run on "
-            f"{args.image_size}x{args.image_size} inputs ({first})"
-        ) from None
+    with memory_guard(f"a forward pass of the network of {path}", TOO_WIDE):
+        try:
+            cost = profile_model(model, shape, exclude_auxiliary=not config.auxiliary)
+        except (RuntimeError, ValueError) as exc:
+            if args.image_size is None:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"--image-size {args.image_size}: {type(model).__name__} cannot run on "
+                f"{args.image_size}x{args.image_size} inputs ({first})"
+            ) from None
     report = {
         "arch": str(path),
         "space": arch.space.name,
@@ -206,6 +216,7 @@ def _cost(
 def profile_reports(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The measurement context (None with ``--no-speed``) and one JSON-ready report per ``--arch`` file."""
     from pflnas.speed import measure_speed
+    from pflnas.train.device import memory_guard
 
     cfg = speed_config(args)
     resolved = [(path, *_resolve(args, path)) for path in args.arch]  # every file is checked before timing
@@ -214,7 +225,8 @@ def profile_reports(args: argparse.Namespace) -> tuple[dict[str, Any] | None, li
     for path, arch, config in resolved:
         model, report = _cost(args, path, arch, config)
         if not args.no_speed:
-            speed = measure_speed(model, report["input_shape"], cfg)
+            with memory_guard(f"timing the network of {path}", f"lower --batch-size, or {TOO_WIDE}"):
+                speed = measure_speed(model, report["input_shape"], cfg)
             report.update(speed.to_dict())
             context = {
                 **speed.context.to_dict(),

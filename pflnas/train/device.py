@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
-from pflnas.errors import ConfigError
+from pflnas.errors import ConfigError, PflnasError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,3 +102,95 @@ def memory_guard(what: str, fix: str) -> Iterator[None]:
 def _bytes_asked(text: str) -> str:
     m = re.search(r"allocate (\d+) bytes", text)
     return f"it asked for {int(m.group(1)) / 2**30:.1f} GiB" if m else "allocation failed"
+
+
+def build_within_memory(
+    build: Callable[[], nn.Module], device: torch.device, what: str, fix: str, *, copies: int = 1
+) -> nn.Module:
+    """``build()`` moved to ``device``, refused with one ConfigError line saying ``fix`` when it cannot fit.
+
+    The network is first built on the meta device (no memory), and its weights times ``copies`` (training
+    keeps gradients and optimizer state too: 3) are checked against ``device``, and once against RAM where
+    a GPU network is built first. An overcommitting allocator would otherwise hand the memory out and the
+    kernel kill the process later; an allocation that fails anyway is caught by :func:`memory_guard`.
+    """
+    weights = model_bytes(build)
+    if weights is not None:
+        state = "its weights" + " and training state" * (copies > 1) + " need"
+        check_fits(what, weights * copies, device, fix, state)
+        if device.type != "cpu":
+            check_fits(what, weights, torch.device("cpu"), fix, "its weights need")
+    with memory_guard(what, fix):
+        return build().to(device)
+
+
+def check_fits(what: str, need: int, device: torch.device, fix: str, needs: str = "it needs") -> None:
+    """One ConfigError line when ``need`` bytes exceed the memory free on ``device`` (unknown: no check)."""
+    free = free_memory(device)
+    if free is not None and need > free:
+        raise ConfigError(
+            f"{what} does not fit in memory: {needs} {_size(need)}, {device.type} has {_size(free)} free; "
+            f"{fix}"
+        )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def model_bytes(build: Callable[[], nn.Module]) -> int | None:
+    """Bytes of the parameters and buffers ``build()`` makes, counted on the meta device; None when the
+    network cannot be built there (the caller then builds it for real, under :func:`memory_guard`)."""
+    try:
+        with torch.device("meta"):
+            model = build()
+    except PflnasError:
+        raise
+    except Exception:  # code that needs real values (e.g. .item()) while building: no estimate
+        return None
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device``: a GPU's free memory, or RAM available to this process
+    (the smaller of the system's MemAvailable and the room left under a cgroup limit); None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    candidates = [_meminfo_available(), _cgroup_room()]
+    known = [c for c in candidates if c is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """The memory left under this process's cgroup limit (v2, else v1); None without a limit."""
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            with open(limit) as fh:
+                cap = fh.read().strip()
+            with open(usage) as fh:
+                used = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit() and int(cap) < 2**60:  # v1 writes a huge number for "no limit"
+            return max(0, int(cap) - used)
+    return None

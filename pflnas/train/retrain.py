@@ -31,7 +31,13 @@ from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.models import AuxOutput, NetworkConfig, build_from_config, resolve_network_config
 from pflnas.rundir import hold
 from pflnas.train.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
-from pflnas.train.device import memory_guard, rng_state, seed_everything, set_determinism, set_rng_state
+from pflnas.train.device import (
+    build_within_memory,
+    rng_state,
+    seed_everything,
+    set_determinism,
+    set_rng_state,
+)
 from pflnas.train.distributed import DistInfo, all_reduce_sum, gather_object
 from pflnas.train.guard import FiniteGuard, total_norm
 from pflnas.train.layout import BEST, CONFIG, LAST, METRICS, RESULT
@@ -185,8 +191,13 @@ class RetrainRun:
             )
         self.net_cfg = network_config(cfg, self.arch, self.data)
         say(f"building the network of {self.arch.space.name} on {self.device}")
-        with memory_guard("the network", "lower model.init_channels / model.layers"):
-            model = build_from_config(self.arch, self.net_cfg).to(self.device)
+        model = build_within_memory(
+            lambda: build_from_config(self.arch, self.net_cfg),
+            self.device,
+            "the network",
+            "lower model.init_channels / model.layers (or a block space's skeleton widths)",
+            copies=3,  # weights, gradients, optimizer state
+        )
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if cfg.run.sync_bn and self.device.type != "cuda":

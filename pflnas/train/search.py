@@ -35,7 +35,7 @@ from pflnas.supernet import Supernet, build_supernet
 from pflnas.supernet.network import check_supernet_options
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.device import (
-    memory_guard,
+    build_within_memory,
     resolve_device,
     rng_state,
     seed_everything,
@@ -239,15 +239,20 @@ class SearchRun:
         self.loaders = _make_loaders(cfg, self.device, self.info)
         _check_batches(cfg, self.loaders)
         say(f"building the {self.space.name} supernet for {cfg.strategy.name} on {self.device}")
-        with memory_guard("the supernet", "lower space.init_channels / space.layers or data.batch_size"):
-            model: Supernet = build_supernet(
+        model: Supernet = build_within_memory(  # type: ignore[assignment]
+            lambda: build_supernet(
                 self.space,
                 self.loaders.num_classes,
                 self.loaders.in_channels,
                 cfg.run.share_param_free,
                 image_size=self.loaders.image_size,
                 **self.strategy.supernet_options(),
-            ).to(self.device)
+            ),
+            self.device,
+            "the supernet",
+            "lower space.init_channels / space.layers (block spaces: the skeleton's widths)",
+            copies=3,  # weights, gradients, momentum
+        )
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
