@@ -175,14 +175,13 @@ def no_training_no_download(monkeypatch, tmp_path):
     def started(*args, **kwargs):
         pytest.fail("training started: the bad input was not refused at the door")
 
-    import pflnas.cli.cmd_evaluate as cmd_evaluate
     import pflnas.data.load as data_load
     import pflnas.train.retrain as retrain
     import pflnas.train.search as search
 
     monkeypatch.setattr(search.SearchRun, "_train_epoch", started)
     monkeypatch.setattr(retrain.RetrainRun, "train_one_epoch", started)
-    monkeypatch.setattr(cmd_evaluate, "evaluate", started)
+    monkeypatch.setattr(retrain, "evaluate", started)  # pflnas evaluate imports it when it runs
 
     def no_download(root, spec):
         raise DataError("downloads are disabled in tests")

@@ -141,17 +141,21 @@ def test_a_real_unwritable_path_is_one_line(tmp_path, capsys):
 
 # --- progress -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["search", "retrain"])
-def test_runs_say_what_they_load_and_build_unless_progress_is_off(
+def test_runs_say_what_they_load_and_build_only_on_a_terminal(
     tmp_path, capsys, monkeypatch, tiny_source, command
 ):
     monkeypatch.setenv("PFLNAS_CACHE", str(tmp_path / "cache"))  # a first load: the data is decoded
     argv = search_argv if command == "search" else retrain_argv
+    monkeypatch.setattr("pflnas.train.progress.on_a_terminal", lambda: True)
     code, _, err = run_cli(capsys, *argv(tiny_source, tmp_path / "on", 1, "run.progress=true"))
     lines = [line for line in err.splitlines() if line.startswith("pflnas: ")]
     assert code == 0, err
     said = [next(i for i, line in enumerate(lines) if line.startswith(start)) for start in STARTS]
     assert said == sorted(said), lines  # in the order the steps run
     code, _, err = run_cli(capsys, *argv(tiny_source, tmp_path / "off", 1))  # run.progress=false
+    assert code == 0 and "pflnas: " not in err
+    monkeypatch.undo()  # stderr is a pipe here: a log gets no progress lines, only a failure's one line
+    code, _, err = run_cli(capsys, *argv(tiny_source, tmp_path / "pipe", 1, "run.progress=true"))
     assert code == 0 and "pflnas: " not in err
 
 
@@ -185,6 +189,7 @@ def _on_a_terminal(argv: list[str], cwd: Path) -> str:
 def test_a_terminal_shows_a_bar_with_an_eta_within_each_epoch(tmp_path, tiny_source, command):
     argv = search_argv if command == "search" else retrain_argv
     shown = _on_a_terminal(argv(tiny_source, tmp_path / "run", 1, "run.progress=true"), tmp_path)
+    assert STARTS[0] in shown and STARTS[2] in shown  # the start-up lines, then the bars
     assert "epoch 1/1" in shown
     assert "<" in shown and ("it/s" in shown or "s/it" in shown)  # tqdm's [elapsed<remaining, rate]
 

@@ -3,7 +3,9 @@
 Decoding a data set the first time and building a supernet take seconds to tens of seconds before the first
 progress bar appears. :func:`startup_lines` gives the run a ``say(line)`` that prints above any tqdm bar
 on stderr, and shows the data layer's own notes meanwhile (``pflnas.data`` INFO records, e.g. "decoding
-... once"). With ``enabled`` false (``run.progress=false``, or a rank other than 0) it prints nothing.
+... once"). Like tqdm's bars (``disable=None``) the lines appear only when stderr is a terminal: a log or a
+pipe gets nothing but a failed run's one error line. With ``enabled`` false (``run.progress=false``, or a
+rank other than 0) nothing is printed either.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from collections.abc import Callable, Iterator
 from tqdm import tqdm
 
 Say = Callable[[str], None]
+
+
+def on_a_terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def quiet(line: str) -> None:
@@ -35,7 +42,7 @@ class _TqdmHandler(logging.Handler):
 @contextlib.contextmanager
 def startup_lines(enabled: bool, logger: str = "pflnas.data") -> Iterator[Say]:
     """``say`` for the slow steps of a run's start, with ``logger``'s INFO records shown meanwhile."""
-    if not enabled:
+    if not (enabled and on_a_terminal()):
         yield quiet
         return
     log = logging.getLogger(logger)
