@@ -119,12 +119,18 @@ def open_regular(path: str | Path, what: str, error: type[PflnasError] = PflnasE
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise error(f"{what} {path}{_stat_problem(path, exc)}") from None
+    _blocking_if_regular(fd, lambda kind: error(f"{what} {path} is {kind}, not a regular file; give a file"))
+    return os.fdopen(fd, "rb")
+
+
+def _blocking_if_regular(fd: int, refuse: Callable[[str], PflnasError]) -> None:
+    """Check what a descriptor opened with O_NONBLOCK really is (the path may have been swapped since it
+    was checked): close it and raise ``refuse(kind)`` unless a regular file, else make it blocking again."""
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise error(f"{what} {path} is {file_kind(mode)}, not a regular file; give the path of a file")
+        raise refuse(file_kind(mode))
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    return os.fdopen(fd, "rb")
 
 
 def read_regular_bytes(path: str | Path, what: str, error: type[PflnasError] = PflnasError) -> bytes:
@@ -156,9 +162,7 @@ def open_log(path: str | Path, truncate: bool = False) -> IO[str]:
         elif exc.errno == errno.ENXIO:
             why = f"is {file_kind(os.lstat(path).st_mode)}, not a file"
         raise PflnasError(f"log {path} {why}; remove it and try again") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise PflnasError(f"log {path} is {file_kind(mode)}, not a file; remove it and try again")
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    _blocking_if_regular(
+        fd, lambda kind: PflnasError(f"log {path} is {kind}, not a file; remove it and try again")
+    )
     return os.fdopen(fd, "w", encoding="utf-8")
