@@ -58,8 +58,9 @@ LEGACY: dict[str, Callable[[Path], bool]] = {
         and (d / "runs").is_dir()
         or any(_regular(p) for p in d.glob("runs/*/run.json"))
     ),
-    "bench": lambda d: any(
-        _regular(d / n) for n in ("summary.json", "zero_cost_quality.json", "op_wins.json")
+    "bench": lambda d: (
+        any(_regular(d / n) for n in ("summary.json", "zero_cost_quality.json", "op_wins.json"))
+        or any(_regular(p) for p in (*d.glob("*/seed*.json"), *d.glob("*/*/seed*.json")))
     ),
     "report": lambda d: _regular(d / "report.md") and _regular(d / "report.html"),
 }
