@@ -134,6 +134,20 @@ def test_absurd_thread_counts_are_refused(tmp_path, capsys, argv):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--layers", "1000000"], "layers 1000000 is far too large"),
+        (["--init-channels", "10000000"], "init_channels 10000000 is far too large"),
+        (["--image-size", "10000000"], "image_size 10000000 is far too large"),
+        (["--num-classes", "10000000000"], "num_classes 10000000000 is far too large"),
+    ],
+)
+def test_network_shapes_are_capped_before_building(capsys, flags, words):
+    """A million cells would take minutes to build even on the meta device: refused from the number."""
+    assert words in _one_line(capsys, ["profile", "--arch", DARTS_V2, "--no-speed", *flags])
+
+
 def test_bench_sample_size_above_population(capsys):
     argv = ["bench", "nb201", "--strategy", "evolution", "--sample-size", "20", "--population", "5"]
     assert "--sample-size 20 is larger than --population 5" in _one_line(capsys, argv)
@@ -176,7 +190,7 @@ def test_build_within_memory_refuses_from_the_estimate(monkeypatch):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["profile", "--arch", DARTS_V2, "--init-channels", "100000", "--no-speed"],
+        ["profile", "--arch", DARTS_V2, "--init-channels", "60000", "--no-speed"],
         ["profile", "--ops", "--space", "resnet50_block", "--set", "space.skeleton.width_mult=1000"],
         ["profile", "--ops", "--space", "cell_v1", "--set", "space.init_channels=100000"],
     ],

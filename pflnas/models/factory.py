@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from pflnas.arch.record import Architecture
 from pflnas.errors import ConfigError
 from pflnas.options import DATASET_PRESETS, DatasetPreset
+from pflnas.spaces.config import MAX_LAYERS
 
 
 class AuxOutput(NamedTuple):
@@ -123,9 +124,22 @@ def get_builder(kind: str, family: str) -> NetworkBuilder:
         ) from None
 
 
+# Far above any published network, low enough that a typo (layers: 1000000) is refused at once instead of
+# building cells for minutes; widths within the caps are left to the memory guard.
+_LIMITS = {
+    "num_classes": 1_000_000,
+    "in_channels": 1024,
+    "init_channels": 65_536,
+    "layers": MAX_LAYERS,
+    "image_size": 16_384,
+}
+
+
 def _positive(name: str, value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if value > _LIMITS[name]:
+        raise ConfigError(f"{name} {value} is far too large (at most {_LIMITS[name]:,})")
     return value
 
 
