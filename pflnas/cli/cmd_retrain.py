@@ -138,5 +138,6 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         shutdown(info)
     if info.is_main:
         top1, top5 = result["top1"], result["top5"]
-        print(f"retrained: top-1 {top1:.4f}, top-5 {top5:.4f}, {result['epochs']} epochs; run in {run_dir}")
+        epochs = f"{result['epochs']} epoch{'s' if result['epochs'] != 1 else ''}"
+        print(f"retrained: top-1 {top1:.4f}, top-5 {top5:.4f}, {epochs}; run in {run_dir}")
     return 0
