@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from pflnas.study.runner import default_out
     from pflnas.study.swap import load_swap_study, run_swap_study
 
+    if args.data_dir is not None and not args.data_dir.strip():  # "" would drop the flag: other data
+        raise ConfigError("--data-dir is empty; give the folder or archive of the data, or leave it out")
     data = read_yaml(args.file)
     if data.get("kind", "search") == "layer":  # retrain homogeneous networks (pflnas.study.layer)
         layer = load_layer_study(data, args.file)

@@ -20,6 +20,8 @@ import torch
 
 from pflnas.data.arrays import ImageArrays
 from pflnas.data.specs import DatasetSpec
+from pflnas.errors import DataError
+from pflnas.utils_io import file_kind
 
 FORMAT_VERSION = 1
 _KEYS = ("train_x", "train_y", "test_x", "test_y", "classes")
@@ -27,9 +29,25 @@ log = logging.getLogger(__name__)
 
 
 def data_cache_dir() -> Path:
-    """``$PFLNAS_CACHE/data``, or ``~/.cache/pflnas/data`` when PFLNAS_CACHE is unset (not created here)."""
-    root = os.environ.get("PFLNAS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pflnas")
-    return Path(root).expanduser().absolute() / "data"
+    """``$PFLNAS_CACHE/data``, or ``~/.cache/pflnas/data`` when PFLNAS_CACHE is unset (not created here).
+
+    Every cache (decoded data, downloads, latency tables, bench scores) lives under it, so a cache path
+    that is a file or a FIFO is refused here, in one line, rather than by whichever write comes first.
+    """
+    env = os.environ.get("PFLNAS_CACHE")
+    root = Path(env or os.path.join(os.path.expanduser("~"), ".cache", "pflnas")).expanduser().absolute()
+    for folder in (root, root / "data"):
+        if os.path.lexists(folder) and not folder.is_dir():
+            try:
+                kind = file_kind(os.stat(folder).st_mode).replace("not a regular file", "not a folder")
+                kind = "a file" if folder.is_file() else kind
+            except OSError:
+                kind = "a broken symlink or a symlink loop"
+            where = f"PFLNAS_CACHE={env}" if env else "the cache folder"
+            raise DataError(
+                f"{where}: {folder} is {kind}, not a folder; point PFLNAS_CACHE at a folder (or unset it)"
+            )
+    return root / "data"
 
 
 def source_key(source: Path, spec: DatasetSpec) -> str:

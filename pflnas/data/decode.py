@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 
 import numpy as np
 import torch
@@ -20,6 +22,15 @@ def is_image_file(filename: str) -> bool:
     return not filename.startswith(".") and filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _check_size(size: tuple[int, int], spec: DatasetSpec, where: str) -> None:
+    width, height = size
+    if (height, width) != (spec.image_size, spec.image_size):
+        raise DataError(
+            f"{where}: image is {width}x{height} but {spec.name} needs {spec.image_size}x{spec.image_size}; "
+            f"point --data-dir/PFLNAS_DATA at {spec.name} data"
+        )
+
+
 def decode_image_bytes(data: bytes, spec: DatasetSpec, where: str) -> torch.Tensor:
     """Decode ``data`` with PIL, converted to ``spec.pil_mode`` ("RGB" or "L"), to a uint8 tensor of shape
     spec.channels × spec.image_size × spec.image_size.
@@ -29,20 +40,21 @@ def decode_image_bytes(data: bytes, spec: DatasetSpec, where: str) -> torch.Tens
     source anyway, see :mod:`pflnas.data.cache`.)
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            array = np.asarray(img.convert(spec.pil_mode))
+        with warnings.catch_warnings():  # PIL's bomb warning: the size check below refuses it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                _check_size(img.size, spec, where)  # from the header, before a single pixel is decoded
+                array = np.asarray(img.convert(spec.pil_mode))
     except UnidentifiedImageError:
         raise DataError(
             f"cannot read image {where} (not an image format PIL knows, or damaged); "
             "replace or delete the file"
         ) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(size.group(1)) / 1e6:.0f} megapixels" if size else "far too many pixels"
+        raise DataError(f"image {where} has {pixels}, refused before decoding; replace it") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {where} ({exc}); replace or delete the file") from None
-    height, width = array.shape[:2]
-    if (height, width) != (spec.image_size, spec.image_size):
-        raise DataError(
-            f"{where}: image is {width}x{height} but {spec.name} needs {spec.image_size}x{spec.image_size}; "
-            f"point --data-dir/PFLNAS_DATA at {spec.name} data"
-        )
     tensor = torch.from_numpy(array.copy())
     return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)

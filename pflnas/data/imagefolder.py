@@ -17,6 +17,7 @@ from pflnas.data.arrays import ImageArrays
 from pflnas.data.decode import decode_image_bytes, is_image_file
 from pflnas.data.specs import DatasetSpec
 from pflnas.errors import DataError
+from pflnas.utils_io import read_regular_bytes
 
 SPLITS = ("train", "test")
 LAYOUT_HINT = "expected train/<class>/<image> and test/<class>/<image>"
@@ -59,10 +60,7 @@ def read_imagefolder_folder(path: Path, spec: DatasetSpec) -> ImageArrays:
             for name in sorted(filenames):
                 if is_image_file(name):
                     file = Path(dirpath) / name
-                    try:
-                        data = file.read_bytes()
-                    except OSError as exc:
-                        raise DataError(f"cannot read image {file} ({exc}); check its permissions") from None
+                    data = read_regular_bytes(file, "image", DataError)  # a FIFO would block a plain read
                     tree.add_image((*rel, name), data, str(file))
     return tree.finish()
 

@@ -16,9 +16,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torchvision.datasets import ImageFolder
 
+from pflnas.data.decode import is_image_file
 from pflnas.data.loader import shard_positions
 from pflnas.data.retrain_types import RetrainData
 from pflnas.errors import ConfigError, DataError
+from pflnas.utils_io import check_regular_file
 
 EVAL_SPLITS = ("val", "test")
 
@@ -205,10 +207,19 @@ def _transforms(
 
 def _image_folder(folder: Path, transform: Callable) -> ImageFolder:
     try:
-        return ImageFolder(str(folder), transform=transform)
+        return ImageFolder(str(folder), transform=transform, is_valid_file=_regular_image)
     except FileNotFoundError as exc:
         reason = " ".join(str(exc).split())  # one line
         raise DataError(f"cannot use {folder}: {reason}") from None
+
+
+def _regular_image(path: str) -> bool:
+    """An image file name that is a regular file: a FIFO named ``x.jpg`` would block a loader worker
+    forever, so it (or a device, or a symlink loop) is refused in one line while the tree is listed."""
+    if not is_image_file(os.path.basename(path)):
+        return False
+    check_regular_file(path, "image", DataError)
+    return True
 
 
 def _class_difference(train: list[str], other: list[str], other_name: str) -> str:

@@ -1,9 +1,10 @@
 """``load_dataset``: find a data set on disk (or download it), read it whole into memory, cache decodes.
 
-Locations are tried in order: the explicit ``data_dir``, then ``$PFLNAS_DATA``, then the cache folder
-(``$PFLNAS_CACHE/data`` or ``~/.cache/pflnas/data``). Each may be an ImageFolder archive, a folder holding
-``train/`` and ``test/``, a torchvision root, a folder holding one of the known archives, or a folder
-holding a ``<dataset name>/`` subfolder with any of these.
+An explicit ``data_dir`` is the only place looked at: a wrong one is an error, never a silent fallback to
+other data. Without it, ``$PFLNAS_DATA`` is tried, then the cache folder (``$PFLNAS_CACHE/data`` or
+``~/.cache/pflnas/data``), where torchvision may download. Each may be an ImageFolder archive, a folder
+holding ``train/`` and ``test/``, a torchvision root, a folder holding one of the known archives, or a
+folder holding a ``<dataset name>/`` subfolder with any of these.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pflnas.data.torchvision_formats import (
     read_torchvision,
 )
 from pflnas.errors import DataError
+from pflnas.utils_io import check_regular_file
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 SourceKind = Literal["imagefolder-archive", "imagefolder-folder", "torchvision", "torchvision-archive"]
@@ -45,35 +47,48 @@ def load_dataset(
 ) -> ImageArrays:
     """Load data set ``name`` (a key of ``DATASETS``) whole into memory as uint8 tensors.
 
-    The first location holding the data wins. An explicit ``data_dir`` or ``$PFLNAS_DATA`` that does not
-    exist raises :class:`DataError` (rather than silently falling through). If no location holds the data
-    and ``download`` is true, torchvision downloads it into the cache folder. ImageFolder images are decoded
-    once and cached (see :mod:`pflnas.data.cache`); later loads read the cache. Every problem with the data
-    raises :class:`DataError` with one line saying what is wrong and what to do.
+    The first location holding the data wins; an explicit ``data_dir`` is the only one tried (empty, missing,
+    special or without the data: :class:`DataError`). ``$PFLNAS_DATA`` must exist and be a file or folder.
+    If no location holds the data and ``download`` is true, torchvision downloads it into the cache folder.
+    ImageFolder images are decoded once and cached (see :mod:`pflnas.data.cache`). Every problem with the
+    data raises :class:`DataError` with one line saying what is wrong and what to do.
     """
     spec = get_dataset_spec(name)
     looked: list[str] = []
     for label, location in _locations(data_dir):
-        if label != "cache" and not location.exists():
-            raise DataError(f"{label} {location} does not exist; point it at the {spec.name} data")
+        if label != "cache":
+            check_location(label, location, spec)
         source = find_source(location, spec)
         if source is not None:
             return read_source(source, spec)
-        looked.append(str(location))
+        if label == "--data-dir":
+            raise DataError(f"--data-dir {location} holds no {spec.name} data; {where_to_put(spec)}")
+        if label != "cache":
+            looked.append(f" in {label} {location} or the cache")
     cache = data_cache_dir()
-    if not download:
-        why = "download=False"
-    else:
+    why = "downloads are off"
+    if download:
         try:
             download_torchvision(cache, spec)
             return read_source(Source("torchvision", cache), spec)
         except DataError as exc:
             why = str(exc)
-    raise DataError(
-        f"{spec.name} data not found in {', '.join(looked)} ({why}); pass --data-dir or set PFLNAS_DATA to "
-        f"an ImageFolder .tar.gz (train/<class>/*, test/<class>/*), a folder holding train/ and test/, "
-        f"or a folder holding torchvision's {spec.torchvision_folder}/"
+    raise DataError(f"{spec.name} data not found{''.join(looked)} ({why}); {where_to_put(spec)}")
+
+
+def where_to_put(spec: DatasetSpec) -> str:
+    """Where a user can put ``spec``'s files, in one short clause."""
+    return (
+        f"put {spec.archive_names[0]} (train/<class>/*, test/<class>/*) in {data_cache_dir()}, or point "
+        "--data-dir or PFLNAS_DATA at it or at a folder holding train/ and test/"
     )
+
+
+def check_location(label: str, location: Path, spec: DatasetSpec) -> None:
+    """``location`` (given as ``label``) must be a folder or a regular file; a FIFO, a device, a symlink
+    loop or a missing path is one line saying which, before anything is opened or downloaded."""
+    if not location.is_dir():  # a folder, or a link to one, is fine; anything else must be a regular file
+        check_regular_file(location, f"{label}", DataError)
 
 
 def find_source(location: Path, spec: DatasetSpec, *, descend: bool = True) -> Source | None:
@@ -121,9 +136,13 @@ def read_source(source: Source, spec: DatasetSpec) -> ImageArrays:
 
 
 def _locations(data_dir: str | os.PathLike[str] | None) -> list[tuple[str, Path]]:
-    found: list[tuple[str, Path]] = []
+    """``--data-dir`` alone when given (even as ""), else ``$PFLNAS_DATA`` (when set) and the cache."""
     if data_dir is not None:
-        found.append(("--data-dir", Path(data_dir).expanduser()))
+        text = os.fspath(data_dir)
+        if not text.strip():  # Path("") would be the current folder
+            raise DataError("--data-dir is empty; give the folder or archive of the data, or leave it out")
+        return [("--data-dir", Path(text).expanduser())]
+    found: list[tuple[str, Path]] = []
     env = os.environ.get("PFLNAS_DATA")
     if env:
         found.append(("PFLNAS_DATA", Path(env).expanduser()))

@@ -50,7 +50,18 @@ def download_torchvision(root: Path, spec: DatasetSpec) -> None:
         for flag in (True, False):
             _FACTORIES[spec.name](str(root), train=flag, download=True)
     except Exception as exc:  # network, HTTP, checksum, disk: all mean "no data here"
-        raise DataError(f"download of {spec.name} into {root} failed ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"the download failed: {short_reason(exc)}") from None
+
+
+def short_reason(exc: BaseException) -> str:
+    """The innermost reason of a (possibly nested) download error in a few words: urllib wraps the socket
+    error, which names every URL it tried; the user needs "no network", not the URLs."""
+    reason = getattr(exc, "reason", None)
+    while isinstance(reason, BaseException):
+        exc, reason = reason, getattr(reason, "reason", None)
+    text = str(getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def extract_torchvision_archive(archive: Path, dest: Path, spec: DatasetSpec) -> Path:
