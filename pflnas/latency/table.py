@@ -34,6 +34,7 @@ from pflnas.errors import PflnasError
 from pflnas.latency.positions import choice_positions
 from pflnas.opbench import _input_shape
 from pflnas.ops import create_op, get_op
+from pflnas.parsing import load_json
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.skeletons import OpSite
 from pflnas.speed import SpeedConfig, device_name, time_forward
@@ -198,10 +199,13 @@ class TableSource(NamedTuple):
     reused: bool  # True: read from the cache; False: measured now
 
 
+MAX_TABLE_BYTES = 16 * 1024 * 1024  # a table is kilobytes (one number per op, site and stride)
+
+
 def load_table(path: str | Path) -> LatencyTable:
     """A table file (a run's ``latency_table.json`` or a cache entry); raises PflnasError when unreadable."""
     try:
-        return LatencyTable.from_dict(json.loads(Path(path).read_text()))
+        return LatencyTable.from_dict(load_json(path, "latency table", MAX_TABLE_BYTES))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PflnasError(f"cannot read latency table {path}: {exc}") from None
 

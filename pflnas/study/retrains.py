@@ -158,7 +158,7 @@ def plan_jobs(jobs: list[RetrainJob], out: Path, overwrite: bool) -> list[tuple[
     for job in jobs:
         run_dir = out / "runs" / job.run_id
         try:
-            held = json.loads(read_regular_text(run_dir / RUN_RECORD, "record"))
+            held = parse_json(read_regular_text(run_dir / RUN_RECORD, "record"), RUN_RECORD)
         except (PflnasError, OSError, ValueError):
             held = None
         if held is not None and held != _normalised(job.record):
@@ -261,7 +261,7 @@ def job_results(run_dir: Path) -> dict[str, Any] | None:
         return None
     result, prof = read_record(result_path), read_record(profile_path)
     try:
-        record = json.loads(read_regular_text(run_dir / RUN_RECORD, "record"))
+        record = parse_json(read_regular_text(run_dir / RUN_RECORD, "record"), RUN_RECORD)
     except (PflnasError, OSError, ValueError):
         record = {}
     try:

@@ -9,7 +9,6 @@ resumed; any other starts afresh. So re-running an interrupted study continues i
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from pflnas.arch import load_architecture
 from pflnas.errors import ConfigError, PflnasError
-from pflnas.parsing import parse_yaml
+from pflnas.parsing import parse_json, parse_yaml
 from pflnas.rundir import mark, user_entries
 from pflnas.study.config import StudyConfig, StudyRun, check_runs, run_search_args, space_label
 from pflnas.train.layout import CHECKPOINT, CONFIG, FOUND, METRICS
@@ -108,7 +107,7 @@ def is_complete(run_dir: Path) -> bool:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(read_regular_text(path, "record"))  # a FIFO there never blocks the plan
+        return parse_json(read_regular_text(path, "record"), str(path))  # a FIFO never blocks the plan
     except (PflnasError, OSError, ValueError):
         return None
 
