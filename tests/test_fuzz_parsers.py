@@ -36,6 +36,7 @@ from pflnas.configs import (
 )
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.ops import list_ops
+from pflnas.parsing import MAX_YAML_VALUES
 from pflnas.train.recipe import RetrainConfig, validate_retrain_config
 
 FUZZ = settings(  # no example database: nothing is written into the checkout
@@ -307,6 +308,46 @@ def test_yaml_text(scratch, text):
         data = parse_yaml(text, "fuzz.yaml")
     except ConfigError:
         return
+    _build_or_user_error(SearchConfig, [data])
+
+
+@st.composite
+def alias_documents(draw: st.DrawFn) -> str:
+    """YAML whose anchors hold aliases of earlier anchors (and now and then of themselves): the shapes of
+    alias bombs and recursive aliases, at sizes on both sides of the expansion cap."""
+    lines = []
+    for i in range(draw(st.integers(1, 7))):
+        earlier = [f"*a{j}" for j in range(i)] + draw(st.sampled_from([[], [f"*a{i}"]]))
+        items = draw(st.lists(st.sampled_from(["1", "x", "null", *earlier]), min_size=1, max_size=12))
+        if draw(st.booleans()):
+            body = "[" + ", ".join(items) + "]"
+        else:
+            body = "{" + ", ".join(f"k{n}: {item}" for n, item in enumerate(items)) + "}"
+        lines.append(f"    a{i}: &a{i} {body}")
+    return "space:\n  name: resnet50_block\n  skeleton:\n" + "\n".join(lines) + "\n"
+
+
+def _values(node: Any, budget: int) -> int:
+    """How many values ``node`` expands to, counting at most ``budget`` (then it returns budget + 1)."""
+    count, stack = 0, [node]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        stack.extend(item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())
+    return count
+
+
+@FUZZ
+@given(text=alias_documents())
+def test_yaml_aliases_expand_within_the_cap_or_are_refused(text):
+    """Whatever the aliases, parsing answers at once: a ConfigError line, or data whose full expansion is
+    within the cap (so dataclasses.asdict, deep_merge and the dump walk a bounded structure)."""
+    try:
+        data = parse_yaml(text, "fuzz.yaml")
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert _values(data, MAX_YAML_VALUES) <= MAX_YAML_VALUES
     _build_or_user_error(SearchConfig, [data])
 
 
