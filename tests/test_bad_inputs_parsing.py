@@ -256,6 +256,12 @@ def test_look_alike_op_in_a_found_json(tmp_path, capsys):
     assert "non-ASCII character" in line and f"did you mean {op!r}" in line
 
 
+def test_look_alike_strategy_through_search(tmp_path, capsys):
+    argv = ["search", "--space", "cell_v1", "--strategy", _look_alike("darts"), "--out", str(tmp_path / "o")]
+    line = _one_line(capsys, argv)
+    assert "non-ASCII character" in line and "did you mean 'darts'" in line, line
+
+
 def test_name_hint_only_when_it_helps():
     from pflnas.names import name_hint
 

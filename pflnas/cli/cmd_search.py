@@ -23,7 +23,8 @@ from pflnas.configs import (
 from pflnas.errors import ConfigError
 from pflnas.rundir import check_resume, claim_new, claim_resume
 from pflnas.spaces import list_spaces
-from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies, list_strategies
+from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies
+from pflnas.strategies.registry import check_strategy
 from pflnas.train.layout import CONFIG, FOUND, METRICS, resolve_space
 
 # CLI flag -> config key; a flag left unset does not override the config
@@ -204,8 +205,7 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
         resolve_space(cfg)  # fail on a bad space before touching the disk
     if cfg.strategy.name in MULTI_TRIAL_STRATEGIES:
         return _run_multi_trial(args, cfg, run_dir if args.resume else None, held)
-    if cfg.strategy.name not in list_strategies():
-        raise ConfigError(f"unknown strategy {cfg.strategy.name!r}; available: {describe_strategies()}")
+    check_strategy(cfg.strategy.name)  # an unknown name: one line with the closest one
     if not args.resume:
         _check_space_named(args)  # the last check of the flags, before torch loads
     from pflnas.train.dist_search import SearchSync  # torch loads here, once the flags are checked
