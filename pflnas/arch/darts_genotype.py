@@ -74,11 +74,13 @@ def _concat(node: ast.AST, field: str) -> list[int]:
         args = [_int(a, f"{field}: range arguments") for a in node.args]
         if len(args) == 3 and args[2] == 0:
             raise _fail(f"{field}: range step must not be zero")
-        if any(abs(a) > _MAX_NODE_ID for a in args):  # len(range(0, 10**30)) overflows
-            raise _fail(f"{field} is {_describe(node)}; DARTS cells have nodes {_NODES[0]}..{_NODES[-1]}")
+        # bounds first: len(range(0, 10**30)) overflows
+        if any(abs(a) > _MAX_NODE_ID for a in args) or len(range(*args)) > 2 * len(_NODES):
+            raise _fail(
+                f"{field} is {_describe(node)}, far more nodes than a DARTS cell has "
+                f"({_NODES[0]}..{_NODES[-1]})"
+            )
         nodes = range(*args)
-        if len(nodes) > 2 * len(_NODES):
-            raise _fail(f"{field} is {_describe(node)}, far more nodes than a DARTS cell has")
         return list(nodes)
     raise _fail(f"{field} must be a list of node ids or range(a, b), got {_describe(node)}")
 
