@@ -332,7 +332,7 @@ CASES = [
         "gives no full batch",
     ),
     ("search-too-wide", f"{SEARCH} --set space.init_channels=200000", "does not fit in memory"),
-    ("retrain-too-wide", f"{RETRAIN} --set model.init_channels=200000", "does not fit in memory"),
+    ("retrain-too-wide", f"{RETRAIN} --set model.init_channels=60000", "does not fit in memory"),
     (
         "retrain-no-full-batch",
         f"{RETRAIN} --set data.subset=null --set data.batch_size=64",

@@ -139,10 +139,6 @@ def _first_dist(doc: dict) -> dict:
     return next(iter(doc["probabilities"].values()))
 
 
-def _drop_label(doc: dict) -> None:
-    doc["probabilities"].pop(next(iter(doc["probabilities"])))
-
-
 def _renormalised_without_op(doc: dict) -> None:
     dist = _first_dist(doc)
     dist.pop(next(iter(dist)))
@@ -161,7 +157,6 @@ def _renormalised_without_op(doc: dict) -> None:
         (lambda d: d.update(param_free_share=1.0 - d["param_free_share"] or 1.0), "the choices give"),
         (lambda d: _first_dist(d).update({k: v / 2 for k, v in _first_dist(d).items()}), "sums to"),
         (_renormalised_without_op, "lacks op(s)"),
-        (_drop_label, "record every choice, or none"),
         (lambda d: _first_dist(d).update({next(iter(_first_dist(d))): 1.5}), "number in [0, 1]"),
         (lambda d: _first_dist(d).update({next(iter(_first_dist(d))): math.inf}), "Infinity is not"),
     ],
@@ -173,7 +168,6 @@ def _renormalised_without_op(doc: dict) -> None:
         "share-mismatch",
         "dist-sum",
         "dist-incomplete",
-        "label-missing",
         "prob-above-1",
         "prob-inf",
     ],
