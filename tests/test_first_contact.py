@@ -238,3 +238,13 @@ def test_a_failed_search_keeps_a_folder_the_user_made(tmp_path, capsys, tiny_sou
     out.mkdir()
     code, _, _ = run_cli(capsys, *search_argv(tiny_source, out, 1, TOO_WIDE))
     assert code == 2 and out.is_dir()
+
+
+def test_a_huge_value_in_an_error_stays_one_short_line(tmp_path, capsys):
+    """A config value of 300 KB is quoted in the error, but the line keeps its head and its advice only."""
+    config = tmp_path / "long.yaml"
+    config.write_text(f'run:\n  epochs: "{"x" * 300_000}"\n')
+    assert main(["search", "--space", "cell_v1", "--config", str(config), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 1000 and "characters left out" in err
+    assert err.startswith("pflnas search: error:") and "run.epochs" in err

@@ -159,7 +159,18 @@ def _message(exc: BaseException) -> str:
             "out of memory; use a smaller batch, network (--set space.init_channels=...) or data subset, "
             "or a machine with more memory"
         )
-    return " ".join(text.split())  # one line, whatever a value quoted in it holds
+    return _bounded(" ".join(text.split()))  # one line, whatever a value quoted in it holds
+
+
+MAX_MESSAGE = 800  # a value quoted in a message may be megabytes long; the head and the advice are enough
+
+
+def _bounded(line: str) -> str:
+    """``line`` with its middle left out when it is longer than :data:`MAX_MESSAGE` characters."""
+    if len(line) <= MAX_MESSAGE:
+        return line
+    head, tail = line[: MAX_MESSAGE // 2], line[-MAX_MESSAGE // 4 :]
+    return f"{head} ... [{len(line) - len(head) - len(tail)} characters left out] ... {tail}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
