@@ -19,6 +19,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -152,6 +153,8 @@ def check_resume(folder: Path, kind: str, what: str, flag: str = "--resume") -> 
 
 # --- the lock ---------------------------------------------------------------------------------------------
 _HELD: dict[str, list[int]] = {}  # real path -> [lock file descriptor, holders in this process]
+EXIT_GRACE_S = 10.0  # how long a dying holder is waited for
+_PF_EXITING = 0x4  # Linux task flag (/proc/PID/stat field 9): the process is exiting
 _GUARD = threading.Lock()
 
 
@@ -255,21 +258,28 @@ def _open_lock(folder: Path, flag: str) -> int:
 
 
 def _acquire(fd: int, folder: Path, flag: str) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise ConfigError(
-            f"{flag} {folder} is in use by {_holder(fd)}; wait for it to end (or stop it), or choose another "
-            "folder"
-        ) from None
-    except OSError as exc:
-        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-            raise
-        print(
-            f"pflnas: warning: {folder} cannot be locked ({exc.strerror}); run one process on it",
-            file=sys.stderr,
-        )
-        return
+    """Take the lock at once, or refuse naming the holder; a holder that is dying (SIGKILLed, still
+    tearing down its memory) is waited for up to EXIT_GRACE_S, so a resume right after a kill works."""
+    deadline = time.monotonic() + EXIT_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline or not _holder_exiting(fd):
+                raise ConfigError(
+                    f"{flag} {folder} is in use by {_holder(fd)}; wait for it to end (or stop it), or choose "
+                    "another folder"
+                ) from None
+            time.sleep(0.05)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            print(
+                f"pflnas: warning: {folder} cannot be locked ({exc.strerror}); run one process on it",
+                file=sys.stderr,
+            )
+            return
     holder = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -278,6 +288,21 @@ def _acquire(fd: int, folder: Path, flag: str) -> None:
     }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+
+
+def _holder_exiting(fd: int) -> bool:
+    """Whether the process the lock file names (on this host) is gone or exiting: a SIGKILLed process
+    keeps its files open while the kernel tears down its memory, for a moment after its parent saw it die."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0))
+        if info["host"] != socket.gethostname():
+            return False
+        fields = Path(f"/proc/{int(info['pid'])}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # no such process (any more)
+        return True
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+    return fields[0] in ("Z", "X") or bool(int(fields[6]) & _PF_EXITING)
 
 
 def _holder(fd: int) -> str:

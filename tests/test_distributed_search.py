@@ -156,6 +156,21 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(
     assert update > 0 and gap < 0.75 * update, (gap, update)
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc/*/stat): killing torchrun's process group alone leaves
+    its workers running, and writing into the run directory, beside the resumed run."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree = [pid]
+    for p in tree:
+        tree += [child for child, ppid in parent.items() if ppid == p]
+    return tree
+
+
 def test_a_killed_distributed_search_resumes_to_the_same_result(
     two_ranks, tmp_path, cifar_source, session_cache
 ):
@@ -167,7 +182,7 @@ def test_a_killed_distributed_search_resumes_to_the_same_result(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group: the launcher and both workers die together
+        start_new_session=True,  # its own process group (the workers get sessions of their own)
     )
     metrics = cut / "metrics.jsonl"
     deadline = time.time() + 300
@@ -175,7 +190,8 @@ def test_a_killed_distributed_search_resumes_to_the_same_result(
         assert proc.poll() is None, f"search exited early: {proc.stderr.read() if proc.stderr else ''}"
         assert time.time() < deadline, "timed out waiting for the first epoch"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in _process_tree(proc.pid):  # torchrun starts each worker in a session of its own
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
     assert not (cut / "found.json").exists()

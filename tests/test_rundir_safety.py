@@ -303,6 +303,33 @@ def test_a_forked_child_of_a_killed_holder_does_not_keep_the_lock(tmp_path):
         os.kill(child, 9)
 
 
+DYING_HOLDER = """
+import json, os, sys, time
+from pflnas.rundir import LOCK, lock_run_dir
+lock = lock_run_dir(sys.argv[1])
+note = json.loads(open(os.path.join(sys.argv[1], LOCK)).read())
+with open(os.path.join(sys.argv[1], LOCK), "w") as fh:  # as if its holder had died and a straggler held on
+    fh.write(json.dumps({**note, "pid": int(sys.argv[2])}))
+print("ready", flush=True)
+time.sleep(1.0)
+"""
+
+
+def test_a_holder_that_is_gone_is_waited_for_not_refused(tmp_path):
+    """A SIGKILLed run keeps its files open while the kernel tears it down: a resume right after the kill
+    waits for that moment instead of refusing (the lock file names a process that no longer exists)."""
+    out = tmp_path / "run"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", DYING_HOLDER, str(out), str(gone.pid)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "ready"
+    with lock_run_dir(out):  # once the straggler lets go
+        assert json.loads((out / LOCK).read_text())["pid"] == os.getpid()
+    holder.wait()
+
+
 def test_the_lock_is_reentrant_in_a_process_and_refuses_library_callers_elsewhere(tmp_path):
     out = tmp_path / "run"
     with lock_run_dir(out), hold(out, "search"):  # a command's claim, then the run's own hold
