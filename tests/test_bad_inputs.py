@@ -195,7 +195,8 @@ def no_training_no_download(monkeypatch, tmp_path):
 SMALL_SEARCH = ["space.init_channels=4", "space.layers=3", "data.subset=20", "data.batch_size=4"]
 SMALL_RETRAIN = ["data.subset=20", "data.batch_size=4", "model.init_channels=4", "model.layers=3"]
 SEARCH = (
-    f"search --preset quick {' '.join(f'--set {s}' for s in SMALL_SEARCH)} --data-dir {{data}} --out {{out}}"
+    f"search --space cell_v1 --preset quick {' '.join(f'--set {s}' for s in SMALL_SEARCH)} "
+    "--data-dir {data} --out {out}"
 )
 RETRAIN = f"retrain --arch {{found}} --recipe quick {' '.join(f'--set {s}' for s in SMALL_RETRAIN)} "
 RETRAIN += "--data-dir {data} --out {out}"

@@ -154,14 +154,15 @@ def _config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def _check_space_named(args: argparse.Namespace) -> None:
-    """A search starts only on a space the user chose (``--space``, or a ``--config`` / ``--set`` naming
-    one) or under a named ``--preset``: never a 50-epoch run on the default space by surprise. Checked
-    after the other flags (their problems are named first), before torch loads and the run starts."""
-    if args.resume or args.space or args.preset:
+    """A search starts only on a space the user chose: ``--space``, or a ``--config`` / ``--set`` / preset
+    that names one. A preset that only sets a budget does not count: never a run on the default space by
+    surprise. Checked after the other flags (their problems are named first), before torch loads."""
+    if args.resume or args.space:
         return
     if any(item.partition("=")[0].strip() == "space.name" for item in args.set):
         return
-    if args.config and "name" in (read_yaml(args.config).get("space") or {}):
+    files = [f for f in (args.config, preset_path(args.preset) if args.preset else None) if f]
+    if any("name" in (read_yaml(f).get("space") or {}) for f in files):
         return
     raise ConfigError(
         f"name a search space with --space NAME ({', '.join(list_spaces())}; 'pflnas list spaces' says "
