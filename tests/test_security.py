@@ -71,11 +71,13 @@ def test_source_never_unpickles_evaluates_or_executes_user_input(path):
 def test_the_yaml_loader_is_a_safe_loader():
     import yaml
 
-    from pflnas import configs
+    from pflnas import parsing
 
-    assert issubclass(configs._StrictLoader, yaml.SafeLoader)
+    # libyaml's CSafeLoader is not a SafeLoader subclass; what makes a loader safe is its constructor
+    assert issubclass(parsing._StrictLoader, yaml.constructor.SafeConstructor)
+    assert not issubclass(parsing._StrictLoader, yaml.constructor.FullConstructor)
     with pytest.raises(PflnasError):  # a python/object tag is refused, not constructed
-        configs.parse_yaml("x: !!python/object/apply:os.system ['echo pwned']", "test")
+        parsing.parse_yaml("x: !!python/object/apply:os.system ['echo pwned']", "test")
 
 
 class _Payload:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import markdown
 import pandas as pd
-import yaml
 from matplotlib import rc_context
 
 from pflnas.analysis.load import load_runs
@@ -25,6 +24,7 @@ from pflnas.analysis.plots import plot_accuracy_vs_latency, plot_pareto
 from pflnas.analysis.report_parts import Writer, fmt, fmt_p, md_code_block, md_table, md_text
 from pflnas.analysis.search_report import build_markdown
 from pflnas.errors import PflnasError
+from pflnas.parsing import load_yaml
 from pflnas.rundir import claim_new
 from pflnas.utils_io import atomic_write_text
 
@@ -85,8 +85,8 @@ def is_layer_study(path: Path) -> bool:
     if not study.is_file():
         return False
     try:
-        data = yaml.safe_load(study.read_text())
-    except yaml.YAMLError:
+        data = load_yaml(study, "study file")
+    except PflnasError:
         return False
     return isinstance(data, dict) and data.get("kind") == "layer"
 

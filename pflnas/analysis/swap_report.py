@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from matplotlib.figure import Figure
 
 from pflnas.analysis.figures import PARAM_FREE_ACCENT, TRAINABLE_ACCENT, new_figure
@@ -25,6 +24,7 @@ from pflnas.analysis.report import Report, joined_paths, to_html
 from pflnas.analysis.report_parts import Writer, fmt_p, md_code, md_code_block, md_table, md_text
 from pflnas.configs import build_config, read_yaml, to_dict
 from pflnas.errors import PflnasError
+from pflnas.parsing import load_yaml
 from pflnas.train.recipe import RetrainConfig, recipe_layer
 from pflnas.utils_io import atomic_write_text
 
@@ -238,7 +238,7 @@ def _protocol(sources: Sequence[Path], runs: pd.DataFrame, study: dict[str, Any]
     """What every retrain did, and how it differs from the full-budget recipe of its dataset."""
     first = runs.iloc[0]
     folder = next(s for s in sources if s.name == first["study"]) / "runs" / first["name"] / "retrain"
-    config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    config = load_yaml(folder / "config.yaml", "retrain config") or {}
     net = config.pop("network", None) or {}
     d, sched = config.get("data", {}), config.get("schedule", {})
     retrain = study.get("retrain", {})
