@@ -66,8 +66,8 @@ def after_setup(monkeypatch, cls, method: str, install) -> None:
     """Call ``install(run)`` right after ``cls.method`` (the run's setup) on every run."""
     original = getattr(cls, method)
 
-    def setup(self):
-        original(self)
+    def setup(self, *args, **kwargs):  # setup may take the start-up progress printer
+        original(self, *args, **kwargs)
         install(self)
 
     monkeypatch.setattr(cls, method, setup)
