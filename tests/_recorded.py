@@ -57,7 +57,10 @@ def record_search(source: str, root: Path) -> dict[str, Any]:
     for strategy in STRATEGIES:
         run = root / f"search-{strategy}"
         cli(search_argv(source, run, 2, f"strategy.name={strategy}", "run.seed=3"))
-        out[strategy] = {"found": found(run / "found.json"), "metrics": metrics(run / "metrics.jsonl", SEARCH_KEYS)}
+        out[strategy] = {
+            "found": found(run / "found.json"),
+            "metrics": metrics(run / "metrics.jsonl", SEARCH_KEYS),
+        }
     return out
 
 
@@ -74,7 +77,10 @@ def record_study(source: str, root: Path) -> dict[str, Any]:
             "spaces": ["cell_v1"],
             "strategies": ["darts"],
             "seeds": [0, 1],
-            "settings": {"individual": {"space.alpha_mode": "individual"}, "shared": {"space.alpha_mode": "shared"}},
+            "settings": {
+                "individual": {"space.alpha_mode": "individual"},
+                "shared": {"space.alpha_mode": "shared"},
+            },
         },
         "jobs": 1,
     }
@@ -102,7 +108,10 @@ def record_bench(root: Path) -> dict[str, Any]:
     argv = ["bench", "nb201", "--strategy", "evolution,random", "--selection", "oracle", "--seeds", "2"]
     data = json.loads(cli([*argv, "--queries", "20", "--out", str(root / "bench"), "--json"]))
     keep = ("seed", "cell", "accuracy", "regret", "param_free_share", "found_at_query", "curve")
-    return {s["strategy"]: [{k: run[k] for k in keep if k in run} for run in s["runs"]] for s in data["strategies"]}
+    return {
+        s["strategy"]: [{k: run[k] for k in keep if k in run} for run in s["runs"]]
+        for s in data["strategies"]
+    }
 
 
 def record_profile() -> dict[str, Any]:

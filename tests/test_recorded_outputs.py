@@ -40,7 +40,9 @@ def differences(got: Any, want: Any, where: str = "") -> list[str]:
     if isinstance(want, list) and isinstance(got, list):
         if len(got) != len(want):
             return [f"{where}: {len(got)} items, recorded {len(want)}"]
-        return [line for i, (g, w) in enumerate(zip(got, want)) for line in differences(g, w, f"{where}[{i}]")]
+        return [
+            line for i, (g, w) in enumerate(zip(got, want)) for line in differences(g, w, f"{where}[{i}]")
+        ]
     g, w = _number(got), _number(want)
     if g is not None and w is not None and type(got) is type(want):
         if math.isclose(g, w, rel_tol=RTOL, abs_tol=ATOL) or (math.isnan(g) and math.isnan(w)):
