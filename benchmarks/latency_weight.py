@@ -4,7 +4,7 @@ search finds?
 Runs the same short real search (same space, data subset, seed, epochs) once per latency weight lambda, then
 builds every found architecture's derived network at the search network's width and depth (the shapes the
 latency table was timed at) and measures its forward latency at batch 1 on the same device with
-:func:`pflnas.speed.measure_latency` (the ``pflnas profile`` machinery). The networks are timed in
+:func:`pflnas.measure.speed.measure_latency` (the ``pflnas profile`` machinery). The networks are timed in
 interleaved rounds and each one's latency is the median over rounds, so load drifting on a shared machine
 hits all of them alike.
 
@@ -92,8 +92,9 @@ def _search(args: argparse.Namespace, weight: float, out: Path) -> dict[str, Any
 def _measure(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     import torch
 
+    from pflnas.measure.context import SpeedConfig
+    from pflnas.measure.speed import measure_latency
     from pflnas.models import build_from_config, resolve_network_config
-    from pflnas.speed import SpeedConfig, measure_latency
 
     cfg = SpeedConfig(device=args.device, batch_size=1, repeats=args.repeats, threads=args.threads)
     nets = []
@@ -128,8 +129,9 @@ def main() -> None:
     import torch
 
     from pflnas.configs import SearchConfig, build_config
-    from pflnas.latency import cached_table, expected_latency
-    from pflnas.speed import SpeedConfig
+    from pflnas.latency.objective import expected_latency
+    from pflnas.measure.context import SpeedConfig
+    from pflnas.measure.latency_table import cached_table
     from pflnas.train.search import resolve_space
 
     torch.set_num_threads(args.threads)

@@ -1,8 +1,9 @@
 """Named choices and defaults that help texts show before torch is loaded.
 
-The library modules that use them (:mod:`pflnas.models.factory`, :mod:`pflnas.export`, :mod:`pflnas.speed`)
-import them from here, so ``pflnas profile --help`` and ``pflnas export --help`` list the same dataset
-presets, exporters and measurement defaults the code runs with, without importing torch.
+The library modules that use them (:mod:`pflnas.models.factory`, :mod:`pflnas.export`,
+:mod:`pflnas.measure.context`) import them from here, so ``pflnas profile --help`` and ``pflnas export
+--help`` list the same dataset presets, exporters and measurement defaults the code runs with, without
+importing torch.
 """
 
 from __future__ import annotations
@@ -33,5 +34,5 @@ DATASET_PRESETS: MappingProxyType[str, DatasetPreset] = MappingProxyType(
 DEFAULT_OPSET = 18  # the lowest opset torch's dynamo exporter implements; TorchScript goes lower
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
-# pflnas.speed.SpeedConfig: batch of the throughput run, untimed and timed passes
+# pflnas.measure.context.SpeedConfig: batch of the throughput run, untimed and timed passes
 SPEED_BATCH_SIZE, SPEED_WARMUP, SPEED_REPEATS = 64, 10, 30

@@ -16,8 +16,8 @@ from pflnas.arch.darts_genotype import architecture_from_genotype, parse_genotyp
 from pflnas.arch.record import load_architecture
 from pflnas.cli.main import main
 from pflnas.errors import ArchitectureError
+from pflnas.measure.counting import count_parameters
 from pflnas.models import build_network
-from pflnas.profile import count_parameters
 from pflnas.spaces import load_space
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from pflnas.arch.derive import derive_architecture
 from pflnas.cli.main import main
 from pflnas.configs import ArchOptimConfig
 from pflnas.errors import ArchitectureError, ConfigError
+from pflnas.measure.counting import count_macs, count_parameters
 from pflnas.models import PiTBlockNet, ResNetBlockNet, ViTBlockNet, build_network
-from pflnas.profile import count_macs, count_parameters
 from pflnas.strategies import StepContext, create_strategy
 from pflnas.supernet import build_supernet
 

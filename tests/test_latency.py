@@ -13,12 +13,14 @@ import torch.nn.functional as F
 from _data_fixtures import make_archive, make_tree
 from _spaces import tiny
 
-import pflnas.latency.table as table_mod
+import pflnas.measure.latency_table as table_mod
 from pflnas.cli.main import main
 from pflnas.configs import ArchOptimConfig
-from pflnas.latency import LatencyTerm, cached_table, choice_positions, expected_latency, measure_table
+from pflnas.latency.objective import LatencyTerm, expected_latency
+from pflnas.latency.positions import choice_positions
+from pflnas.measure.context import SpeedConfig
+from pflnas.measure.latency_table import cached_table, measure_table
 from pflnas.ops import get_op
-from pflnas.speed import SpeedConfig
 from pflnas.strategies import StepContext, create_strategy, list_strategies
 from pflnas.supernet import build_supernet
 
@@ -278,7 +280,7 @@ def test_search_with_latency_weight_writes_table_and_expected_latency(
     rows = _rows(tmp_path / "a")
     assert all(r["expected_latency_ms"] > 0 for r in rows)
     # the logged value is the expectation under the logged probabilities
-    from pflnas.latency import load_table
+    from pflnas.measure.latency_table import load_table
 
     lt = load_table(tmp_path / "a" / "latency_table.json")
     assert rows[-1]["expected_latency_ms"] == pytest.approx(expected_latency(rows[-1]["probs"], lt), rel=1e-4)

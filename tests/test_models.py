@@ -11,10 +11,10 @@ from pflnas.arch.darts_genotype import architecture_from_genotype
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.record import Architecture, CellArch, Edge
 from pflnas.errors import ArchitectureError, ConfigError
+from pflnas.measure.counting import _flops_on_meta, _flops_on_zeros, count_macs, count_parameters
 from pflnas.models import AuxOutput, build_network, stage_map
 from pflnas.models.darts import drop_path
 from pflnas.ops import create_op
-from pflnas.profile import _flops_on_meta, _flops_on_zeros, count_macs, count_parameters
 from pflnas.spaces import list_spaces, load_space
 
 # Genotypes as DARTS prints them: quark0/darts cnn/genotypes.py (DARTS_V1, DARTS_V2) and

@@ -1,6 +1,7 @@
-"""Measured speed (``pflnas.speed``) and ``pflnas profile`` with latency / throughput / memory: statistics
-against known numbers, the timing protocol's side effects, the CPU peak-memory tracker against hand-counted
-bytes, and the CLI's table, ratios, JSON and one-line errors. CPU only and tiny, except the ``gpu`` test."""
+"""Measured speed (``pflnas.measure.speed``) and ``pflnas profile`` with latency / throughput / memory:
+statistics against known numbers, the timing protocol's side effects, the CPU peak-memory tracker against
+hand-counted bytes, and the CLI's table, ratios, JSON and one-line errors. CPU only and tiny, except the
+``gpu`` test."""
 
 import json
 import math
@@ -14,17 +15,11 @@ from torch import nn
 from pflnas.arch.record import load_architecture
 from pflnas.cli.main import main
 from pflnas.errors import ConfigError
+from pflnas.measure.context import MeasurementContext, SpeedConfig
+from pflnas.measure.memory import LiveTensorBytes, measure_peak_memory
+from pflnas.measure.speed import measure_latency, measure_speed, measure_throughput
+from pflnas.measure.timing import TimingStats
 from pflnas.models import resolve_network_config
-from pflnas.speed import (
-    LiveTensorBytes,
-    MeasurementContext,
-    SpeedConfig,
-    TimingStats,
-    measure_latency,
-    measure_peak_memory,
-    measure_speed,
-    measure_throughput,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 DARTS_V2 = REPO / "experiments/archs/darts_v2.json"

@@ -1,6 +1,6 @@
-"""``pflnas.opbench`` and ``pflnas profile --ops``: every (site, valid op) of a space timed, the baseline
-ratios, the network-level estimate recomputed from the per-site rows, counts and traffic, the CLI's text,
-JSON and one-line errors. CPU only and tiny (a few seconds in all), except the ``gpu`` test."""
+"""``pflnas.measure.opbench`` and ``pflnas profile --ops``: every (site, valid op) of a space timed, the
+baseline ratios, the network-level estimate recomputed from the per-site rows, counts and traffic, the CLI's
+text, JSON and one-line errors. CPU only and tiny (a few seconds in all), except the ``gpu`` test."""
 
 import json
 import math
@@ -11,17 +11,12 @@ import torch
 
 from pflnas.cli.main import main
 from pflnas.errors import ConfigError
-from pflnas.opbench import (
-    DEFAULT_BASELINE,
-    OpBenchReport,
-    benchmark_ops,
-    default_image_size,
-    format_report,
-    site_baseline,
-)
+from pflnas.measure.context import SpeedConfig
+from pflnas.measure.opbench import DEFAULT_BASELINE, benchmark_ops, default_image_size, site_baseline
+from pflnas.measure.opbench_results import OpBenchReport
+from pflnas.measure.report import format_report
 from pflnas.ops import get_op
 from pflnas.spaces.config import load_space
-from pflnas.speed import SpeedConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # timings: no thread contention
 

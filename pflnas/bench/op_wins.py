@@ -100,8 +100,8 @@ def edge_op_params(table: NB201Table) -> tuple[int, np.ndarray]:
 
 def network_params(table: NB201Table, code: tuple[int, ...]) -> int:
     """Parameters of the derived network of one cell, built for real."""
+    from pflnas.measure.counting import count_parameters
     from pflnas.models import build_network
-    from pflnas.profile import count_parameters
 
     return count_parameters(build_network(table.architecture(code), dataset="cifar10"))
 

@@ -1,12 +1,12 @@
 """``pflnas profile``: the cost of the derived networks of one or more found.json files, or of a space's ops.
 
-For each ``--arch`` file: parameters and MACs (counted, :mod:`pflnas.profile`) and, unless ``--no-speed``,
-measured latency at batch 1, throughput at ``--batch-size`` and peak memory of one forward pass
-(:mod:`pflnas.speed`). Several files give one table with each row's ratio to the first file.
+For each ``--arch`` file: parameters and MACs (counted, :mod:`pflnas.measure.counting`) and, unless
+``--no-speed``, measured latency at batch 1, throughput at ``--batch-size`` and peak memory of one forward
+pass (:mod:`pflnas.measure.speed`). Several files give one table with each row's ratio to the first file.
 
-``--ops --space NAME``: the per-op microbenchmark of :mod:`pflnas.opbench`: every candidate op of the space
-timed (forward, and forward + backward) at every place the space runs it, with ratios to a baseline op and
-a network-level estimate per op.
+``--ops --space NAME``: the per-op microbenchmark of :mod:`pflnas.measure.opbench`: every candidate op of the
+space timed (forward, and forward + backward) at every place the space runs it, with ratios to a baseline op
+and a network-level estimate per op. The text of both is :mod:`pflnas.measure.report`'s.
 """
 
 from __future__ import annotations
@@ -24,13 +24,22 @@ from pflnas.options import DATASET_PRESETS, SPEED_BATCH_SIZE, SPEED_REPEATS, SPE
 from pflnas.spaces.config import SpaceConfig, load_space
 
 if TYPE_CHECKING:  # the modules that measure import torch: loaded in the functions that run them
+    from pflnas.measure.context import SpeedConfig
+    from pflnas.measure.opbench_results import OpBenchReport
     from pflnas.models import NetworkConfig
-    from pflnas.opbench import OpBenchReport
-    from pflnas.speed import SpeedConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile")
+    _add_network_flags(p)
+    _add_ops_flags(p.add_argument_group("per-op benchmark (--ops)"))
+    _add_speed_flags(p.add_argument_group("speed (measured; skipped with --no-speed)"))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def _add_network_flags(p: argparse.ArgumentParser) -> None:
+    """``--arch`` and how its networks are built (``--image-size`` serves ``--ops`` too)."""
     p.add_argument(
         "--arch",
         type=Path,
@@ -66,7 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="input side (default: the dataset's; with --ops 224 for block spaces, 32 for cell spaces)",
     )
-    ops = p.add_argument_group("per-op benchmark (--ops)")
+
+
+def _add_ops_flags(ops: argparse._ArgumentGroup) -> None:
     ops.add_argument(
         "--ops",
         action="store_true",
@@ -95,7 +106,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override a space field, e.g. space.skeleton.width_mult=0.25 or space.init_channels=8 "
         "(repeatable)",
     )
-    speed = p.add_argument_group("speed (measured; skipped with --no-speed)")
+
+
+def _add_speed_flags(speed: argparse._ArgumentGroup) -> None:
     speed.add_argument("--no-speed", action="store_true", help="parameters and MACs only (fast)")
     speed.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to measure")
     speed.add_argument(
@@ -123,8 +136,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="timed passes; default %(default)s",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run=run)
 
 
 def _check_flag(flag: str, value: int | None, minimum: int = 1) -> None:
@@ -135,7 +146,7 @@ def _check_flag(flag: str, value: int | None, minimum: int = 1) -> None:
 
 def speed_config(args: argparse.Namespace) -> SpeedConfig:
     """The :class:`SpeedConfig` of the flags (validated with the flags' names; CUDA availability too)."""
-    from pflnas.speed import SpeedConfig
+    from pflnas.measure.context import SpeedConfig
 
     for flag, value in (
         ("--batch-size", args.batch_size),
@@ -182,8 +193,8 @@ def _cost(
     """The built model and the report of its counted cost (the keys of the original ``pflnas profile``)."""
     import torch
 
+    from pflnas.measure.counting import profile_model
     from pflnas.models import build_from_config
-    from pflnas.profile import profile_model
     from pflnas.train.device import build_within_memory, memory_guard
 
     cpu = torch.device("cpu")
@@ -215,7 +226,7 @@ def _cost(
 
 def profile_reports(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The measurement context (None with ``--no-speed``) and one JSON-ready report per ``--arch`` file."""
-    from pflnas.speed import measure_speed
+    from pflnas.measure.speed import measure_speed
     from pflnas.train.device import memory_guard
 
     cfg = speed_config(args)
@@ -271,116 +282,6 @@ def _ratios(report: dict[str, Any], first: dict[str, Any]) -> dict[str, float | 
     return ratios
 
 
-# --- text output ---------------------------------------------------------------------------------------
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB"
-
-
-def _context_line(context: dict[str, Any]) -> str:
-    return (
-        f"{context['device']} ({context['device_name']}), {context['threads']} threads, "
-        f"torch {context['torch_version']}, {context['dtype']}, {context['memory_format']}, "
-        f"warmup {context['warmup']}, repeats {context['repeats']}, latency at batch 1, "
-        f"throughput and memory at batch {context['batch_size']}"
-        + ("" if context.get("load_average") is None else f", system load {context['load_average']}")
-    )
-
-
-def _contention_warning(context: dict[str, Any]) -> str | None:
-    load, cpus = context.get("load_average"), context.get("cpu_count")
-    if context["device"] != "cpu" or load is None or cpus is None or load <= cpus:
-        return None
-    return (
-        f"warning: system load {load} on {cpus} CPUs: the CPU is oversubscribed and these timings may be "
-        "unreliable (measure on an idle machine, or with fewer --threads)"
-    )
-
-
-def _memory_phrase(context: dict[str, Any]) -> str:
-    return f"peak activation memory at batch {context['batch_size']}, measured by {context['memory_method']}"
-
-
-def _print_one(report: dict[str, Any], context: dict[str, Any] | None) -> None:
-    net = report["network"]
-    aux = "included" if report["params_include_auxiliary"] else "excluded"
-    print(f"arch      {report['arch']} (space {report['space']})")
-    print(
-        f"network   {net['class']}: {net['dataset']}, {net['num_classes']} classes, "
-        f"C={net['init_channels']}, layers={net['layers']}"
-    )
-    print(f"input     {'x'.join(map(str, report['input_shape']))}")
-    print(f"params    {report['params']:,} ({report['params'] / 1e6:.2f} M, auxiliary head {aux})")
-    print(f"macs      {report['macs']:,} ({report['macs'] / 1e6:.2f} M; conv/linear/matmul only, eval mode)")
-    if context is None:
-        return
-    lat, thr, mem = report["latency"], report["throughput"], report["memory"]
-    print(f"context   {_context_line(context)}")
-    print(
-        f"latency   {lat['median_ms']:.2f} ms ± IQR {lat['iqr_ms']:.2f} (median of {context['repeats']} "
-        f"passes at batch 1; p10 {lat['p10_ms']:.2f}, p90 {lat['p90_ms']:.2f} ms)"
-    )
-    print(
-        f"speed     {thr['images_per_s']:,.1f} images/s at batch {thr['batch_size']} "
-        f"(median {thr['median_ms']:.2f} ms ± IQR {thr['iqr_ms']:.2f} per batch)"
-    )
-    print(
-        f"memory    {_mib(mem['activation_bytes'])} peak activation memory at batch {mem['batch_size']} "
-        f"({_mib(mem['peak_bytes'])} with weights and input), measured by {mem['method']}"
-    )
-    warning = _contention_warning(context)
-    if warning:
-        print(warning, file=sys.stderr)
-
-
-def _x(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.2f}x"
-
-
-def _print_table(reports: list[dict[str, Any]], context: dict[str, Any] | None) -> None:
-    first = reports[0]
-    shape = "x".join(map(str, first["input_shape"][1:]))
-    if context is not None:
-        print(f"context: {_context_line(context)}; input {shape}")
-    else:
-        print(f"input {shape}; speed not measured (--no-speed)")
-    header = ["arch", "network", "params", "x", "MACs", "x"]
-    if context is not None:
-        header += ["latency ms (± IQR)", "x", "images/s", "x", "peak act. mem", "x"]
-    rows = [header]
-    for r in reports:
-        net, ratios = r["network"], r["ratios"]
-        row = [
-            r["arch"],
-            f"{net['class']} C={net['init_channels']} L={net['layers']}",
-            f"{r['params'] / 1e6:.3f} M",
-            _x(ratios["params"]),
-            f"{r['macs'] / 1e6:.1f} M",
-            _x(ratios["macs"]),
-        ]
-        if context is not None:
-            row += [
-                f"{r['latency']['median_ms']:.2f} ± {r['latency']['iqr_ms']:.2f}",
-                _x(ratios["latency"]),
-                f"{r['throughput']['images_per_s']:,.1f}",
-                _x(ratios["throughput"]),
-                _mib(r["memory"]["activation_bytes"]),
-                _x(ratios["activation_memory"]),
-            ]
-        rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        cells = [
-            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        print("  ".join(cells).rstrip())
-    print("x: ratio to the first row (latency: time, higher is slower; images/s: higher is faster)")
-    if context is not None:
-        print(f"peak act. mem: {_memory_phrase(context)}")
-        warning = _contention_warning(context)
-        if warning:
-            print(warning, file=sys.stderr)
-
-
 # --- --ops ---------------------------------------------------------------------------------------------
 ARCH_ONLY = ("dataset", "num_classes", "init_channels", "layers", "auxiliary", "no_speed")
 OPS_ONLY = ("space", "only", "baseline", "set")
@@ -429,7 +330,7 @@ def ops_space(args: argparse.Namespace) -> SpaceConfig:
 
 def ops_report(args: argparse.Namespace) -> OpBenchReport:
     """The per-op benchmark of ``--ops`` (flags validated first, with their names)."""
-    from pflnas.opbench import benchmark_ops, check_ops, default_image_size
+    from pflnas.measure.opbench import benchmark_ops, check_ops, default_image_size
 
     cfg = speed_config(args)
     space = ops_space(args)
@@ -443,17 +344,23 @@ def ops_report(args: argparse.Namespace) -> OpBenchReport:
 
 
 def run_ops(args: argparse.Namespace) -> int:
-    from pflnas.opbench import format_report
+    from pflnas.measure.report import format_report
 
     report = ops_report(args)
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
     print(format_report(report))
-    warning = _contention_warning(report.context.to_dict())
+    _warn_if_contended(report.context.to_dict())
+    return 0
+
+
+def _warn_if_contended(context: dict[str, Any] | None) -> None:
+    from pflnas.measure.report import contention_warning
+
+    warning = None if context is None else contention_warning(context)
     if warning:
         print(warning, file=sys.stderr)
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -463,9 +370,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(profile_report(args)))
         return 0
+    from pflnas.measure.report import format_network, format_networks
+
     context, reports = profile_reports(args)
-    if len(reports) == 1:
-        _print_one(reports[0], context)
-    else:
-        _print_table(reports, context)
+    print(format_network(reports[0], context) if len(reports) == 1 else format_networks(reports, context))
+    _warn_if_contended(context)
     return 0

@@ -1,28 +1,7 @@
-"""Measured-latency-aware search: a per-op latency table of a space on a device, and the expected latency
-of a supernet's op probabilities, added to the architecture loss (``latency.weight`` per ms)."""
+"""Measured-latency-aware search: where each architecture choice runs its op (:mod:`.positions`) and the
+expected latency of a supernet's op probabilities, added to the architecture loss (:mod:`.objective`,
+``latency.weight`` per ms). The per-op table it reads is measured by :mod:`pflnas.measure.latency_table`.
 
-from pflnas.latency.objective import LatencyTerm, expected_latency
-from pflnas.latency.positions import Position, choice_positions
-from pflnas.latency.table import (
-    LatencyTable,
-    TableSource,
-    cache_path,
-    cached_table,
-    load_table,
-    measure_table,
-    table_key,
-)
-
-__all__ = [
-    "LatencyTable",
-    "LatencyTerm",
-    "Position",
-    "TableSource",
-    "cache_path",
-    "cached_table",
-    "choice_positions",
-    "expected_latency",
-    "load_table",
-    "measure_table",
-    "table_key",
-]
+Nothing is re-exported here: the table module imports :mod:`.positions`, so a package that imported
+:mod:`.objective` (which reads the table) would make an import cycle.
+"""

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from pflnas.errors import PflnasError
-from pflnas.latency.table import LatencyTable
+from pflnas.measure.latency_table import LatencyTable
 from pflnas.supernet.network import Supernet
 
 Batch = tuple[Tensor, Tensor]

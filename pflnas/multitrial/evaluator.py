@@ -7,7 +7,7 @@ space.init_channels=...`` scales trials as it scales a supernet; block spaces ar
 optimizer settings (SGD, cosine schedule, gradient clipping), and scores it on the held-out half, exactly
 the data a one-shot search uses. Every trial starts from the same seed, so a retried trial reproduces the
 one it replaces (on CPU). Returns ``accuracy`` and ``params`` always, and ``latency_ms`` (median forward
-time at batch 1 on the run's device, :func:`pflnas.speed.measure_latency`) when an objective needs it.
+time at batch 1 on the run's device, :func:`pflnas.measure.speed.measure_latency`) when an objective needs it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from torch import nn
 
 from pflnas.arch.record import Architecture
 from pflnas.configs import SearchConfig
+from pflnas.measure.context import SpeedConfig
+from pflnas.measure.counting import count_parameters
+from pflnas.measure.speed import measure_latency
 from pflnas.models import build_from_config, resolve_network_config
-from pflnas.profile import count_parameters
-from pflnas.speed import SpeedConfig, measure_latency
 from pflnas.train.device import seed_everything
 from pflnas.train.search import _Loaders, _make_loaders, evaluate
 

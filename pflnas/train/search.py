@@ -27,9 +27,10 @@ from pflnas.arch.record import Architecture, save_architecture
 from pflnas.configs import SearchConfig, to_dict
 from pflnas.data import BatchLoader, load_dataset, search_split
 from pflnas.errors import ConfigError, DataError, PflnasError
-from pflnas.latency import LatencyTable, LatencyTerm, cached_table, load_table
+from pflnas.latency.objective import LatencyTerm
+from pflnas.measure.context import SpeedConfig
+from pflnas.measure.latency_table import LatencyTable, cached_table, load_table
 from pflnas.rundir import hold
-from pflnas.speed import SpeedConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import Supernet, build_supernet
 from pflnas.supernet.network import check_supernet_options

@@ -6,6 +6,7 @@ BatchNorm, activations, pooling and additions do not. Counting runs the model in
 ``torch.no_grad``, so an auxiliary head (which runs only in training) is never counted. The count depends
 on shapes only, so the forward pass runs on the meta device (no arithmetic) with the model's own weights
 swapped for meta stand-ins; a model that cannot run there is counted on a real zero input instead.
+Counts need no device and no timing, so they are cheap enough for every report and every multi-trial step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
+
+from pflnas.measure.dtypes import param_dtype
 
 
 def count_parameters(model: nn.Module, exclude_auxiliary: bool = True) -> int:
@@ -53,20 +56,15 @@ def _count(model: nn.Module, run: Callable[[], object]) -> int:
 def _flops_on_meta(model: nn.Module, input_shape: Sequence[int]) -> int:
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     meta = {name: torch.empty_like(t, device="meta") for name, t in tensors.items()}
-    x = torch.zeros(tuple(input_shape), device="meta", dtype=_dtype(model))
+    x = torch.zeros(tuple(input_shape), device="meta", dtype=param_dtype(model))
     return _count(model, lambda: functional_call(model, meta, (x,)))
 
 
 def _flops_on_zeros(model: nn.Module, input_shape: Sequence[int]) -> int:
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
-    x = torch.zeros(tuple(input_shape), device=device, dtype=_dtype(model))
+    x = torch.zeros(tuple(input_shape), device=device, dtype=param_dtype(model))
     return _count(model, lambda: model(x))
-
-
-def _dtype(model: nn.Module) -> torch.dtype:
-    first = next(model.parameters(), None)
-    return first.dtype if first is not None and first.is_floating_point() else torch.float32
 
 
 def profile_model(

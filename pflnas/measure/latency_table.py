@@ -1,11 +1,11 @@
 """The per-op latency table of a space on one device: every candidate op timed at every position.
 
 Each distinct op run -- same op, channels in and out, stride, input grid and heads -- is timed once, alone,
-as the derived network builds it (``create_op(op, C, C, stride, context=..., heads=...)``, affine BN), with
-:func:`pflnas.speed.time_forward`'s protocol (eval mode, inference mode, warm-up, then ``repeats`` timed
-passes; CUDA events + synchronize on a GPU) at the table's batch, in float32 and the contiguous memory
-format whatever the search's AMP setting; the median is the op's time. ``none`` costs 0 and is never
-timed. A choice's cost per op (:attr:`LatencyTable.choices`) sums its positions
+as the derived network builds it (``create_op(op, C, C, stride, context=..., heads=...)``, affine BN),
+with :func:`pflnas.measure.speed.time_forward`'s protocol (eval mode, inference mode, warm-up, then
+``repeats`` timed passes; CUDA events + synchronize on a GPU) at the table's batch, in float32 and the
+contiguous memory format whatever the search's AMP setting; the median is the op's time. ``none`` costs 0
+and is never timed. A choice's cost per op (:attr:`LatencyTable.choices`) sums its positions
 (:mod:`pflnas.latency.positions`): ``sum(position.share * time(op at position.site))``, in milliseconds
 per batch.
 
@@ -32,12 +32,13 @@ import torch
 from pflnas.data.cache import data_cache_dir
 from pflnas.errors import PflnasError
 from pflnas.latency.positions import choice_positions
-from pflnas.opbench import _input_shape
+from pflnas.measure.context import SpeedConfig, device_name
+from pflnas.measure.prepare import op_input_shape
+from pflnas.measure.speed import time_forward
 from pflnas.ops import create_op, get_op
 from pflnas.parsing import load_json
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.skeletons import OpSite
-from pflnas.speed import SpeedConfig, device_name, time_forward
 from pflnas.utils_io import atomic_write_json
 
 FORMAT = "pflnas-latency-table-1"
@@ -144,7 +145,7 @@ def time_op(run: OpRun, cfg: SpeedConfig) -> tuple[float, float]:
     torch.manual_seed(0)  # callers keep their own RNG stream (see measure_table)
     model = create_op(run.op, run.channels, run.channels, run.stride, context=run.context, heads=run.heads)
     site = OpSite(0, run.stride, run.channels, run.height, run.width, run.heads)
-    stats = time_forward(model, _input_shape(run.context, site, 1), cfg, batch_size=cfg.batch_size)
+    stats = time_forward(model, op_input_shape(run.context, site, 1), cfg, batch_size=cfg.batch_size)
     return stats.median, stats.iqr
 
 
