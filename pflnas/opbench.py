@@ -46,7 +46,7 @@ from torch import nn
 
 from pflnas.errors import ConfigError
 from pflnas.names import name_hint
-from pflnas.ops import create_op, get_op
+from pflnas.ops import PARAM_FREE, create_op, get_op
 from pflnas.profile import count_macs, count_parameters
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.skeletons import OpSite
@@ -323,7 +323,7 @@ def benchmark_ops(
             rows = tuple(
                 OpMeasurement(
                     op=op,
-                    param_free=get_op(op).param_free(site.stride),
+                    param_free=get_op(op).role(site.stride) == PARAM_FREE,
                     params=r.params,
                     macs=r.macs,
                     traffic_bytes=r.traffic_bytes,

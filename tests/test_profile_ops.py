@@ -19,7 +19,7 @@ from pflnas.opbench import (
     format_report,
     site_baseline,
 )
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces.config import load_space
 from pflnas.speed import SpeedConfig
 
@@ -111,7 +111,7 @@ def check_report(report: OpBenchReport, space, image_size: int) -> None:
                 assert stats.batch_size == CFG.batch_size
             assert m.forward_ratio == m.forward.median / base.forward.median
             assert m.forward_backward_ratio == m.forward_backward.median / base.forward_backward.median
-            assert m.param_free == get_op(m.op).param_free(s.site.stride)
+            assert m.param_free == (get_op(m.op).role(s.site.stride) == PARAM_FREE)
             if m.param_free and report.op_context != "token":
                 assert m.params == 0 and m.macs == 0
             if m.op in ("identity", "skip_connect") and m.param_free:

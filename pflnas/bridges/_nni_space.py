@@ -33,13 +33,13 @@ import torch
 from nni.nas.nn.pytorch import Cell, LayerChoice, ModelSpace
 from torch import Tensor, nn
 
-from pflnas.arch.labels import edge_key, edge_label
 from pflnas.models.resnet_block import ResNetBlockNet
 from pflnas.models.transformer_block import PiTBlockNet, ViTBlockNet
 from pflnas.ops import create_op, get_op
 from pflnas.ops.blocks import ResNetBasicBlock
 from pflnas.ops.primitives import FactorizedReduce, ReLUConvBN
 from pflnas.spaces.config import SpaceConfig, space_from_dict
+from pflnas.spaces.labels import edge_key, edge_label
 from pflnas.spaces.skeletons import BlockSite
 from pflnas.supernet.mixed import candidate
 

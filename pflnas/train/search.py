@@ -29,6 +29,7 @@ from pflnas.data import BatchLoader, load_dataset, search_split
 from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.latency import LatencyTable, LatencyTerm, cached_table, load_table
 from pflnas.rundir import hold
+from pflnas.spaces import resolve_space
 from pflnas.speed import SpeedConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import Supernet, build_supernet
@@ -53,7 +54,6 @@ from pflnas.train.layout import (  # the run's files, the resolved space: no tor
     FOUND,
     LATENCY_TABLE,
     METRICS,
-    resolve_space,
 )
 from pflnas.train.metrics import MetricsLog
 from pflnas.train.progress import Say, quiet, startup_lines
@@ -211,7 +211,7 @@ class SearchRun:
     def __init__(self, cfg: SearchConfig, run_dir: str | Path, info: DistInfo | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.space = resolve_space(cfg)
+        self.space = resolve_space(cfg.space)
         # torchrun: ``info`` from init_distributed (pflnas.train.dist_search says how ranks stay in step)
         self.info = info or DistInfo(0, 1, 0, resolve_device(cfg.run.device))
         self.device = self.info.device
