@@ -1,4 +1,5 @@
-"""Registered builders of the derived networks of block spaces (ResNet, ViT and PiT skeletons).
+"""Registered builders of the derived networks of block spaces: one per block kind, whose object names
+the network body (ResNet, ViT or PiT) the supernet also uses.
 
 Block networks are fixed by the space's skeleton: ``init_channels`` / ``layers`` of the network config only
 report the first width and the number of blocks. ``drop_path`` is timm's stochastic depth (rate rising

@@ -1,4 +1,8 @@
-"""Readable architecture-weight labels: ``<group>.edge<node><-<source>``, e.g. ``cell3.edge2<-0``."""
+"""Readable architecture-weight labels: ``<group>.edge<node><-<source>``, e.g. ``cell3.edge2<-0``.
+
+A label names a choice of the space, so it lives with the spaces: the supernet, the records, the latency
+positions and the analysis all read it from here, below each of them.
+"""
 
 from __future__ import annotations
 
