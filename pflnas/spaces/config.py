@@ -17,11 +17,9 @@ from pflnas.names import name_hint
 from pflnas.ops import get_op, list_ops
 from pflnas.parsing import load_yaml
 from pflnas.spaces.kinds import KINDS, BlockKind, CellKind, SpaceKind
-from pflnas.spaces.labels import edge_key
 from pflnas.spaces.skeletons import BlockSite, OpSite, Skeleton, parse_skeleton
 
 CELL_FIELDS = ("nodes", "init_channels", "layers", "stem_multiplier", "pool_bn")
-BLOCK_CHOICE = "op"  # the key of a block's choice: labels read ``block3.op``
 ALPHA_MODES = ("individual", "shared")
 # Far above any published space, low enough that a typo (nodes: 40000) fails at once instead of exhausting
 # memory while the edges, cells or blocks are enumerated.
@@ -162,31 +160,7 @@ class SpaceConfig:
         NB201 stems keep the input size); DARTS reduction cells run their input edges at stride 2 on the
         previous stage's resolution. ``blocks`` counts the edges that run the op at that site.
         """
-        if self.is_block:
-            return self.skeleton_config().op_sites(image_size)
-        sizes = [image_size]
-        for _ in range(2):
-            sizes.append(-(-sizes[-1] // 2))
-        c = self.init_channels
-        types = self.cell_types()
-        stage_of = [self.stage(i) for i in range(len(types))]
-        strided = sum(1 for _, src in self.edges() if src < self.inputs)
-        per_node = len(self.edges())
-        out = []
-        for stage in range(3):
-            cells = [i for i, st in enumerate(stage_of) if st == stage]
-            normal = sum(types[i] == "normal" for i in cells) * per_node
-            reduce = sum(types[i] == "reduce" for i in cells)
-            if reduce:
-                out.append(
-                    OpSite(
-                        stage, 2, c * 2**stage, sizes[stage - 1], sizes[stage - 1], blocks=reduce * strided
-                    )
-                )
-                normal += reduce * (per_node - strided)
-            if normal:
-                out.append(OpSite(stage, 1, c * 2**stage, sizes[stage], sizes[stage], blocks=normal))
-        return out
+        return self.kind_spec.op_sites(self, image_size)
 
     def ops_at(self, stride: int) -> tuple[str, ...]:
         """The candidates that can be placed at ``stride`` in this space's context."""
@@ -194,9 +168,7 @@ class SpaceConfig:
 
     def group_ops(self, group: str) -> tuple[str, ...]:
         """The candidates of every choice in alpha group ``group``."""
-        if not self.is_block:
-            return self.ops
-        return self.ops_at(self.type_stride(dict(self.alpha_groups())[group]))
+        return self.kind_spec.group_ops(self, group)
 
     @staticmethod
     def type_stride(block_type: str) -> int:
@@ -204,9 +176,7 @@ class SpaceConfig:
 
     def choice_keys(self) -> list[str]:
         """The choices inside one alpha group: the cell's edges, or the block's single op slot."""
-        if self.is_block:
-            return [BLOCK_CHOICE]
-        return [edge_key(n, s) for n, s in self.edges()]
+        return self.kind_spec.choice_keys(self)
 
     def group_of_block(self, index: int) -> str:
         """The alpha group that block ``index`` reads."""

@@ -12,7 +12,8 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pflnas.spaces.skeletons import PiTSkeleton, ResNetSkeleton, ViTSkeleton
+from pflnas.spaces.labels import BLOCK_CHOICE, edge_key
+from pflnas.spaces.skeletons import OpSite, PiTSkeleton, ResNetSkeleton, ViTSkeleton
 
 if TYPE_CHECKING:
     from pflnas.spaces.config import SpaceConfig
@@ -77,6 +78,18 @@ class SpaceKind:
             return f"{self.unit}{index}"
         return self.shared_group or self.types(space)[index]
 
+    def choice_keys(self, space: SpaceConfig) -> list[str]:
+        """The choices inside one alpha group (a cell's edges, a block's op slot)."""
+        raise NotImplementedError
+
+    def group_ops(self, space: SpaceConfig, group: str) -> tuple[str, ...]:
+        """The candidates of every choice in alpha group ``group``."""
+        raise NotImplementedError
+
+    def op_sites(self, space: SpaceConfig, image_size: int) -> list[OpSite]:
+        """Where candidate ops run in the search network, per stage and stride."""
+        raise NotImplementedError
+
     def network_shape(self, space: SpaceConfig) -> tuple[int, int] | None:
         """``(first width, depth)`` when the space fixes its derived network's shape, else None."""
         return None
@@ -94,6 +107,37 @@ class CellKind(SpaceKind):
     output: str = "last"
     keep_edges: int | None = None
     min_layers: int = 1
+
+    def choice_keys(self, space: SpaceConfig) -> list[str]:
+        return [edge_key(n, s) for n, s in space.edges()]
+
+    def group_ops(self, space: SpaceConfig, group: str) -> tuple[str, ...]:
+        return space.ops  # a cell mixes edges of both strides; each edge builds the ops valid at its own
+
+    def op_sites(self, space: SpaceConfig, image_size: int) -> list[OpSite]:
+        """Stage ``s`` has ``init_channels * 2**s`` channels at ``image_size / 2**s`` (DARTS and NB201 stems
+        keep the input size); a reduction cell runs its input edges at stride 2 on the previous stage's
+        resolution. ``blocks`` counts the edges that run the op at that site."""
+        sizes = [image_size]
+        for _ in range(2):
+            sizes.append(-(-sizes[-1] // 2))
+        c = space.init_channels
+        types = self.types(space)
+        stage_of = [self.stage(space, i) for i in range(len(types))]
+        per_cell = len(space.edges())
+        strided = sum(1 for _, src in space.edges() if src < self.inputs)  # per reduction cell
+        out = []
+        for stage in range(3):
+            cells = [i for i, st in enumerate(stage_of) if st == stage]
+            normal = sum(types[i] == NORMAL for i in cells) * per_cell
+            reduce = sum(types[i] == REDUCE for i in cells)
+            if reduce:
+                before = sizes[stage - 1]
+                out.append(OpSite(stage, 2, c * 2**stage, before, before, blocks=reduce * strided))
+                normal += reduce * (per_cell - strided)
+            if normal:
+                out.append(OpSite(stage, 1, c * 2**stage, sizes[stage], sizes[stage], blocks=normal))
+        return out
 
 
 @dataclass(frozen=True)
@@ -143,6 +187,16 @@ class BlockKind(SpaceKind):
 
     def stage(self, space: SpaceConfig, index: int, layers: int | None = None) -> int:
         return space.sites()[index].stage
+
+    def choice_keys(self, space: SpaceConfig) -> list[str]:
+        return [BLOCK_CHOICE]
+
+    def group_ops(self, space: SpaceConfig, group: str) -> tuple[str, ...]:
+        block_type = dict(self.alpha_groups(space))[group]
+        return space.ops_at(space.type_stride(block_type))
+
+    def op_sites(self, space: SpaceConfig, image_size: int) -> list[OpSite]:
+        return space.skeleton_config().op_sites(image_size)
 
     def network_shape(self, space: SpaceConfig) -> tuple[int, int]:
         return space.skeleton_config().first_width(), self.count(space)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+BLOCK_CHOICE = "op"  # the key of a block's choice: labels read ``block3.op``
 _LABEL = re.compile(r"^(?P<group>[A-Za-z_][A-Za-z0-9_]*)\.edge(?P<node>\d+)<-(?P<source>\d+)$")
 
 
