@@ -17,9 +17,9 @@ from pflnas.spaces.labels import edge_label
 class ChoiceSite:
     """One architecture choice of a space.
 
-    ``stage``: for individual cell groups the number of reduction steps before (DARTS: reduction cells up to
-    and including this one; NB201: the fixed reduction blocks, ``index // layers``), for block groups the
-    skeleton's stage; ``None`` for shared groups, which stand for cells/blocks in several stages.
+    ``stage``: for individual groups the cell's or block's :meth:`~pflnas.spaces.SpaceConfig.stage` (the
+    reductions before or at it, as its space kind counts them); ``None`` for shared groups, which stand for
+    cells/blocks in several stages.
     ``position``: the target node of a cell edge, the block index of a block (``None`` for a shared block
     group). ``node``/``source`` are ``None`` for blocks.
     """

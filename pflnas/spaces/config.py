@@ -61,6 +61,14 @@ class SpaceConfig:
                 f"space {self.name!r}: unknown op(s) {unknown}{name_hint(unknown[0], list_ops())}; "
                 f"registered ops are {', '.join(list_ops())}"
             )
+        self._check_contexts()
+        if self.is_block:
+            self._resolve_skeleton()
+        elif self.skeleton:
+            raise ConfigError(f"space {self.name!r}: 'skeleton' is only for block spaces, not {self.kind}")
+        self._check_sizes()
+
+    def _check_contexts(self) -> None:
         context = self.context
         wrong = [op for op in self.ops if context not in get_op(op).contexts()]
         if wrong:
@@ -68,37 +76,39 @@ class SpaceConfig:
                 f"space {self.name!r}: op(s) {wrong} have no {context!r} form, which {self.kind} spaces "
                 f"need; {context} ops are {', '.join(list_ops(context))}"
             )
-        if self.is_block:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            cell_only = sorted(k for k in CELL_FIELDS if getattr(self, k) != defaults[k])
-            if cell_only:
+
+    def _resolve_skeleton(self) -> None:
+        """Parse a block space's skeleton, keep the typed one and store its resolved fields as the mapping."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        cell_only = sorted(k for k in CELL_FIELDS if getattr(self, k) != defaults[k])
+        if cell_only:
+            raise ConfigError(
+                f"space {self.name!r} is a {self.kind} space: {cell_only} apply to cell spaces only; "
+                "change its skeleton instead (e.g. space.skeleton.width_mult=0.5)"
+            )
+        kind = self.kind_spec
+        assert isinstance(kind, BlockKind)
+        skeleton = parse_skeleton(kind.skeleton, self.kind, self.skeleton, f"space {self.name!r}")
+        object.__setattr__(self, "_skeleton", skeleton)
+        # counted from the depths, before any list of blocks is built
+        depths = getattr(skeleton, "depths", None)
+        blocks = sum(depths) if depths is not None else getattr(skeleton, "depth", 0)
+        if blocks > MAX_BLOCKS:
+            raise ConfigError(
+                f"space {self.name!r}: the skeleton has {blocks} blocks, far too many (at most {MAX_BLOCKS})"
+            )
+        resolved = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(skeleton).items()
+        }
+        object.__setattr__(self, "skeleton", resolved)
+        for stride in sorted({s.stride for s in self.sites()}):
+            if not self.ops_at(stride):
                 raise ConfigError(
-                    f"space {self.name!r} is a {self.kind} space: {cell_only} apply to cell spaces only; "
-                    "change its skeleton instead (e.g. space.skeleton.width_mult=0.5)"
+                    f"space {self.name!r}: no candidate op can be placed at stride {stride} "
+                    f"(ops {', '.join(self.ops)})"
                 )
-            kind = self.kind_spec
-            assert isinstance(kind, BlockKind)
-            skeleton = parse_skeleton(kind.skeleton, self.kind, self.skeleton, f"space {self.name!r}")
-            object.__setattr__(self, "_skeleton", skeleton)
-            depths = getattr(skeleton, "depths", None)
-            blocks = sum(depths) if depths is not None else getattr(skeleton, "depth", 0)
-            if blocks > MAX_BLOCKS:
-                raise ConfigError(
-                    f"space {self.name!r}: the skeleton has {blocks} blocks, far too many "
-                    f"(at most {MAX_BLOCKS})"
-                )
-            resolved = {
-                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(skeleton).items()
-            }
-            object.__setattr__(self, "skeleton", resolved)
-            for stride in sorted({s.stride for s in self.sites()}):
-                if not self.ops_at(stride):
-                    raise ConfigError(
-                        f"space {self.name!r}: no candidate op can be placed at stride {stride} "
-                        f"(ops {', '.join(self.ops)})"
-                    )
-        elif self.skeleton:
-            raise ConfigError(f"space {self.name!r}: 'skeleton' is only for block spaces, not {self.kind}")
+
+    def _check_sizes(self) -> None:
         if len(set(self.ops)) != len(self.ops) or len(self.ops) < 1:
             raise ConfigError(f"space {self.name!r}: ops must be a non-empty list without repeats")
         if self.alpha_mode not in ALPHA_MODES:
@@ -114,10 +124,10 @@ class SpaceConfig:
                 raise ConfigError(
                     f"space {self.name!r}: {key} {getattr(self, key)} is far too large (at most {limit})"
                 )
-        min_layers = self._cell_kind().min_layers if not self.is_block else 1
-        if self.layers < min_layers:
+        if not self.is_block and self.layers < self._cell_kind().min_layers:
             raise ConfigError(
-                f"space {self.name!r}: a {self.kind} network needs layers >= {min_layers}, got {self.layers}"
+                f"space {self.name!r}: a {self.kind} network needs layers >= {self._cell_kind().min_layers}, "
+                f"got {self.layers}"
             )
         if all(get_op(op).is_zero for op in self.ops):
             raise ConfigError(f"space {self.name!r}: needs at least one op other than 'none'")
