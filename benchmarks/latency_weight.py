@@ -132,7 +132,7 @@ def main() -> None:
     from pflnas.latency.objective import expected_latency
     from pflnas.measure.context import SpeedConfig
     from pflnas.measure.latency_table import cached_table
-    from pflnas.train.search import resolve_space
+    from pflnas.spaces import resolve_space
 
     torch.set_num_threads(args.threads)
     root = Path(args.out or tempfile.mkdtemp(prefix="pflnas-latency-bench-"))
@@ -150,7 +150,7 @@ def main() -> None:
                 f"space.init_channels={args.init_channels}",
                 f"space.layers={args.layers}",
             ],
-        )
+        ).space
     )
     speed = SpeedConfig(device=args.device, batch_size=1, repeats=20, threads=args.threads)
     source = cached_table(space, 32, speed)  # the searches' table (cached by the first lambda > 0)

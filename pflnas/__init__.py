@@ -3,7 +3,7 @@
 from pflnas.arch import SCHEMA_VERSION, Architecture, CellArch, Edge, load_architecture, save_architecture
 from pflnas.arch.derive import derive_architecture
 from pflnas.errors import ArchitectureError, ConfigError, DataError, PflnasError
-from pflnas.ops import OpSpec, create_op, get_op, is_param_free, list_ops, register_op
+from pflnas.ops import OpSpec, create_op, get_op, list_ops, register_op
 from pflnas.spaces import SpaceConfig, list_spaces, load_space
 
 __version__ = "0.1.0"
@@ -23,7 +23,6 @@ __all__ = [
     "create_op",
     "derive_architecture",
     "get_op",
-    "is_param_free",
     "list_ops",
     "list_spaces",
     "load_architecture",

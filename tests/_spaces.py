@@ -20,4 +20,4 @@ def tiny(name: str) -> SpaceConfig:
     s = load_space(name)
     if s.is_block:
         return s.replace(skeleton=TINY_SKELETONS[s.kind])
-    return s.replace(init_channels=4, layers=3 if s.kind == "darts_cell" else 1)
+    return s.replace(init_channels=4, layers=s.kind_spec.min_layers)  # DARTS cells: 3, NB201: 1

@@ -15,9 +15,9 @@ from _runs import CELL, make_probs, write_run
 from pflnas import analysis as A
 from pflnas.analysis.report import write_report
 from pflnas.arch.derive import derive_architecture
-from pflnas.arch.labels import edge_label
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces import list_spaces, load_space
+from pflnas.spaces.labels import edge_label
 
 
 def _darts_cell_by_enumeration(space, cell_type: str) -> Fraction:
@@ -29,7 +29,8 @@ def _darts_cell_by_enumeration(space, cell_type: str) -> Fraction:
         edges = [(n, s) for n, pair in zip(space.node_ids(), kept) for s in pair]
         for chosen in itertools.product(ops, repeat=len(edges)):
             free = sum(
-                get_op(op).param_free(space.edge_stride(cell_type, s)) for (_, s), op in zip(edges, chosen)
+                get_op(op).role(space.edge_stride(cell_type, s)) == PARAM_FREE
+                for (_, s), op in zip(edges, chosen)
             )
             total += Fraction(free, len(edges))
             count += 1

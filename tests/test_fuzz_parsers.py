@@ -251,9 +251,9 @@ def _build_or_user_error(cls: type, layers: list[Any], overrides: list[str] = ()
         cfg = build_config(cls, layers, overrides)
         if cls is SearchConfig:
             validate_search_config(cfg)
-            from pflnas.train.search import resolve_space
+            from pflnas.spaces import resolve_space
 
-            resolve_space(cfg)
+            resolve_space(cfg.space)
         else:
             validate_retrain_config(cfg)
     except ConfigError as exc:

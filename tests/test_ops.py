@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pflnas.ops import CONTEXTS, create_op, get_op, list_ops, register_op
+from pflnas.ops import CONTEXTS, PARAM_FREE, TRAINABLE, create_op, get_op, list_ops, register_op
 from pflnas.ops.registry import _REGISTRY
 
 OPS = list_ops()
@@ -23,7 +23,9 @@ def test_spatial_shape_backward_and_param_free(name, context, stride):
     assert y.shape == (2, 8, 10 // stride, 10 // stride)
     y.sum().backward()
     n_params = sum(p.numel() for p in op.parameters())
-    assert (n_params == 0) == get_op(name).param_free(stride), f"{name}@{context},{stride}: {n_params} params"
+    assert (n_params == 0) == (get_op(name).role(stride) != TRAINABLE), (
+        f"{name}@{context},{stride}: {n_params} params"
+    )
     if not get_op(name).is_zero:
         assert x.grad is not None and x.grad.abs().sum() > 0
 
@@ -41,7 +43,7 @@ def test_token_mixers_keep_the_grid_and_mix_tokens(name, stride):
     mixing_params = [
         p for m in op.modules() if not isinstance(m, nn.Linear) for p in m.parameters(recurse=False)
     ]
-    if get_op(name).param_free(stride):
+    if get_op(name).role(stride) == PARAM_FREE:
         assert not mixing_params
 
 
@@ -56,7 +58,7 @@ def test_expected_param_free_tables():
         return {
             n
             for n in list_ops(context)
-            if stride in get_op(n).strides and get_op(n).param_free(stride) and not get_op(n).is_zero
+            if stride in get_op(n).strides and get_op(n).role(stride) == PARAM_FREE and not get_op(n).is_zero
         }
 
     assert free("cell", 1) == {"max_pool_3x3", "avg_pool_3x3", "skip_connect"}

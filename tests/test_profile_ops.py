@@ -15,7 +15,7 @@ from pflnas.measure.context import SpeedConfig
 from pflnas.measure.opbench import DEFAULT_BASELINE, benchmark_ops, default_image_size, site_baseline
 from pflnas.measure.opbench_results import OpBenchReport
 from pflnas.measure.report import format_report
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces.config import load_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # timings: no thread contention
@@ -106,7 +106,7 @@ def check_report(report: OpBenchReport, space, image_size: int) -> None:
                 assert stats.batch_size == CFG.batch_size
             assert m.forward_ratio == m.forward.median / base.forward.median
             assert m.forward_backward_ratio == m.forward_backward.median / base.forward_backward.median
-            assert m.param_free == get_op(m.op).param_free(s.site.stride)
+            assert m.param_free == (get_op(m.op).role(s.site.stride) == PARAM_FREE)
             if m.param_free and report.op_context != "token":
                 assert m.params == 0 and m.macs == 0
             if m.op in ("identity", "skip_connect") and m.param_free:

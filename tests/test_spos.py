@@ -15,10 +15,10 @@ from _spaces import tiny
 
 from pflnas.arch import load_architecture
 from pflnas.arch.genome import GenomeSpace
-from pflnas.arch.labels import parse_label
 from pflnas.cli.main import main
 from pflnas.configs import ArchOptimConfig, SposConfig
 from pflnas.errors import ArchitectureError
+from pflnas.spaces.labels import parse_label
 from pflnas.strategies import StepContext, create_strategy
 from pflnas.strategies.evolution_core import (
     RegularizedEvolution,

@@ -18,12 +18,12 @@ from pflnas.analysis.paired import paired_summary, verdict
 from pflnas.analysis.swap_report import pooled_summary, swap_summary
 from pflnas.arch.counterfactual import apply_swap, possible_swaps, select_swaps
 from pflnas.arch.homogeneous import homogeneous_architecture
-from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture, BlockChoice, CellArch, Edge, load_architecture, save_architecture
-from pflnas.arch.sites import choice_sites, op_is_param_free
+from pflnas.arch.sites import choice_sites
 from pflnas.cli.main import main
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces import list_spaces, load_space
+from pflnas.spaces.labels import edge_label
 
 ARCHS = Path(__file__).parents[1] / "experiments" / "archs"
 QUICK_ARCH = ARCHS / "quick_cell_v1_s0.json"
@@ -57,13 +57,13 @@ def _random_arch(space_name: str, seed: int) -> Architecture:
 
 def _expected_replacement(arch: Architecture, label: str, stride: int, old_op: str) -> str | None:
     """The rule, recomputed from the registry: most probable op of the other family runnable at stride."""
-    other = not op_is_param_free(old_op, stride)
+    other = get_op(old_op).role(stride) != PARAM_FREE
     candidates = [
         op
         for op in arch.space.ops
         if get_op(op).supports(arch.space.context, stride)
         and not get_op(op).is_zero
-        and op_is_param_free(op, stride) == other
+        and (get_op(op).role(stride) == PARAM_FREE) == other
     ]
     if get_op(old_op).is_zero or not candidates:
         return None
@@ -84,8 +84,8 @@ def test_every_swap_flips_param_freeness_and_nothing_else(space_name, seed):
         expected += _expected_replacement(arch, label, site.stride, d.op) is not None
     assert len(swaps) == expected > 0
     for swap in swaps:
-        assert swap.param_free_pick == op_is_param_free(swap.old_op, swap.stride)
-        assert op_is_param_free(swap.new_op, swap.stride) != swap.param_free_pick
+        assert swap.param_free_pick == (get_op(swap.old_op).role(swap.stride) == PARAM_FREE)
+        assert (get_op(swap.new_op).role(swap.stride) == PARAM_FREE) != swap.param_free_pick
         assert not get_op(swap.new_op).is_zero and not get_op(swap.old_op).is_zero
         assert swap.new_op == _expected_replacement(arch, swap.label, swap.stride, swap.old_op)
         assert swap.rule == "probabilities" and swap.stride == sites[swap.label].stride

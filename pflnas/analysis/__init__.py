@@ -50,7 +50,7 @@ from pflnas.arch.collapse import (
     skip_counts,
     skip_mass,
 )
-from pflnas.arch.sites import ChoiceSite, choice_sites, op_is_param_free
+from pflnas.arch.sites import ChoiceSite, choice_sites
 
 __all__ = [
     "CHOICE_COLUMNS",
@@ -85,7 +85,6 @@ __all__ = [
     "new_figure",
     "normalized_entropy",
     "op_color",
-    "op_is_param_free",
     "param_free_mass",
     "pareto_mask",
     "per_run",

@@ -14,8 +14,7 @@ from matplotlib.patches import Circle, FancyArrowPatch, Patch, Rectangle
 
 from pflnas.analysis.figures import ZERO_COLOR, new_figure, op_color
 from pflnas.arch.record import Architecture, CellArch
-from pflnas.arch.sites import op_is_param_free
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces.config import SpaceConfig
 
 NODE_RADIUS = 0.32
@@ -31,7 +30,7 @@ def _node_positions(space: SpaceConfig) -> dict[int | str, tuple[float, float]]:
         pos[i] = (0.0, 0.0) if ins == 1 else (0.0, 1.5 - 3.0 * i / (ins - 1))
     for col, node in enumerate(space.node_ids(), start=1):
         pos[node] = (X_STEP * col, 0.0)
-    if space.kind == "darts_cell":
+    if space.concat_output:
         pos["out"] = (X_STEP * (space.nodes + 1), 0.0)
     return pos
 
@@ -49,7 +48,7 @@ def _node_name(space: SpaceConfig, node: int | str) -> str:
         return "c_k"
     if isinstance(node, int) and node < space.inputs:
         return ("c_k-2", "c_k-1")[node] if space.inputs == 2 else "in"
-    if space.kind == "nb201_cell" and node == max(space.node_ids()):
+    if not space.concat_output and node == max(space.node_ids()):
         return f"{node}\nout"
     return str(node)
 
@@ -80,7 +79,7 @@ def draw_cell_on(ax: Axes, cell: CellArch, space: SpaceConfig) -> None:
         rad = 0.0 if from_side or span <= 1 else (-0.3 if "out" in pos or span % 2 == 0 else 0.3)
         stride = space.edge_stride(cell.type, e.source)
         zero = get_op(e.op).is_zero
-        color = ZERO_COLOR if zero else op_color(e.op, op_is_param_free(e.op, stride))
+        color = ZERO_COLOR if zero else op_color(e.op, (get_op(e.op).role(stride) == PARAM_FREE))
         _arrow(ax, p, q, rad, color=color, lw=1.6, linestyle=":" if zero else "-")
         mx, my = _bezier(p, q, rad, 0.62 if from_side else 0.5)
         text = e.op + (" /2" if stride == 2 else "")
@@ -131,8 +130,8 @@ def draw_blocks(arch: Architecture) -> Figure:
         op = arch.block(space.group_of_block(site.index)).op
         x = site.index + 0.6 * site.stage
         starts.setdefault(site.stage, x)
-        color = op_color(op, op_is_param_free(op, site.stride))
-        pf_differs = op_is_param_free(op, site.stride) != op_is_param_free(op, 1)
+        color = op_color(op, (get_op(op).role(site.stride) == PARAM_FREE))
+        pf_differs = get_op(op).role(site.stride) != get_op(op).role(1)
         used.setdefault(f"{op} (s{site.stride})" if pf_differs else op, color)
         ax.add_patch(
             Rectangle(

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pflnas.ops import get_op, list_ops
+from pflnas.ops import PARAM_FREE, get_op, list_ops
 from pflnas.utils_io import atomic_write
 
 # Parameter-free ops are drawn in blues/greens, trainable ops in reds/oranges/browns, ``none`` in grey.
@@ -44,7 +44,7 @@ def _family(param_free: bool) -> list[str]:
         spec = get_op(op)
         if spec.is_zero:
             continue
-        if any(spec.param_free(s) == param_free for s in spec.strides):
+        if any((spec.role(s) == PARAM_FREE) == param_free for s in spec.strides):
             out.append(op)
     return out
 
@@ -60,7 +60,7 @@ def op_color(op: str, param_free: bool | None = None) -> str:
     if spec.is_zero:
         return ZERO_COLOR
     if param_free is None:
-        param_free = spec.param_free(1 if 1 in spec.strides else min(spec.strides))
+        param_free = spec.role(1 if 1 in spec.strides else min(spec.strides)) == PARAM_FREE
     palette = PARAM_FREE_COLORS if param_free else TRAINABLE_COLORS
     family = _family(param_free)
     index = family.index(op) if op in family else len(family)

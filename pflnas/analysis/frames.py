@@ -34,11 +34,11 @@ from pflnas.arch.collapse import (
     skip_counts,
 )
 from pflnas.arch.derive import derive_architecture
-from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture
-from pflnas.arch.sites import ChoiceSite, choice_sites, op_is_param_free
+from pflnas.arch.sites import ChoiceSite, choice_sites
 from pflnas.errors import PflnasError
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
+from pflnas.spaces.labels import edge_label
 
 ID_COLUMNS = ["run_id", "study", "space", "kind", "strategy", "alpha_mode", "seed", "setting", "dataset"]
 CHOICE_COLUMNS = [
@@ -97,7 +97,7 @@ def choices_frame(runs: Iterable[RunData]) -> pd.DataFrame:
 def _choice_row(site: ChoiceSite, op: str, dist: dict[str, float] | None) -> dict[str, Any]:
     mass = math.nan
     if dist:
-        mass = sum(p for o, p in dist.items() if op_is_param_free(o, site.stride))
+        mass = sum(p for o, p in dist.items() if get_op(o).role(site.stride) == PARAM_FREE)
     return {
         "group": site.group,
         "label": site.label,
@@ -108,7 +108,7 @@ def _choice_row(site: ChoiceSite, op: str, dist: dict[str, float] | None) -> dic
         "source": site.source,
         "op": op,
         "stride": site.stride,
-        "param_free": op_is_param_free(op, site.stride),
+        "param_free": get_op(op).role(site.stride) == PARAM_FREE,
         "is_zero": get_op(op).is_zero,
         "prob": dist.get(op, math.nan) if dist else math.nan,
         "pf_mass": mass,
@@ -130,7 +130,7 @@ def trajectory_frame(runs: Iterable[RunData]) -> pd.DataFrame:
                 ctype = site.cell_type if site else None
                 stride = site.stride if site else None
                 for op, p in dist.items():
-                    pf = op_is_param_free(op, stride) if stride is not None else None
+                    pf = get_op(op).role(stride) == PARAM_FREE if stride is not None else None
                     zero = get_op(op).is_zero if stride is not None else None
                     rows.append((*head, epoch, label, group, ctype, stride, op, p, pf, zero))
     df = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)

@@ -21,10 +21,9 @@ from matplotlib.ticker import MaxNLocator
 from pflnas.analysis.draw import draw_architecture, draw_blocks, draw_cell
 from pflnas.analysis.figures import ZERO_COLOR, new_figure, op_color, save_figure
 from pflnas.analysis.stats import pareto_mask, wilson_interval
-from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture
-from pflnas.arch.sites import op_is_param_free
 from pflnas.ops import get_op, list_ops
+from pflnas.spaces.labels import edge_label
 
 __all__ = [
     "draw_architecture",
@@ -86,7 +85,7 @@ def plot_share_bars(
 
 def _op_key(op: str, stride: int) -> str:
     """The op's name, marked with its stride where that changes parameter-freeness (skip_connect @s2)."""
-    return op if op_is_param_free(op, stride) == op_is_param_free(op, 1) else f"{op} @s{stride}"
+    return op if get_op(op).role(stride) == get_op(op).role(1) else f"{op} @s{stride}"
 
 
 def plot_op_frequency(choices: pd.DataFrame, by: str | None = None, title: str | None = None) -> Figure:

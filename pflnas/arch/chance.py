@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from pflnas.arch.sites import ChoiceSite, choice_sites, op_is_param_free
-from pflnas.ops import get_op
+from pflnas.arch.sites import ChoiceSite, choice_sites
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces.config import SpaceConfig
 
 Distribution = dict[tuple[int, int], Fraction]  # (param-free choices k, counted choices n) -> probability
@@ -75,7 +75,7 @@ def _site_outcomes(space: SpaceConfig, site: ChoiceSite, rule: DerivationRule) -
     ops = _candidates(space, site, rule)
     out: Distribution = {}
     for op in ops:
-        key = (int(op_is_param_free(op, site.stride)), int(not get_op(op).is_zero))
+        key = (int(get_op(op).role(site.stride) == PARAM_FREE), int(not get_op(op).is_zero))
         out[key] = out.get(key, Fraction(0)) + Fraction(1, len(ops))
     return out
 

@@ -16,7 +16,8 @@ from typing import Any
 from scipy.stats import entropy
 
 from pflnas.arch.record import Architecture
-from pflnas.arch.sites import choice_sites, op_is_param_free
+from pflnas.arch.sites import choice_sites
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces.config import SpaceConfig
 
 Probabilities = Mapping[str, Mapping[str, float]]
@@ -76,7 +77,7 @@ def param_free_mass(probs: Probabilities, space: SpaceConfig) -> float:
     """
     sites = choice_sites(space)
     masses = [
-        sum(p for op, p in dist.items() if op_is_param_free(op, sites[label].stride))
+        sum(p for op, p in dist.items() if get_op(op).role(sites[label].stride) == PARAM_FREE)
         for label, dist in probs.items()
         if label in sites
     ]
@@ -85,7 +86,7 @@ def param_free_mass(probs: Probabilities, space: SpaceConfig) -> float:
 
 def is_skip(op: str, stride: int) -> bool:
     """A parameter-free skip: a skip op at a stride where it has no weights (the identity)."""
-    return op in SKIP_OPS and op_is_param_free(op, stride)
+    return op in SKIP_OPS and get_op(op).role(stride) == PARAM_FREE
 
 
 def skip_mass(probs: Probabilities, space: SpaceConfig | None = None) -> float:

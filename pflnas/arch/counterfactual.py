@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pflnas.arch.record import Architecture, BlockChoice, CellArch, Edge
-from pflnas.arch.sites import ChoiceSite, choice_sites, op_is_param_free
+from pflnas.arch.sites import ChoiceSite, choice_sites
 from pflnas.errors import ConfigError
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 
 SWAP_KINDS = ("all", "param_free", "trainable")  # which picks to flip: every one, or one family's
 
@@ -55,7 +55,7 @@ def _choice_candidates(arch: Architecture, site: ChoiceSite, param_free: bool) -
     return [
         op
         for op in arch.space.ops_at(site.stride)
-        if not get_op(op).is_zero and op_is_param_free(op, site.stride) == param_free
+        if not get_op(op).is_zero and (get_op(op).role(site.stride) == PARAM_FREE) == param_free
     ]
 
 
@@ -64,7 +64,7 @@ def best_replacement(arch: Architecture, site: ChoiceSite, old_op: str) -> tuple
     other family has no candidate there (or ``old_op`` is ``none``)."""
     if get_op(old_op).is_zero:
         return None
-    candidates = _choice_candidates(arch, site, not op_is_param_free(old_op, site.stride))
+    candidates = _choice_candidates(arch, site, get_op(old_op).role(site.stride) != PARAM_FREE)
     if not candidates:
         return None
     probs = arch.probabilities.get(site.label, {})
@@ -91,7 +91,7 @@ def possible_swaps(arch: Architecture) -> list[Swap]:
         if found is None:
             continue
         new_op, rule = found
-        pf = op_is_param_free(op, site.stride)
+        pf = get_op(op).role(site.stride) == PARAM_FREE
         probs = arch.probabilities.get(site.label, {})
         where = (site.node, site.source, probs.get(op), probs.get(new_op))
         out.append(Swap(site.label, site.group, site.stride, op, new_op, pf, rule, *where))

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture, BlockChoice, CellArch, Edge
 from pflnas.errors import ArchitectureError
 from pflnas.ops import get_op
 from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.labels import edge_label
 
 Probabilities = Mapping[str, Mapping[str, float]]
 

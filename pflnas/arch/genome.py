@@ -24,11 +24,11 @@ from itertools import combinations
 from typing import Any
 
 from pflnas.arch.derive import derive_architecture
-from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture
 from pflnas.errors import ArchitectureError
 from pflnas.ops import get_op
-from pflnas.spaces.config import BLOCK_CHOICE, SpaceConfig
+from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.labels import BLOCK_CHOICE, edge_label
 
 Genome = dict[str, str]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from pflnas.errors import ArchitectureError, ConfigError
 from pflnas.names import name_hint
-from pflnas.ops import get_op, list_ops
+from pflnas.ops import PARAM_FREE, ZERO, get_op, list_ops
 from pflnas.parsing import parse_json, read_capped_text
 from pflnas.spaces.config import SpaceConfig, list_spaces, load_space, space_from_dict
 from pflnas.utils_io import atomic_write_json
@@ -132,7 +132,8 @@ class Architecture:
         ``none`` edges (NB201) are neither a parameter-free op nor a trainable one, so they are excluded
         from both counts. Returns NaN when there is no such choice.
         """
-        counted = [get_op(d.op).param_free(d.stride) for d in self.decisions() if not get_op(d.op).is_zero]
+        roles = [get_op(d.op).role(d.stride) for d in self.decisions()]
+        counted = [r == PARAM_FREE for r in roles if r != ZERO]
         return sum(counted) / len(counted) if counted else math.nan
 
     def op_counts(self) -> dict[str, int]:

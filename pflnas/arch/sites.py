@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pflnas.arch.labels import edge_label
-from pflnas.ops import get_op
 from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.labels import edge_label
 
 
 @dataclass(frozen=True)
 class ChoiceSite:
     """One architecture choice of a space.
 
-    ``stage``: for individual cell groups the number of reduction steps before (DARTS: reduction cells up to
-    and including this one; NB201: the fixed reduction blocks, ``index // layers``), for block groups the
-    skeleton's stage; ``None`` for shared groups, which stand for cells/blocks in several stages.
+    ``stage``: for individual groups the cell's or block's :meth:`~pflnas.spaces.SpaceConfig.stage` (the
+    reductions before or at it, as its space kind counts them); ``None`` for shared groups, which stand for
+    cells/blocks in several stages.
     ``position``: the target node of a cell edge, the block index of a block (``None`` for a shared block
     group). ``node``/``source`` are ``None`` for blocks.
     """
@@ -52,24 +51,11 @@ def choice_sites(space: SpaceConfig) -> dict[str, ChoiceSite]:
                 site.index if site is not None else None,
             )
         return out
-    types = space.cell_types()
     for index, (group, ctype) in enumerate(space.alpha_groups()):
-        stage = _cell_stage(space, types, index) if space.alpha_mode == "individual" else None
+        stage = space.stage(index) if space.alpha_mode == "individual" else None
         for node, source in space.edges():
             label = edge_label(group, node, source)
             out[label] = ChoiceSite(
                 label, group, ctype, space.edge_stride(ctype, source), stage, node, node, source
             )
     return out
-
-
-def _cell_stage(space: SpaceConfig, types: list[str], index: int) -> int:
-    if space.kind == "nb201_cell":  # reductions are fixed residual blocks between stages of ``layers`` cells
-        return index // space.layers
-    return sum(t == "reduce" for t in types[: index + 1])
-
-
-def op_is_param_free(op: str, stride: int) -> bool:
-    """Parameter-free at ``stride``; the ``none`` op is neither parameter-free nor trainable (False)."""
-    spec = get_op(op)
-    return spec.param_free(stride) and not spec.is_zero

@@ -35,7 +35,7 @@ import numpy as np
 
 from pflnas.arch.record import Architecture, CellArch, Edge
 from pflnas.errors import ArchitectureError, ConfigError
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces.config import SpaceConfig, load_space
 
 DISTRIBUTION = "analog-nasbench"
@@ -101,7 +101,7 @@ def decode_index(index: int) -> Code:
 def _cell_share(code: Code) -> float:
     """Parameter-free share of a cell's non-``none`` edges (all NB201 edges are stride 1); NaN if all none."""
     specs = [get_op(OPS[i]) for i in code]
-    counted = [s.param_free(1) for s in specs if not s.is_zero]
+    counted = [s.role(1) == PARAM_FREE for s in specs if not s.is_zero]
     return sum(counted) / len(counted) if counted else math.nan
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from pflnas.arch.labels import edge_key
 from pflnas.bench.nb201 import (
     EDGES,
     NUM_CELLS,
@@ -29,7 +28,8 @@ from pflnas.bench.nb201 import (
     encode_index,
     nb201_string,
 )
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, TRAINABLE, get_op
+from pflnas.spaces.labels import edge_key
 
 DISCONNECTED = 10.5  # a context whose four compared cells all score at most this is cut off (chance: 10%)
 
@@ -49,8 +49,8 @@ class OpGroups:
 def op_groups() -> OpGroups:
     specs = [get_op(op) for op in OPS]
     return OpGroups(
-        param_free=tuple(i for i, s in enumerate(specs) if not s.is_zero and s.param_free(1)),
-        trainable=tuple(i for i, s in enumerate(specs) if not s.is_zero and not s.param_free(1)),
+        param_free=tuple(i for i, s in enumerate(specs) if s.role(1) == PARAM_FREE),
+        trainable=tuple(i for i, s in enumerate(specs) if s.role(1) == TRAINABLE),
         zero=tuple(i for i, s in enumerate(specs) if s.is_zero),
     )
 

@@ -33,13 +33,11 @@ import torch
 from nni.nas.nn.pytorch import Cell, LayerChoice, ModelSpace
 from torch import Tensor, nn
 
-from pflnas.arch.labels import edge_key, edge_label
-from pflnas.models.resnet_block import ResNetBlockNet
-from pflnas.models.transformer_block import PiTBlockNet, ViTBlockNet
 from pflnas.ops import create_op, get_op
 from pflnas.ops.blocks import ResNetBasicBlock
 from pflnas.ops.primitives import FactorizedReduce, ReLUConvBN
 from pflnas.spaces.config import SpaceConfig, space_from_dict
+from pflnas.spaces.labels import edge_key, edge_label
 from pflnas.spaces.skeletons import BlockSite
 from pflnas.supernet.mixed import candidate
 
@@ -191,8 +189,6 @@ class PflnasModelSpace(ModelSpace):
         self.classifier = nn.Linear(c_prev, num_classes)
 
     def _build_blocks(self, space: SpaceConfig, num_classes: int, in_channels: int, image_size: int) -> None:
-        bodies = {"resnet_block": ResNetBlockNet, "vit_block": ViTBlockNet, "pit_block": PiTBlockNet}
-
         def slot(site: BlockSite, channels: int, heads: int) -> nn.Module:
             group = space.group_of_block(site.index)
             ops = space.ops_at(site.stride)
@@ -204,7 +200,7 @@ class PflnasModelSpace(ModelSpace):
                 label=f"{group}.{space.choice_keys()[0]}",
             )
 
-        body = bodies[space.kind]
+        body = space.kind_spec.body_class()  # type: ignore[attr-defined]
         self.body = body(space.skeleton_config(), slot, num_classes, in_channels, image_size)  # type: ignore[call-arg]
 
     def forward(self, x: Tensor) -> Tensor:

@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pflnas.arch.derive import derive_architecture
-from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture, BlockChoice, CellArch, Edge
 from pflnas.errors import ArchitectureError, ConfigError, PflnasError
 from pflnas.ops import get_op
 from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.labels import edge_label
 
 INSTALL_HINT = "install the nni extra: pip install 'pflnas[nni]'"
 LAYOUTS = ("cell", "edges")

@@ -201,15 +201,15 @@ def check_counts(args: argparse.Namespace) -> None:
 
 def oneshot_config(args: argparse.Namespace, strategy: str, seed: int) -> SearchConfig:
     """The search config of one one-shot seed, built as ``pflnas search`` builds it."""
+    from pflnas.spaces import resolve_space
     from pflnas.train.device import resolve_device
-    from pflnas.train.search import resolve_space
 
     layers = [read_yaml(preset_path(args.preset or DEFAULT_PRESET))]
     fixed = ["space.name=nb201", f"strategy.name={strategy}", f"run.seed={seed}"]
     cfg = build_config(SearchConfig, layers, fixed + flag_overrides(args, ONESHOT_FLAGS) + list(args.set))
     validate_search_config(cfg)
     resolve_device(cfg.run.device)  # --device cuda without a GPU: one line now, not one per seed later
-    space = resolve_space(cfg)
+    space = resolve_space(cfg.space)
     if len(space.alpha_groups()) != 1:
         raise ConfigError(
             "NAS-Bench-201 repeats one cell through the network; search with space.alpha_mode=shared"

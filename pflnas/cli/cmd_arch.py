@@ -17,7 +17,7 @@ from pflnas.arch.record import Architecture, load_architecture, save_architectur
 from pflnas.cli.paths import check_out_file
 from pflnas.configs import deep_merge, parse_override
 from pflnas.errors import ConfigError
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces import load_space
 
 Action = Callable[[argparse.Namespace], int]
@@ -147,7 +147,7 @@ def _edge_note(arch: Architecture, cell_type: str, source: int, op: str) -> str:
         return "no connection"
     stride = arch.space.edge_stride(cell_type, source)
     notes = [f"stride {stride}"] if stride != 1 else []
-    if spec.param_free(stride):
+    if spec.role(stride) == PARAM_FREE:
         notes.append("parameter-free")
     return ", ".join(notes)
 
@@ -175,7 +175,7 @@ def _block_lines(arch: Architecture) -> list[str]:
         stride = space.type_stride(b.type)
         where = f"stage {sites[b.name].stage}" if b.name in sites else f"every {b.type} block"
         notes = [where] + ([f"stride {stride}"] if stride != 1 else [])
-        if get_op(b.op).param_free(stride):
+        if get_op(b.op).role(stride) == PARAM_FREE:
             notes.append("parameter-free")
         lines.append(f"  {b.name:<8} {b.op:<{width}}  {', '.join(notes)}")
     return lines
@@ -229,7 +229,7 @@ def _format_blocks(arch: Architecture, title: str) -> str:
 def _summary_lines(arch: Architecture, counted_as: str, labelled: str) -> list[str]:
     """Op counts, the parameter-free tally, recorded probabilities and the provenance."""
     counted = [d for d in arch.decisions() if not get_op(d.op).is_zero]
-    free = sum(get_op(d.op).param_free(d.stride) for d in counted)
+    free = sum(get_op(d.op).role(d.stride) == PARAM_FREE for d in counted)
     counts = sorted(arch.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
     probs = f"{len(arch.probabilities)} {labelled}" if arch.probabilities else "none recorded"
     return [

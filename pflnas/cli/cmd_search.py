@@ -22,10 +22,10 @@ from pflnas.configs import (
 )
 from pflnas.errors import ConfigError
 from pflnas.rundir import check_resume, claim_new, claim_resume
-from pflnas.spaces import list_spaces
+from pflnas.spaces import list_spaces, resolve_space
 from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies
 from pflnas.strategies.registry import check_strategy
-from pflnas.train.layout import CONFIG, FOUND, METRICS, resolve_space
+from pflnas.train.layout import CONFIG, FOUND, METRICS
 
 # CLI flag -> config key; a flag left unset does not override the config
 FLAG_KEYS = {
@@ -203,7 +203,7 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             held.enter_context(claim_resume(run_dir, "search", RUN_FILES))
     else:
         cfg = _config_from_args(args)
-        resolve_space(cfg)  # fail on a bad space before touching the disk
+        resolve_space(cfg.space)  # fail on a bad space before touching the disk
     if cfg.strategy.name in MULTI_TRIAL_STRATEGIES:
         return _run_multi_trial(args, cfg, run_dir if args.resume else None, held)
     check_strategy(cfg.strategy.name)  # an unknown name: one line with the closest one

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pflnas.arch.labels import edge_label
 from pflnas.errors import ConfigError
 from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.labels import edge_label
 from pflnas.spaces.skeletons import OpSite
 
 
@@ -52,16 +52,13 @@ def choice_positions(space: SpaceConfig, image_size: int) -> dict[str, list[Posi
             label = f"{space.group_of_block(block.index)}.{space.choice_keys()[0]}"
             out[label].append(Position(site(block.stage, block.stride, block.name)))
         return out
-    types = space.cell_types()
-    if space.kind == "nb201_cell":
-        stages = [i // space.layers for i in range(len(types))]
-    else:  # DARTS cells: a reduction cell opens the next stage
-        stages = [sum(t == "reduce" for t in types[: i + 1]) for i in range(len(types))]
     keep = space.keep_edges
-    for i, cell_type in enumerate(types):
+    for i, cell_type in enumerate(space.cell_types()):
         group = space.group_of_cell(i)
         for node, src in space.edges():
             share = 1.0 if keep is None else min(1.0, keep / node)  # node has ``node`` incoming edges
             stride = space.edge_stride(cell_type, src)
-            out[edge_label(group, node, src)].append(Position(site(stages[i], stride, f"cell {i}"), share))
+            out[edge_label(group, node, src)].append(
+                Position(site(space.stage(i), stride, f"cell {i}"), share)
+            )
     return out

@@ -50,7 +50,7 @@ from pflnas.measure.opbench_results import NetworkEstimate, OpBenchReport, OpMea
 from pflnas.measure.prepare import forward_mode, op_input_shape, prepare_model, random_input, threads
 from pflnas.measure.timing import TimingStats, time_calls
 from pflnas.names import name_hint
-from pflnas.ops import create_op, get_op
+from pflnas.ops import PARAM_FREE, create_op, get_op
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.skeletons import OpSite
 from pflnas.train.device import build_within_memory, check_fits, memory_guard
@@ -193,7 +193,7 @@ def _bench_site(
     rows = tuple(
         OpMeasurement(
             op=op,
-            param_free=get_op(op).param_free(site.stride),
+            param_free=get_op(op).role(site.stride) == PARAM_FREE,
             params=r.params,
             macs=r.macs,
             traffic_bytes=r.traffic_bytes,

@@ -159,8 +159,9 @@ def resolve_network_config(
     validate. ``image_size`` overrides the preset's input side (e.g. to profile at another resolution)."""
     preset = get_dataset_preset(dataset)
     builder = get_builder(arch.space.kind, preset.family)
-    if arch.space.is_block:
-        init_channels, layers = _block_network_shape(arch, init_channels, layers)
+    fixed = arch.space.kind_spec.network_shape(arch.space)
+    if fixed is not None:
+        init_channels, layers = _fixed_network_shape(arch, fixed, init_channels, layers)
     init_channels = builder.init_channels if init_channels is None else init_channels
     config = NetworkConfig(
         dataset=preset.name,
@@ -185,13 +186,11 @@ def resolve_network_config(
     return config
 
 
-def _block_network_shape(
-    arch: Architecture, init_channels: int | None, layers: int | None
+def _fixed_network_shape(
+    arch: Architecture, fixed: tuple[int, int], init_channels: int | None, layers: int | None
 ) -> tuple[int, int]:
     """A block network's shape is fixed by its skeleton; other widths/depths are refused."""
-    from pflnas.models.block_nets import block_shape  # block_nets registers builders from this module
-
-    first, blocks = block_shape(arch.space)
+    first, blocks = fixed
     if (init_channels is not None and init_channels != first) or (layers is not None and layers != blocks):
         raise ConfigError(
             f"{arch.space.kind} networks are fixed by the space's skeleton ({blocks} blocks, first width "

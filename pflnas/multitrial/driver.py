@@ -32,8 +32,9 @@ from pflnas.multitrial.runner import METRICS_ATTR, TrialsResult, run_trials
 from pflnas.multitrial.space import params_to_architecture
 from pflnas.multitrial.storage import open_storage, redact
 from pflnas.rundir import hold
+from pflnas.spaces import resolve_space
 from pflnas.train.device import resolve_device, set_determinism
-from pflnas.train.search import CONFIG, FOUND, METRICS, _git_commit, resolve_space
+from pflnas.train.search import CONFIG, FOUND, METRICS, _git_commit
 from pflnas.utils_io import atomic_write_text
 
 JOURNAL, TRIALS_CSV, PARETO_CSV = "trials.journal", "trials.csv", "pareto.csv"
@@ -51,7 +52,7 @@ class MultiTrialRun:
     def __init__(self, cfg: SearchConfig, run_dir: str | Path):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.space = resolve_space(cfg)
+        self.space = resolve_space(cfg.space)
         self.device = resolve_device(cfg.run.device)
         self.objectives = trial_objectives(cfg)
 

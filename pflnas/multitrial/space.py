@@ -25,10 +25,10 @@ from optuna.trial import BaseTrial
 
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.genome import GenomeSpace
-from pflnas.arch.labels import edge_label
 from pflnas.arch.record import Architecture
 from pflnas.errors import ArchitectureError
-from pflnas.spaces.config import BLOCK_CHOICE, SpaceConfig
+from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.labels import BLOCK_CHOICE, edge_label
 
 
 def search_space(space: SpaceConfig) -> dict[str, CategoricalDistribution]:

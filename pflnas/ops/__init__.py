@@ -7,13 +7,28 @@ modules that build them load on the first :func:`create_op`.
 from pflnas.ops import catalog as _catalog  # noqa: F401  (declares the built-in ops)
 from pflnas.ops.registry import (
     CONTEXTS,
+    PARAM_FREE,
+    TRAINABLE,
+    ZERO,
     OpArgs,
+    OpRole,
     OpSpec,
     create_op,
     get_op,
-    is_param_free,
     list_ops,
     register_op,
 )
 
-__all__ = ["CONTEXTS", "OpArgs", "OpSpec", "create_op", "get_op", "is_param_free", "list_ops", "register_op"]
+__all__ = [
+    "CONTEXTS",
+    "PARAM_FREE",
+    "TRAINABLE",
+    "ZERO",
+    "OpArgs",
+    "OpRole",
+    "OpSpec",
+    "create_op",
+    "get_op",
+    "list_ops",
+    "register_op",
+]

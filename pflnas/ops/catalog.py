@@ -3,6 +3,7 @@
 Each row registers its op once per context with a :class:`~pflnas.lazy.LazyFactory` naming the
 function that builds it (the op's own name in that context's module, unless ``alias`` says otherwise), so
 listing, validating and describing ops never imports torch or timm; building one imports its module.
+``none`` declares no parameter-free stride: it is the zero op, neither parameter-free nor trainable.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _declare(
         )(LazyFactory(f"{MODULES[context]}:{function}"))
 
 
-_declare("none", ("cell",), "zeros (no connection)", param_free_strides=BOTH, is_zero=True)
+_declare("none", ("cell",), "zeros (no connection)", is_zero=True)
 _declare("skip_connect", ("cell",), "identity; FactorizedReduce at stride 2", param_free_strides=(1,))
 _declare("max_pool_3x3", ALL, "3x3 max-pool", param_free_strides=BOTH)
 _declare("avg_pool_3x3", ALL, "3x3 average-pool, padding excluded", param_free_strides=BOTH)

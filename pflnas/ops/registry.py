@@ -1,8 +1,9 @@
 """The op registry.
 
 Every candidate operation is registered once under a name. The supernet, the derived networks,
-found.json and the analysis all use these names. Each op states whether it is parameter-free at a given
-stride (DARTS' ``skip_connect`` is the identity at stride 1 but a FactorizedReduce with parameters at 2).
+found.json and the analysis all use these names. :meth:`OpSpec.role` is the one answer to what an op is
+at a stride: ``zero`` (``none``: no connection, neither side), ``param_free`` or ``trainable`` (DARTS'
+``skip_connect`` is the identity at stride 1 but a FactorizedReduce with parameters at 2).
 
 An op is placed in one of a few *contexts*, and each context has its own factory for the same op name,
 because the module around the spatial operation differs while the operation is the same:
@@ -27,7 +28,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pflnas.names import name_hint
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 CONTEXTS = ("cell", "bottleneck", "token")
+ZERO, PARAM_FREE, TRAINABLE = "zero", "param_free", "trainable"
+OpRole = Literal["zero", "param_free", "trainable"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,12 @@ class OpSpec:
     def contexts(self) -> tuple[str, ...]:
         return tuple(c for c in CONTEXTS if c in self.factories)
 
-    def param_free(self, stride: int) -> bool:
-        return stride in self.param_free_strides
+    def role(self, stride: int) -> OpRole:
+        """What the op is at ``stride``: ``zero`` (the ``none`` op, at every stride), ``param_free`` or
+        ``trainable``. The parameter-free share counts ``param_free`` among the non-``zero`` choices."""
+        if self.is_zero:
+            return "zero"
+        return "param_free" if stride in self.param_free_strides else "trainable"
 
     def supports(self, context: str, stride: int = 1) -> bool:
         return context in self.factories and stride in self.strides
@@ -149,10 +156,6 @@ def get_op(name: str) -> OpSpec:
 def list_ops(context: str | None = None) -> list[str]:
     """Registered op names, all or those with a form for ``context``."""
     return sorted(n for n, s in _REGISTRY.items() if context is None or context in s.factories)
-
-
-def is_param_free(name: str, stride: int = 1) -> bool:
-    return get_op(name).param_free(stride)
 
 
 def create_op(

@@ -1,4 +1,8 @@
-"""Search-space configuration: a frozen dataclass loaded from ``search_spaces/*.yaml`` or any YAML path."""
+"""Search-space configuration: a frozen dataclass loaded from ``search_spaces/*.yaml`` or any YAML path.
+
+A space is data: its ``kind`` names a :class:`~pflnas.spaces.kinds.SpaceKind` that answers everything the kind
+fixes (reductions, stages, alpha groups, supernet), so the methods here only ask it.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +12,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pflnas.configs import load_yaml
 from pflnas.errors import ConfigError
 from pflnas.names import name_hint
 from pflnas.ops import get_op, list_ops
+from pflnas.parsing import load_yaml
+from pflnas.spaces.kinds import KINDS, BlockKind, CellKind, SpaceKind
 from pflnas.spaces.skeletons import BlockSite, OpSite, Skeleton, parse_skeleton
 
-# What each kind of space fixes: the op context its candidates are built in; for cell kinds how many
-# input nodes a cell has, how its output is formed and how an architecture is derived from the weights.
-KINDS: dict[str, dict[str, Any]] = {
-    # 2 inputs (c_{k-2}, c_{k-1}), output = concat of intermediates; keep the 2 strongest non-none
-    # incoming edges per node; reductions at 1/3 and 2/3 depth.
-    "darts_cell": {"context": "cell", "inputs": 2, "output": "concat", "keep_edges": 2},
-    # 1 input, output = last node; every edge keeps its argmax op (none included); residual reductions.
-    "nb201_cell": {"context": "cell", "inputs": 1, "output": "last", "keep_edges": None},
-    # Block spaces: one choice per block (the bottleneck's spatial op, or the transformer's token mixer).
-    "resnet_block": {"context": "bottleneck"},
-    "vit_block": {"context": "token"},
-    "pit_block": {"context": "token"},
-}
 CELL_FIELDS = ("nodes", "init_channels", "layers", "stem_multiplier", "pool_bn")
-BLOCK_CHOICE = "op"  # the key of a block's choice: labels read ``block3.op``
 ALPHA_MODES = ("individual", "shared")
 # Far above any published space, low enough that a typo (nodes: 40000) fails at once instead of exhausting
 # memory while the edges, cells or blocks are enumerated.
@@ -55,7 +46,6 @@ class SpaceConfig:
     pool_bn: bool = True
     description: str = ""
     skeleton: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for key in ("name", "kind", "description"):
@@ -71,6 +61,14 @@ class SpaceConfig:
                 f"space {self.name!r}: unknown op(s) {unknown}{name_hint(unknown[0], list_ops())}; "
                 f"registered ops are {', '.join(list_ops())}"
             )
+        self._check_contexts()
+        if self.is_block:
+            self._resolve_skeleton()
+        elif self.skeleton:
+            raise ConfigError(f"space {self.name!r}: 'skeleton' is only for block spaces, not {self.kind}")
+        self._check_sizes()
+
+    def _check_contexts(self) -> None:
         context = self.context
         wrong = [op for op in self.ops if context not in get_op(op).contexts()]
         if wrong:
@@ -78,35 +76,39 @@ class SpaceConfig:
                 f"space {self.name!r}: op(s) {wrong} have no {context!r} form, which {self.kind} spaces "
                 f"need; {context} ops are {', '.join(list_ops(context))}"
             )
-        if self.is_block:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            cell_only = sorted(k for k in CELL_FIELDS if getattr(self, k) != defaults[k])
-            if cell_only:
+
+    def _resolve_skeleton(self) -> None:
+        """Parse a block space's skeleton, keep the typed one and store its resolved fields as the mapping."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        cell_only = sorted(k for k in CELL_FIELDS if getattr(self, k) != defaults[k])
+        if cell_only:
+            raise ConfigError(
+                f"space {self.name!r} is a {self.kind} space: {cell_only} apply to cell spaces only; "
+                "change its skeleton instead (e.g. space.skeleton.width_mult=0.5)"
+            )
+        kind = self.kind_spec
+        assert isinstance(kind, BlockKind)
+        skeleton = parse_skeleton(kind.skeleton, self.kind, self.skeleton, f"space {self.name!r}")
+        object.__setattr__(self, "_skeleton", skeleton)
+        # counted from the depths, before any list of blocks is built
+        depths = getattr(skeleton, "depths", None)
+        blocks = sum(depths) if depths is not None else getattr(skeleton, "depth", 0)
+        if blocks > MAX_BLOCKS:
+            raise ConfigError(
+                f"space {self.name!r}: the skeleton has {blocks} blocks, far too many (at most {MAX_BLOCKS})"
+            )
+        resolved = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(skeleton).items()
+        }
+        object.__setattr__(self, "skeleton", resolved)
+        for stride in sorted({s.stride for s in self.sites()}):
+            if not self.ops_at(stride):
                 raise ConfigError(
-                    f"space {self.name!r} is a {self.kind} space: {cell_only} apply to cell spaces only; "
-                    "change its skeleton instead (e.g. space.skeleton.width_mult=0.5)"
+                    f"space {self.name!r}: no candidate op can be placed at stride {stride} "
+                    f"(ops {', '.join(self.ops)})"
                 )
-            skeleton = parse_skeleton(self.kind, self.skeleton, f"space {self.name!r}")
-            object.__setattr__(self, "_skeleton", skeleton)
-            depths = getattr(skeleton, "depths", None)
-            blocks = sum(depths) if depths is not None else getattr(skeleton, "depth", 0)
-            if blocks > MAX_BLOCKS:
-                raise ConfigError(
-                    f"space {self.name!r}: the skeleton has {blocks} blocks, far too many "
-                    f"(at most {MAX_BLOCKS})"
-                )
-            resolved = {
-                k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(skeleton).items()
-            }
-            object.__setattr__(self, "skeleton", resolved)
-            for stride in sorted({s.stride for s in self.sites()}):
-                if not self.ops_at(stride):
-                    raise ConfigError(
-                        f"space {self.name!r}: no candidate op can be placed at stride {stride} "
-                        f"(ops {', '.join(self.ops)})"
-                    )
-        elif self.skeleton:
-            raise ConfigError(f"space {self.name!r}: 'skeleton' is only for block spaces, not {self.kind}")
+
+    def _check_sizes(self) -> None:
         if len(set(self.ops)) != len(self.ops) or len(self.ops) < 1:
             raise ConfigError(f"space {self.name!r}: ops must be a non-empty list without repeats")
         if self.alpha_mode not in ALPHA_MODES:
@@ -122,22 +124,34 @@ class SpaceConfig:
                 raise ConfigError(
                     f"space {self.name!r}: {key} {getattr(self, key)} is far too large (at most {limit})"
                 )
-        if self.kind == "darts_cell" and self.layers < 3:
+        if not self.is_block and self.layers < self._cell_kind().min_layers:
             raise ConfigError(
-                f"space {self.name!r}: a DARTS-cell network needs layers >= 3, got {self.layers}"
+                f"space {self.name!r}: a {self.kind} network needs layers >= {self._cell_kind().min_layers}, "
+                f"got {self.layers}"
             )
         if all(get_op(op).is_zero for op in self.ops):
             raise ConfigError(f"space {self.name!r}: needs at least one op other than 'none'")
 
     # --- structure fixed by the kind -------------------------------------------------------------
     @property
+    def kind_spec(self) -> SpaceKind:
+        """The kind object that answers what this space's ``kind`` fixes."""
+        return KINDS[self.kind]
+
+    def _cell_kind(self) -> CellKind:
+        kind = self.kind_spec
+        if not isinstance(kind, CellKind):
+            raise ConfigError(f"space {self.name!r} is a {self.kind} space; it has no cells")
+        return kind
+
+    @property
     def context(self) -> str:
         """The op context the candidates are built in (``cell``, ``bottleneck`` or ``token``)."""
-        return str(KINDS[self.kind]["context"])
+        return self.kind_spec.context
 
     @property
     def is_block(self) -> bool:
-        return self.context != "cell"
+        return self.kind_spec.is_block
 
     def skeleton_config(self) -> Skeleton:
         """The typed skeleton of a block space."""
@@ -156,30 +170,7 @@ class SpaceConfig:
         NB201 stems keep the input size); DARTS reduction cells run their input edges at stride 2 on the
         previous stage's resolution. ``blocks`` counts the edges that run the op at that site.
         """
-        if self.is_block:
-            return self.skeleton_config().op_sites(image_size)
-        sizes = [image_size]
-        for _ in range(2):
-            sizes.append(-(-sizes[-1] // 2))
-        c = self.init_channels
-        if self.kind == "nb201_cell":
-            edges = len(self.edges()) * self.layers
-            return [OpSite(s, 1, c * 2**s, sizes[s], sizes[s], blocks=edges) for s in range(3)]
-        types = self.cell_types()
-        stage_of = [sum(t == "reduce" for t in types[: i + 1]) for i in range(len(types))]
-        per_node = len(self.edges())
-        out = []
-        for stage in range(3):
-            cells = [i for i, st in enumerate(stage_of) if st == stage]
-            normal = sum(types[i] == "normal" for i in cells) * per_node
-            reduce = sum(types[i] == "reduce" for i in cells)
-            if reduce:
-                strided = reduce * sum(1 for _, src in self.edges() if src < self.inputs)
-                out.append(OpSite(stage, 2, c * 2**stage, sizes[stage - 1], sizes[stage - 1], blocks=strided))
-                normal += reduce * sum(1 for _, src in self.edges() if src >= self.inputs)
-            if normal:
-                out.append(OpSite(stage, 1, c * 2**stage, sizes[stage], sizes[stage], blocks=normal))
-        return out
+        return self.kind_spec.op_sites(self, image_size)
 
     def ops_at(self, stride: int) -> tuple[str, ...]:
         """The candidates that can be placed at ``stride`` in this space's context."""
@@ -187,9 +178,7 @@ class SpaceConfig:
 
     def group_ops(self, group: str) -> tuple[str, ...]:
         """The candidates of every choice in alpha group ``group``."""
-        if not self.is_block:
-            return self.ops
-        return self.ops_at(self.type_stride(dict(self.alpha_groups())[group]))
+        return self.kind_spec.group_ops(self, group)
 
     @staticmethod
     def type_stride(block_type: str) -> int:
@@ -197,25 +186,19 @@ class SpaceConfig:
 
     def choice_keys(self) -> list[str]:
         """The choices inside one alpha group: the cell's edges, or the block's single op slot."""
-        from pflnas.arch.labels import edge_key  # the arch package imports this module
-
-        if self.is_block:
-            return [BLOCK_CHOICE]
-        return [edge_key(n, s) for n, s in self.edges()]
+        return self.kind_spec.choice_keys(self)
 
     def group_of_block(self, index: int) -> str:
         """The alpha group that block ``index`` reads."""
-        if self.alpha_mode == "individual":
-            return f"block{index}"
-        return self.sites()[index].type
+        return self.kind_spec.group_of(self, index)
 
     @property
     def inputs(self) -> int:
-        return int(KINDS[self.kind]["inputs"])
+        return self._cell_kind().inputs
 
     @property
     def keep_edges(self) -> int | None:
-        return KINDS[self.kind]["keep_edges"]
+        return self._cell_kind().keep_edges
 
     def node_ids(self) -> range:
         """Ids of the intermediate nodes."""
@@ -225,26 +208,30 @@ class SpaceConfig:
         """All candidate edges as ``(node, source)`` in a fixed order (by node, then source)."""
         return [(node, src) for node in self.node_ids() for src in range(node)]
 
+    @property
+    def concat_output(self) -> bool:
+        """A cell's output concatenates its intermediate nodes (DARTS), else it is the last node (NB201)."""
+        return self._cell_kind().output == "concat"
+
     def concat(self) -> tuple[int, ...]:
-        if KINDS[self.kind]["output"] == "concat":
+        if self.concat_output:
             return tuple(self.node_ids())
         return (self.inputs + self.nodes - 1,)
 
     def reduction_layers(self, layers: int | None = None) -> tuple[int, ...]:
-        """Indices of reduction cells in a DARTS-cell network of ``layers`` cells."""
-        n = self.layers if layers is None else layers
-        if self.kind != "darts_cell":
-            return ()
-        return (n // 3, 2 * n // 3)
+        """Indices of the reducing cells (or stride-2 blocks) of a network of ``layers`` cells."""
+        return self.kind_spec.reduction_layers(self, layers)
 
     def num_cells(self, layers: int | None = None) -> int:
-        """Number of searchable cells in the network (NB201: 3 stages of ``layers`` cells)."""
-        n = self.layers if layers is None else layers
-        return n if self.kind == "darts_cell" else 3 * n
+        """Number of searchable cells (or blocks) in the network (NB201: 3 stages of ``layers`` cells)."""
+        return self.kind_spec.count(self, layers)
 
     def cell_types(self, layers: int | None = None) -> list[str]:
-        reductions = self.reduction_layers(layers)
-        return ["reduce" if i in reductions else "normal" for i in range(self.num_cells(layers))]
+        return self.kind_spec.types(self, layers)
+
+    def stage(self, index: int, layers: int | None = None) -> int:
+        """The stage of searchable cell (or block) ``index``: how many reductions come before or at it."""
+        return self.kind_spec.stage(self, index, layers)
 
     def alpha_groups(self) -> list[tuple[str, str]]:
         """The architecture-weight groups as ``(group name, cell type)``.
@@ -254,31 +241,18 @@ class SpaceConfig:
         Block spaces: one group per block (``block0`` ...), or one per block type (``normal``, and
         ``reduce`` when some blocks downsample).
         """
-        if self.is_block:
-            sites = self.sites()
-            if self.alpha_mode == "individual":
-                return [(s.name, s.type) for s in sites]
-            return [(t, t) for t in ("normal", "reduce") if any(s.type == t for s in sites)]
-        if self.alpha_mode == "individual":
-            return [(f"cell{i}", t) for i, t in enumerate(self.cell_types())]
-        if self.kind == "darts_cell":
-            return [("normal", "normal"), ("reduce", "reduce")]
-        return [("cell", "normal")]
+        return self.kind_spec.alpha_groups(self)
 
     def group_of_cell(self, index: int) -> str:
         """The alpha group that cell ``index`` of the search network reads."""
-        if self.alpha_mode == "individual":
-            return f"cell{index}"
-        if self.kind == "darts_cell":
-            return self.cell_types()[index]
-        return "cell"
+        return self.kind_spec.group_of(self, index)
 
     def edge_stride(self, cell_type: str, source: int) -> int:
         return 2 if cell_type == "reduce" and source < self.inputs else 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields; cell spaces leave out ``skeleton``, block spaces the cell-only fields."""
-        skip = {"extra", *(CELL_FIELDS if self.is_block else ("skeleton",))}
+        skip = CELL_FIELDS if self.is_block else ("skeleton",)
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         out["ops"] = list(self.ops)
         if self.is_block:
@@ -286,7 +260,7 @@ class SpaceConfig:
         return out
 
     def replace(self, **changes: Any) -> SpaceConfig:
-        fields = {f.name for f in dataclasses.fields(self)} - {"name", "kind", "extra"}
+        fields = {f.name for f in dataclasses.fields(self)} - {"name", "kind"}
         bad = sorted(set(changes) - fields)
         if bad:
             raise ConfigError(
@@ -312,7 +286,7 @@ def list_spaces() -> list[str]:
 def space_from_dict(data: dict[str, Any], origin: str) -> SpaceConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: a space definition must be a YAML mapping")
-    names = {f.name for f in dataclasses.fields(SpaceConfig)} - {"extra"}
+    names = {f.name for f in dataclasses.fields(SpaceConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{origin}: unknown key(s) {unknown}; allowed keys: {sorted(names)}")
@@ -336,3 +310,13 @@ def load_space(name_or_path: str | Path) -> SpaceConfig:
                 f"{', '.join(list_spaces())} (or give a YAML path)"
             )
     return space_from_dict(load_yaml(path, "search space file"), str(path))
+
+
+def resolve_space(section: Any) -> SpaceConfig:
+    """The space a config's ``space`` section names, with its other non-null fields applied as overrides.
+
+    ``section`` is the config's space dataclass (``name`` plus overridable :class:`SpaceConfig` fields).
+    """
+    space = load_space(section.name)
+    overrides = {k: v for k, v in dataclasses.asdict(section).items() if k != "name" and v is not None}
+    return space.replace(**overrides) if overrides else space

@@ -90,6 +90,9 @@ class ResNetSkeleton:
     def stage_widths(self) -> list[int]:
         return [int(w * self.width_mult) for w in self.widths]
 
+    def first_width(self) -> int:
+        return self.stage_widths()[0]
+
     def sites(self) -> list[BlockSite]:
         out = []
         for stage, depth in enumerate(self.depths):
@@ -141,6 +144,9 @@ class ViTSkeleton:
         if image_size < p:
             raise ConfigError(f"image size {image_size} is smaller than the patch size {p}")
         return image_size // p
+
+    def first_width(self) -> int:
+        return self.dim
 
     def sites(self) -> list[BlockSite]:
         return [BlockSite(i, 0, 1) for i in range(self.depth)]
@@ -194,6 +200,9 @@ class PiTSkeleton:
     def dims(self) -> list[int]:
         return [self.base_dim * h for h in self.heads]
 
+    def first_width(self) -> int:
+        return self.dims()[0]
+
     def sites(self) -> list[BlockSite]:
         out = []
         for stage, depth in enumerate(self.depths):
@@ -211,16 +220,10 @@ class PiTSkeleton:
 
 
 Skeleton = ResNetSkeleton | ViTSkeleton | PiTSkeleton
-SKELETONS: dict[str, type[Any]] = {
-    "resnet_block": ResNetSkeleton,
-    "vit_block": ViTSkeleton,
-    "pit_block": PiTSkeleton,
-}
 
 
-def parse_skeleton(kind: str, raw: Mapping[str, Any], where: str) -> Skeleton:
-    """The typed skeleton of a block space; unknown keys and wrong types raise one-line ConfigErrors."""
-    cls = SKELETONS[kind]
+def parse_skeleton(cls: type[Any], kind: str, raw: Mapping[str, Any], where: str) -> Skeleton:
+    """The ``cls`` skeleton of a ``kind`` space; unknown keys and wrong types raise one-line ConfigErrors."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: 'skeleton' must be a mapping of {kind} settings")
     hints = typing.get_type_hints(cls)

@@ -33,9 +33,9 @@ from pflnas.configs import (
 from pflnas.data.specs import get_dataset_spec
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.names import name_hint
+from pflnas.spaces import resolve_space
 from pflnas.strategies import list_strategies
 from pflnas.train.device import resolve_device
-from pflnas.train.search import resolve_space
 
 # names that become parts of run ids ("{space}-{strategy}-{setting}-s{seed}") and directory names
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
@@ -260,7 +260,7 @@ def search_config(args: list[str]) -> SearchConfig:
         layers.append(read_yaml(ns.config))
     cfg = build_config(SearchConfig, layers, cmd_search.flag_overrides(ns, cmd_search.FLAG_KEYS) + ns.set)
     validate_search_config(cfg)
-    resolve_space(cfg)
+    resolve_space(cfg.space)
     if cfg.strategy.name not in list_strategies():
         name = cfg.strategy.name
         raise ConfigError(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pflnas.arch.labels import edge_key
 from pflnas.ops.primitives import FactorizedReduce, ReLUConvBN
 from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.labels import edge_key
 from pflnas.supernet.mixed import MixedEdge, SourceOps, split_ops
 
 

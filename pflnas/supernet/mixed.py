@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from pflnas.ops import create_op, get_op
+from pflnas.ops import PARAM_FREE, TRAINABLE, create_op, get_op
 
 
 def candidate(name: str, channels: int, stride: int, pool_bn: bool) -> nn.Module:
@@ -26,8 +26,8 @@ def candidate(name: str, channels: int, stride: int, pool_bn: bool) -> nn.Module
 
 def split_ops(ops: Sequence[str], stride: int) -> tuple[list[str], list[str]]:
     """``(trainable, parameter_free)`` op names at ``stride``; ``none`` is in neither."""
-    trainable = [op for op in ops if not get_op(op).is_zero and not get_op(op).param_free(stride)]
-    free = [op for op in ops if not get_op(op).is_zero and get_op(op).param_free(stride)]
+    trainable = [op for op in ops if get_op(op).role(stride) == TRAINABLE]
+    free = [op for op in ops if get_op(op).role(stride) == PARAM_FREE]
     return trainable, free
 
 

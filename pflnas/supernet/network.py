@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from pflnas.arch.labels import edge_key
 from pflnas.errors import ConfigError
-from pflnas.models.resnet_block import ResNetBlockNet
-from pflnas.models.transformer_block import PiTBlockNet, ViTBlockNet
 from pflnas.ops.blocks import ResNetBasicBlock
 from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.kinds import BlockKind
+from pflnas.spaces.labels import edge_key
 from pflnas.spaces.skeletons import BlockSite
 from pflnas.supernet.cells import DartsSearchCell, NB201SearchCell
 from pflnas.supernet.mixed import MixedOp
@@ -35,6 +34,9 @@ class Supernet(nn.Module):
 
     Subclasses build the body and implement ``forward_body(x, weights)`` where ``weights`` maps each
     alpha group to its ``[num_edges, num_ops]`` mixing weights.
+    Every subclass takes ``(space, num_classes, in_channels, share_param_free, *, image_size,
+    partial_channels, edge_norm)``; an option its kind has no use for keeps its default (cell supernets
+    ignore ``image_size``), so :func:`build_supernet` builds any kind's class the same way.
     """
 
     def __init__(self, space: SpaceConfig, share_param_free: bool = True, edge_norm: bool = False):
@@ -194,6 +196,8 @@ class DartsSupernet(CellSupernet):
         num_classes: int,
         in_channels: int = 3,
         share_param_free: bool = True,
+        *,
+        image_size: int = 32,
         partial_channels: int = 1,
         edge_norm: bool = False,
     ):
@@ -241,6 +245,8 @@ class NB201Supernet(CellSupernet):
         num_classes: int,
         in_channels: int = 3,
         share_param_free: bool = True,
+        *,
+        image_size: int = 32,
         partial_channels: int = 1,
         edge_norm: bool = False,
     ):
@@ -276,28 +282,27 @@ class BlockSupernet(Supernet):
     """A block space's skeleton (ResNet, ViT or PiT) whose every slot is a :class:`MixedOp` over the
     candidates valid at that block's stride; block ``i`` reads the weights of its alpha group."""
 
-    BODIES: dict[str, type[nn.Module]] = {
-        "resnet_block": ResNetBlockNet,
-        "vit_block": ViTBlockNet,
-        "pit_block": PiTBlockNet,
-    }
-
     def __init__(
         self,
         space: SpaceConfig,
         num_classes: int,
         in_channels: int = 3,
         share_param_free: bool = True,
+        *,
         image_size: int = 32,
+        partial_channels: int = 1,
+        edge_norm: bool = False,
     ):
-        super().__init__(space, share_param_free)
+        check_supernet_options(space, partial_channels, edge_norm)
+        super().__init__(space, share_param_free, edge_norm)
         self.block_groups = [space.group_of_block(s.index) for s in space.sites()]
 
         def slot(site: BlockSite, channels: int, heads: int) -> nn.Module:
             return MixedOp(space.ops_at(site.stride), channels, site.stride, space.context, heads)
 
-        body = self.BODIES[space.kind]
-        self.body = body(space.skeleton_config(), slot, num_classes, in_channels, image_size)  # type: ignore[call-arg]
+        kind = space.kind_spec
+        assert isinstance(kind, BlockKind)
+        self.body = kind.body_class()(space.skeleton_config(), slot, num_classes, in_channels, image_size)  # type: ignore[call-arg]
 
     def set_active(self, active: dict[str, list[int]] | None) -> None:
         for block, group in zip(self.body.blocks, self.block_groups):
@@ -306,15 +311,6 @@ class BlockSupernet(Supernet):
 
     def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
         return self.body(x, [weights[g][0] for g in self.block_groups])
-
-
-SUPERNETS: dict[str, type[Supernet]] = {
-    "darts_cell": DartsSupernet,
-    "nb201_cell": NB201Supernet,
-    "resnet_block": BlockSupernet,
-    "vit_block": BlockSupernet,
-    "pit_block": BlockSupernet,
-}
 
 
 def _check_partial(space: SpaceConfig, partial: int) -> None:
@@ -349,7 +345,13 @@ def build_supernet(
 
     ``partial_channels`` / ``edge_norm``: PC-DARTS' supernet (cell spaces only)."""
     check_supernet_options(space, partial_channels, edge_norm)
-    if space.is_block:
-        return BlockSupernet(space, num_classes, in_channels, share_param_free, image_size)
-    cls = SUPERNETS[space.kind]
-    return cls(space, num_classes, in_channels, share_param_free, partial_channels, edge_norm)  # type: ignore[call-arg]
+    cls = space.kind_spec.supernet_class()
+    return cls(  # type: ignore[no-any-return]
+        space,
+        num_classes,
+        in_channels,
+        share_param_free,
+        image_size=image_size,
+        partial_channels=partial_channels,
+        edge_norm=edge_norm,
+    )

@@ -1,4 +1,4 @@
-"""What search and retrain run directories hold, and the space a search config resolves to, without torch.
+"""What search and retrain run directories hold, without torch.
 
 The CLI, the study runner and the multi-trial driver name these files and check the space before anything
 heavy loads (a bad ``--space`` fails in a fraction of a second); :mod:`pflnas.train.search` and
@@ -7,11 +7,6 @@ heavy loads (a bad ``--space`` fails in a fraction of a second); :mod:`pflnas.tr
 
 from __future__ import annotations
 
-import dataclasses
-
-from pflnas.configs import SearchConfig
-from pflnas.spaces.config import SpaceConfig, load_space
-
 CHECKPOINT = "checkpoint.pt"
 FOUND = "found.json"
 CONFIG = "config.yaml"
@@ -19,10 +14,3 @@ METRICS = "metrics.jsonl"
 EVOLUTION = "evolution.jsonl"  # one-shot strategies: every candidate scored after training
 LATENCY_TABLE = "latency_table.json"
 LAST, BEST, RESULT = "last.pt", "best.pt", "result.json"  # retrain: checkpoints and the final result
-
-
-def resolve_space(cfg: SearchConfig) -> SpaceConfig:
-    """The search's space: the named space with the config's ``space.*`` fields applied."""
-    space = load_space(cfg.space.name)
-    overrides = {k: v for k, v in dataclasses.asdict(cfg.space).items() if k != "name" and v is not None}
-    return space.replace(**overrides) if overrides else space

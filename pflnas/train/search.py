@@ -31,6 +31,7 @@ from pflnas.latency.objective import LatencyTerm
 from pflnas.measure.context import SpeedConfig
 from pflnas.measure.latency_table import LatencyTable, cached_table, load_table
 from pflnas.rundir import hold
+from pflnas.spaces import resolve_space
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import Supernet, build_supernet
 from pflnas.supernet.network import check_supernet_options
@@ -54,7 +55,6 @@ from pflnas.train.layout import (  # the run's files, the resolved space: no tor
     FOUND,
     LATENCY_TABLE,
     METRICS,
-    resolve_space,
 )
 from pflnas.train.metrics import MetricsLog
 from pflnas.train.progress import Say, quiet, startup_lines
@@ -212,7 +212,7 @@ class SearchRun:
     def __init__(self, cfg: SearchConfig, run_dir: str | Path, info: DistInfo | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.space = resolve_space(cfg)
+        self.space = resolve_space(cfg.space)
         # torchrun: ``info`` from init_distributed (pflnas.train.dist_search says how ranks stay in step)
         self.info = info or DistInfo(0, 1, 0, resolve_device(cfg.run.device))
         self.device = self.info.device

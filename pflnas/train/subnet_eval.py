@@ -29,7 +29,7 @@ from pflnas.arch.genome import GenomeSpace
 from pflnas.arch.record import Architecture
 from pflnas.configs import SposConfig
 from pflnas.errors import ConfigError
-from pflnas.ops import get_op
+from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces.config import SpaceConfig
 from pflnas.supernet.network import Supernet
 
@@ -54,10 +54,10 @@ def idle_index(space: SpaceConfig, ops: tuple[str, ...], stride: int) -> int:
     for i, op in enumerate(ops):
         if get_op(op).is_zero:
             return i
-    if "skip_connect" in ops and get_op("skip_connect").param_free(stride):
+    if "skip_connect" in ops and get_op("skip_connect").role(stride) == PARAM_FREE:
         return ops.index("skip_connect")
     for i, op in enumerate(ops):
-        if get_op(op).param_free(stride):
+        if get_op(op).role(stride) == PARAM_FREE:
             return i
     return 0
 

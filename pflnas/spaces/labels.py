@@ -1,9 +1,14 @@
-"""Readable architecture-weight labels: ``<group>.edge<node><-<source>``, e.g. ``cell3.edge2<-0``."""
+"""Readable architecture-weight labels: ``<group>.edge<node><-<source>``, e.g. ``cell3.edge2<-0``.
+
+A label names a choice of the space, so it lives with the spaces: the supernet, the records, the latency
+positions and the analysis all read it from here, below each of them.
+"""
 
 from __future__ import annotations
 
 import re
 
+BLOCK_CHOICE = "op"  # the key of a block's choice: labels read ``block3.op``
 _LABEL = re.compile(r"^(?P<group>[A-Za-z_][A-Za-z0-9_]*)\.edge(?P<node>\d+)<-(?P<source>\d+)$")
 
 
