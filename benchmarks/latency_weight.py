@@ -53,7 +53,9 @@ def _args() -> argparse.Namespace:
 
 def _search(args: argparse.Namespace, weight: float, out: Path) -> dict[str, Any]:
     from pflnas.arch import load_architecture
-    from pflnas.configs import SearchConfig, build_config, validate_search_config
+    from pflnas.config.loader import build_config
+    from pflnas.config.search import SearchConfig
+    from pflnas.config.validate import validate_search_config
     from pflnas.train.search import SearchRun
 
     overrides = [
@@ -127,7 +129,8 @@ def main() -> None:
         lambdas.insert(0, 0.0)
     import torch
 
-    from pflnas.configs import SearchConfig, build_config
+    from pflnas.config.loader import build_config
+    from pflnas.config.search import SearchConfig
     from pflnas.latency import cached_table, expected_latency
     from pflnas.speed import SpeedConfig
     from pflnas.train.search import resolve_space

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from pflnas.configs import threads_check
+from pflnas.config.limits import threads_check
 from pflnas.errors import ConfigError
 from pflnas.options import SPEED_BATCH_SIZE, SPEED_REPEATS, SPEED_WARMUP
 

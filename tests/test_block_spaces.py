@@ -12,7 +12,7 @@ from _spaces import tiny
 from pflnas.arch import Architecture, BlockChoice, load_architecture, save_architecture
 from pflnas.arch.derive import derive_architecture
 from pflnas.cli.main import main
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.errors import ArchitectureError, ConfigError
 from pflnas.models import PiTBlockNet, ResNetBlockNet, ViTBlockNet, build_network
 from pflnas.profile import count_macs, count_parameters

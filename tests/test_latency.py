@@ -15,7 +15,7 @@ from _spaces import tiny
 
 import pflnas.latency.table as table_mod
 from pflnas.cli.main import main
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.latency import LatencyTerm, cached_table, choice_positions, expected_latency, measure_table
 from pflnas.ops import get_op
 from pflnas.speed import SpeedConfig

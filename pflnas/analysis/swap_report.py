@@ -22,7 +22,7 @@ from pflnas.analysis.inference import holm
 from pflnas.analysis.paired import Paired, paired_summary, verdict
 from pflnas.analysis.report import Report, joined_paths, to_html
 from pflnas.analysis.report_parts import Writer, fmt_p, md_code, md_code_block, md_table, md_text
-from pflnas.configs import build_config, read_yaml, to_dict
+from pflnas.config.loader import build_config, read_yaml, to_dict
 from pflnas.errors import PflnasError
 from pflnas.parsing import load_yaml
 from pflnas.train.recipe import RetrainConfig, recipe_layer

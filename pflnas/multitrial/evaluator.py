@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pflnas.arch.record import Architecture
-from pflnas.configs import SearchConfig
+from pflnas.config.search import SearchConfig
 from pflnas.models import build_from_config, resolve_network_config
 from pflnas.profile import count_parameters
 from pflnas.speed import SpeedConfig, measure_latency

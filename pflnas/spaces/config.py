@@ -8,10 +8,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pflnas.configs import load_yaml
 from pflnas.errors import ConfigError
 from pflnas.names import name_hint
 from pflnas.ops import get_op, list_ops
+from pflnas.parsing import load_yaml
 from pflnas.spaces.skeletons import BlockSite, OpSite, Skeleton, parse_skeleton
 
 # What each kind of space fixes: the op context its candidates are built in; for cell kinds how many

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pflnas.configs import SearchConfig
+from pflnas.config.search import SearchConfig
 from pflnas.spaces.config import SpaceConfig, load_space
 
 CHECKPOINT = "checkpoint.pt"
