@@ -249,7 +249,7 @@ def test_arch_show_lists_blocks(capsys):
 def test_block_networks_as_timm_models(name):
     import timm
 
-    import pflnas.timm_models  # noqa: F401  (registers the "pflnas" timm model)
+    import pflnas.bridges.timm_models  # noqa: F401  (registers the "pflnas" timm model)
 
     space = tiny(name)
     arch = Architecture(
