@@ -53,7 +53,9 @@ def _args() -> argparse.Namespace:
 
 def _search(args: argparse.Namespace, weight: float, out: Path) -> dict[str, Any]:
     from pflnas.arch import load_architecture
-    from pflnas.configs import SearchConfig, build_config, validate_search_config
+    from pflnas.config.loader import build_config
+    from pflnas.config.search import SearchConfig
+    from pflnas.config.validate import validate_search_config
     from pflnas.train.search import SearchRun
 
     overrides = [
@@ -128,7 +130,8 @@ def main() -> None:
         lambdas.insert(0, 0.0)
     import torch
 
-    from pflnas.configs import SearchConfig, build_config
+    from pflnas.config.loader import build_config
+    from pflnas.config.search import SearchConfig
     from pflnas.latency.objective import expected_latency
     from pflnas.measure.context import SpeedConfig
     from pflnas.measure.latency_table import cached_table

@@ -39,7 +39,7 @@ def _rss_mb() -> float:
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from pflnas.configs import ArchOptimConfig
+    from pflnas.config.search import ArchOptimConfig
     from pflnas.spaces import load_space
     from pflnas.strategies import StepContext, create_strategy
     from pflnas.supernet import build_supernet

@@ -20,7 +20,9 @@ from _spaces import tiny
 from pflnas.arch.homogeneous import homogeneous_architecture
 from pflnas.arch.record import save_architecture
 from pflnas.cli.main import main
-from pflnas.configs import SearchConfig, build_config, preset_path, read_yaml, to_dict
+from pflnas.config.loader import build_config, read_yaml, to_dict
+from pflnas.config.presets import preset_path
+from pflnas.config.search import SearchConfig
 from pflnas.errors import DataError, PflnasError
 from pflnas.models import build_from_config, resolve_network_config
 from pflnas.rundir import mark

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pflnas.cli.main import main
-from pflnas.configs import MAX_RUNS, MAX_THREADS, check_list
+from pflnas.config.limits import MAX_RUNS, MAX_THREADS, check_list
 from pflnas.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,9 +20,10 @@ from _spaces import tiny
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.record import load_architecture
 from pflnas.cli.main import main
-from pflnas.configs import SearchConfig, build_config, parse_override, parse_yaml, read_yaml
+from pflnas.config.loader import build_config, parse_override, read_yaml
+from pflnas.config.search import SearchConfig
 from pflnas.errors import ArchitectureError, ConfigError, DataError
-from pflnas.parsing import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, parse_json
+from pflnas.parsing import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES, parse_json, parse_yaml
 
 
 def _bomb(levels: int = 9, width: int = 9, indent: str = "") -> str:
@@ -203,7 +204,7 @@ def _look_alike(name: str) -> str:
 
 def _lookups() -> dict[str, tuple]:
     from pflnas.arch.darts_genotype import architecture_from_genotype
-    from pflnas.configs import preset_path
+    from pflnas.config.presets import preset_path
     from pflnas.data.specs import get_dataset_spec
     from pflnas.ops import get_op
     from pflnas.spaces import load_space

@@ -12,7 +12,7 @@ from _spaces import tiny
 from pflnas.arch import Architecture, BlockChoice, load_architecture, save_architecture
 from pflnas.arch.derive import derive_architecture
 from pflnas.cli.main import main
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.errors import ArchitectureError, ConfigError
 from pflnas.measure.counting import count_macs, count_parameters
 from pflnas.models import PiTBlockNet, ResNetBlockNet, ViTBlockNet, build_network
@@ -249,7 +249,7 @@ def test_arch_show_lists_blocks(capsys):
 def test_block_networks_as_timm_models(name):
     import timm
 
-    import pflnas.timm_models  # noqa: F401  (registers the "pflnas" timm model)
+    import pflnas.bridges.timm_models  # noqa: F401  (registers the "pflnas" timm model)
 
     space = tiny(name)
     arch = Architecture(

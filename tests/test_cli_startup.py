@@ -111,7 +111,7 @@ def test_only_the_named_subcommand_gets_its_flags():
 
 
 def test_space_and_preset_help_list_the_registries():
-    from pflnas.configs import list_presets
+    from pflnas.config.presets import list_presets
     from pflnas.spaces import list_spaces
 
     helps = {a.dest: a.help for p, a in OPTIONS if p == "pflnas search"}

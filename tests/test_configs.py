@@ -2,15 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from pflnas.configs import (
-    SearchConfig,
-    build_config,
-    parse_override,
-    preset_path,
-    read_yaml,
-    to_dict,
-    validate_search_config,
-)
+from pflnas.config.loader import build_config, parse_override, read_yaml, to_dict
+from pflnas.config.presets import preset_path
+from pflnas.config.search import SearchConfig
+from pflnas.config.validate import validate_search_config
 from pflnas.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "experiments" / "configs").glob("*.yaml"))

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from pflnas.cli.main import main
-from pflnas.configs import SearchConfig, build_config
+from pflnas.config.loader import build_config
+from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError
 from pflnas.train.dist_search import DEBUG_ALPHA_ENV, SearchSync, SyncError, check_global_batch
 from pflnas.train.distributed import DistInfo, init_distributed, shutdown

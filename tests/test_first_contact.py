@@ -21,7 +21,7 @@ from test_models import DARTS_V2 as GENOTYPE
 
 from pflnas.cli.cmd_list import SUBJECTS
 from pflnas.cli.main import main
-from pflnas.configs import list_presets
+from pflnas.config.presets import list_presets
 from pflnas.ops import get_op, list_ops
 from pflnas.spaces import list_spaces
 from pflnas.strategies import MULTI_TRIAL_STRATEGIES, list_strategies

@@ -25,18 +25,12 @@ from hypothesis import strategies as st
 from pflnas.arch import save_architecture
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.record import Architecture, load_architecture
-from pflnas.configs import (
-    SearchConfig,
-    build_config,
-    parse_override,
-    parse_yaml,
-    read_yaml,
-    to_dict,
-    validate_search_config,
-)
+from pflnas.config.loader import build_config, parse_override, read_yaml, to_dict
+from pflnas.config.search import SearchConfig
+from pflnas.config.validate import validate_search_config
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.ops import list_ops
-from pflnas.parsing import MAX_YAML_VALUES
+from pflnas.parsing import MAX_YAML_VALUES, parse_yaml
 from pflnas.train.recipe import RetrainConfig, validate_retrain_config
 
 FUZZ = settings(  # no example database: nothing is written into the checkout

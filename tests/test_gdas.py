@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from _spaces import tiny
 
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.strategies import StepContext, create_strategy
 from pflnas.strategies.gdas import GDAS
 from pflnas.supernet import build_supernet

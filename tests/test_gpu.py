@@ -42,7 +42,7 @@ def test_cli_search_on_cuda(tmp_path, cifar_source, session_cache, monkeypatch):
 
 def _graph_pair(strategy_name: str, amp: bool):
     """Two identical supernets + strategies + SGD on the GPU, one to step eagerly, one through a graph."""
-    from pflnas.configs import ArchOptimConfig
+    from pflnas.config.search import ArchOptimConfig
     from pflnas.strategies import StepContext, create_strategy
     from pflnas.train.search import _virtual_step
     from pflnas.train.search_step import SearchStep

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pflnas.cli.main import main
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.spaces import load_space
 from pflnas.strategies import StepContext, create_strategy, list_strategies
 from pflnas.supernet import build_supernet
@@ -54,7 +54,8 @@ def _no_loaders(*args, **kwargs):
 def test_dynamic_path_strategies_refused_on_a_gpu_device(tmp_path, strategy):
     """On a CUDA device (given, not touched: the check reads only the config and the strategy), GDAS and
     SPOS are refused because their path changes every step; darts, darts2 and pcdarts pass."""
-    from pflnas.configs import SearchConfig, build_config
+    from pflnas.config.loader import build_config
+    from pflnas.config.search import SearchConfig
     from pflnas.errors import ConfigError
     from pflnas.train.distributed import DistInfo
     from pflnas.train.search import SearchRun

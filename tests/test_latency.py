@@ -15,7 +15,7 @@ from _spaces import tiny
 
 import pflnas.measure.latency_table as table_mod
 from pflnas.cli.main import main
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.latency.objective import LatencyTerm, expected_latency
 from pflnas.latency.positions import choice_positions
 from pflnas.measure.context import SpeedConfig

@@ -19,7 +19,9 @@ from _tiny_runs import ARCH, RETRAIN_SETS, SEARCH_SETS, search_argv, tiny_archiv
 
 from pflnas.arch import load_architecture
 from pflnas.cli.main import main
-from pflnas.configs import SearchConfig, build_config, validate_search_config
+from pflnas.config.loader import build_config
+from pflnas.config.search import SearchConfig
+from pflnas.config.validate import validate_search_config
 from pflnas.errors import ConfigError
 from pflnas.train.distributed import DistInfo
 from pflnas.train.guard import FiniteGuard, NonFiniteError

@@ -23,7 +23,7 @@ from _postgres import PostgresServer, Unavailable, start_server
 
 from pflnas.arch import load_architecture
 from pflnas.cli.main import main
-from pflnas.configs import redact_url
+from pflnas.config.redact import redact_url
 from pflnas.data.load import load_dataset
 from pflnas.errors import ConfigError
 from pflnas.multitrial import (

@@ -153,7 +153,7 @@ def test_swap_report_escapes_every_user_string(tmp_path, capsys):
 
 @pytest.mark.parametrize("text", [PAYLOAD, "```", "````yaml\n<script>x</script>\n````"])
 def test_a_study_file_cannot_close_its_code_block(text):
-    from pflnas.analysis.report import markdown_to_html
+    from pflnas.analysis.report_page import markdown_to_html
     from pflnas.analysis.report_parts import md_code_block
 
     page = markdown_to_html(
@@ -164,7 +164,7 @@ def test_a_study_file_cannot_close_its_code_block(text):
 
 def test_the_html_step_turns_raw_html_into_text_whatever_reaches_it():
     """The second guard: raw HTML that slipped past md_text is text (links are md_text's to stop)."""
-    from pflnas.analysis.report import markdown_to_html
+    from pflnas.analysis.report_page import markdown_to_html
 
     page = markdown_to_html(
         f"# {SCRIPT} {IMG}\n\n<div onclick=alert(1)>{SCRIPT}</div>\n\n| a |\n| --- |\n| {IMG} |\n"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pflnas.cli.main import main
-from pflnas.configs import build_config
+from pflnas.config.loader import build_config
 from pflnas.errors import ConfigError
 from pflnas.train.recipe import RetrainConfig, list_recipes, recipe_layer, validate_retrain_config
 

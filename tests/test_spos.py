@@ -16,7 +16,7 @@ from _spaces import tiny
 from pflnas.arch import load_architecture
 from pflnas.arch.genome import GenomeSpace
 from pflnas.cli.main import main
-from pflnas.configs import ArchOptimConfig, SposConfig
+from pflnas.config.search import ArchOptimConfig, SposConfig
 from pflnas.errors import ArchitectureError
 from pflnas.spaces.labels import parse_label
 from pflnas.strategies import StepContext, create_strategy
@@ -350,7 +350,8 @@ def test_cli_search_writes_found_and_history(tmp_path, cifar_source, _cache, str
 
 @pytest.mark.slow
 def test_resume_after_an_interruption_gives_the_same_found_json(tmp_path, cifar_source, _cache, monkeypatch):
-    from pflnas.configs import SearchConfig, build_config
+    from pflnas.config.loader import build_config
+    from pflnas.config.search import SearchConfig
     from pflnas.train.search import SearchRun
 
     sets = [a for a in TINY if a != "--set"] + ["run.epochs=2", "strategy.name=spos"]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pflnas.arch.record import load_architecture, save_architecture
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.spaces import load_space
 from pflnas.strategies import StepContext, create_strategy, list_strategies
 from pflnas.supernet import build_supernet

@@ -15,11 +15,12 @@ import torch
 
 import pflnas.export as export_mod
 from pflnas.arch.record import Architecture, CellArch, Edge, load_architecture
+from pflnas.bridges.timm_models import TimmNetworkCIFAR, TimmNetworkImageNet, pflnas, register_timm_models
 from pflnas.cli.main import main
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.models import AuxOutput, build_network, resolve_network_config
 from pflnas.spaces import load_space
-from pflnas.timm_models import TimmNetworkCIFAR, TimmNetworkImageNet, pflnas, register_timm_models
+from pflnas.trained import load_trained_network
 
 ARCH = Path(__file__).resolve().parents[1] / "experiments" / "archs" / "darts_v2.json"
 SMALL = dict(init_channels=8, layers=5)
@@ -238,7 +239,7 @@ def test_cli_export_without_checkpoint_warns(tmp_path, capsys):
 def test_export_api_imagenet_parity_and_ema(arch, tmp_path):
     ckpt = tmp_path / "last.pt"
     state = save_checkpoint(ckpt, arch, ema=True, dataset="imagenet", num_classes=5, layers=3)
-    model, config = export_mod.load_trained_network(arch, ckpt, ema=True)
+    model, config = load_trained_network(arch, ckpt, ema=True)
     assert config.dataset == "imagenet" and config.num_classes == 5 and not config.auxiliary
     assert_same_weights(model, {k.removeprefix("module."): v for k, v in state["ema"].items()})
     exported, report = export_mod.export_onnx(

@@ -20,13 +20,12 @@ from matplotlib.figure import Figure
 from pflnas.analysis.figures import PARAM_FREE_ACCENT, TRAINABLE_ACCENT, new_figure
 from pflnas.analysis.inference import holm
 from pflnas.analysis.paired import Paired, paired_summary, verdict
-from pflnas.analysis.report import Report, joined_paths, to_html
+from pflnas.analysis.report_page import Report, joined_paths, write_page
 from pflnas.analysis.report_parts import Writer, fmt_p, md_code, md_code_block, md_table, md_text
-from pflnas.configs import build_config, read_yaml, to_dict
+from pflnas.config.loader import build_config, read_yaml, to_dict
 from pflnas.errors import PflnasError
 from pflnas.parsing import load_yaml
 from pflnas.train.recipe import RetrainConfig, recipe_layer
-from pflnas.utils_io import atomic_write_text
 
 # the full-budget recipe a dataset and op context is compared with in the protocol section
 REFERENCE = {
@@ -362,6 +361,5 @@ def write_swap_report(sources: Sequence[Path], out: Path, title: str) -> Report:
     if others:
         raise PflnasError(f"report swap studies apart from other runs ({', '.join(others)} is no swap study)")
     text, writer, n = build_swap_markdown(sources, out, title)
-    md_path = atomic_write_text(out / "report.md", text)
-    html_path = atomic_write_text(out / "report.html", to_html(text, out, title))
+    md_path, html_path = write_page(out, text, title)
     return Report(out, md_path, html_path, writer.figures, writer.tables, n, n)

@@ -20,7 +20,7 @@ from typing import Any
 from pflnas.bench.nb201 import load_nb201_table
 from pflnas.bench.runner import MultiTrialPlan, run_multitrial_seed, run_oneshot_seed, save_seed
 from pflnas.bench.selection import SelectionSpec, SignalFactory
-from pflnas.configs import SearchConfig
+from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError, PflnasError
 
 

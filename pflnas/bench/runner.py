@@ -22,7 +22,8 @@ from typing import Any
 from pflnas.arch.record import Architecture
 from pflnas.bench.nb201 import NB201Table, nb201_string
 from pflnas.bench.selection import Signal, selection_label
-from pflnas.configs import SearchConfig, to_dict
+from pflnas.config.loader import to_dict
+from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError
 from pflnas.utils_io import atomic_write_json
 

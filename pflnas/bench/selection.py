@@ -150,14 +150,8 @@ class ProxySignal:
 
 def proxy_config(spec: SelectionSpec, seed: int) -> Any:
     """The search config the proxy trains with (the multi-trial trainer's; the split follows ``seed``)."""
-    from pflnas.configs import (
-        DataConfig,
-        RunConfig,
-        SearchConfig,
-        SpaceSection,
-        TrialsConfig,
-        validate_search_config,
-    )
+    from pflnas.config.search import DataConfig, RunConfig, SearchConfig, SpaceSection, TrialsConfig
+    from pflnas.config.validate import validate_search_config
 
     p = spec.proxy
     cfg = SearchConfig(

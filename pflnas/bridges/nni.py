@@ -39,22 +39,37 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pflnas.arch.derive import derive_architecture
-from pflnas.arch.record import Architecture, BlockChoice, CellArch, Edge
-from pflnas.errors import ArchitectureError, ConfigError, PflnasError
-from pflnas.ops import get_op
+from pflnas.arch.record import Architecture
+from pflnas.bridges._nni_choice import LAYOUTS, default_layout, from_nni_choice, nni_labels
+from pflnas.errors import ConfigError, PflnasError
 from pflnas.spaces.config import SpaceConfig
-from pflnas.spaces.labels import edge_label
+
+__all__ = [
+    "LAYOUTS",
+    "MULTI_TRIAL",
+    "ONE_SHOT",
+    "STRATEGIES",
+    "NNISearchResult",
+    "classification_evaluator",
+    "darts_sgd",
+    "default_layout",
+    "from_nni_choice",
+    "nni_labels",
+    "nni_strategy",
+    "nni_unavailable_reason",
+    "quiet_nni",
+    "require_nni",
+    "run_nni_search",
+    "to_nni_model_space",
+]
 
 INSTALL_HINT = "install the nni extra: pip install 'pflnas[nni]'"
-LAYOUTS = ("cell", "edges")
 ONE_SHOT = ("darts", "gumbel_darts", "proxyless", "random_one_shot")
 MULTI_TRIAL = ("regularized_evolution", "random")
 STRATEGIES = ONE_SHOT + MULTI_TRIAL
@@ -103,13 +118,6 @@ def _space_module() -> Any:
     return _nni_space
 
 
-def default_layout(space: SpaceConfig, strategy: str | None = None) -> str:
-    """``edges`` where the strategy or space needs it (Proxyless, non-DARTS cells), else ``cell``."""
-    if space.kind != "darts_cell" or strategy == "proxyless":
-        return "edges"
-    return "cell"
-
-
 def to_nni_model_space(
     space: SpaceConfig,
     num_classes: int = 10,
@@ -131,194 +139,6 @@ def to_nni_model_space(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
         return mod.build(space, num_classes, in_channels, image_size, layout)
-
-
-def nni_labels(space: SpaceConfig, layout: str | None = None) -> dict[str, tuple[str, ...] | int]:
-    """The choices :func:`to_nni_model_space` creates: ``{label: candidate op names}`` for op choices and
-    ``{label: number of candidate sources}`` for the input choices of the ``cell`` layout (no nni needed)."""
-    layout = layout or default_layout(space)
-    if space.is_block:
-        return {f"{g}.{space.choice_keys()[0]}": space.group_ops(g) for g, _ in space.alpha_groups()}
-    groups = list(dict.fromkeys(g for g, _ in space.alpha_groups()))
-    if layout == "edges":
-        return {edge_label(g, n, s): space.ops for g in groups for n, s in space.edges()}
-    ops = tuple(op for op in space.ops if not get_op(op).is_zero)
-    out: dict[str, tuple[str, ...] | int] = {}
-    for g in groups:
-        for n in space.node_ids():
-            for k in range(int(space.keep_edges or 1)):
-                out[f"{g}/op_{n}_{k}"] = ops
-                out[f"{g}/input_{n}_{k}"] = n
-    return out
-
-
-# --- NNI choice -> pflnas architecture ----------------------------------------------------------------
-def from_nni_choice(
-    space: SpaceConfig,
-    choice: Mapping[str, Any],
-    provenance: dict[str, Any] | None = None,
-    probabilities: Mapping[str, Mapping[str, float]] | None = None,
-) -> Architecture:
-    """The pflnas architecture that NNI's exported choice dict selects in ``space``.
-
-    ``choice`` is what NNI exports (``strategy.list_models()`` / ``export_top_models(formatter='dict')`` /
-    a one-shot module's ``export()``): ``{label: op name}`` and, for DARTS cells in the ``cell`` layout,
-    ``{label: [source]}``. ``probabilities`` (optional) is NNI's ``export_probs()``; it is stored in the
-    record and, for DARTS cells in the ``edges`` layout, picks each node's two edges by the DARTS rule when
-    the choice itself does not keep exactly two edges with an op per node. Any problem raises
-    :class:`ArchitectureError` with one line; the result validates as a found.json.
-    """
-    if not isinstance(choice, Mapping) or not choice:
-        raise ArchitectureError("NNI choice: expected a non-empty dict of {label: choice}")
-    probs = _convert_probabilities(space, probabilities) if probabilities else {}
-    prov = {"source": "nni", **(provenance or {})}
-    try:
-        if space.is_block:
-            arch = _blocks_from_choice(space, choice, probs, prov)
-        elif space.kind == "darts_cell" and any("/" in str(k) for k in choice):
-            arch = _cells_from_cell_layout(space, choice, probs, prov)
-        else:
-            arch = _cells_from_edges(space, choice, probs, prov)
-        return Architecture.from_dict(arch.to_dict(), "record")
-    except ArchitectureError as exc:
-        msg = str(exc)
-        raise ArchitectureError(msg if msg.startswith("NNI choice") else f"NNI choice: {msg}") from None
-
-
-def _check_labels(space: SpaceConfig, choice: Mapping[str, Any], expected: list[str]) -> None:
-    unknown = sorted(str(k) for k in choice if k not in set(expected))
-    if unknown:
-        raise ArchitectureError(
-            f"NNI choice: unknown label {unknown[0]!r} for space {space.name!r} "
-            f"(its labels look like {expected[0]!r}; {len(unknown)} unknown in all)"
-        )
-    missing = [k for k in expected if k not in choice]
-    if missing:
-        raise ArchitectureError(
-            f"NNI choice: missing label {missing[0]!r} ({len(missing)} of {len(expected)} labels missing)"
-        )
-
-
-def _op(space: SpaceConfig, label: str, value: Any, allowed: tuple[str, ...] | None = None) -> str:
-    allowed = space.ops if allowed is None else allowed
-    if not isinstance(value, str):
-        raise ArchitectureError(f"NNI choice: {label!r} must name an op, got {value!r}")
-    if value not in allowed:
-        hint = "" if _registered(value) else " (not a registered op)"
-        raise ArchitectureError(
-            f"NNI choice: {label!r} chose unknown op {value!r}{hint}; candidates: {', '.join(allowed)}"
-        )
-    return value
-
-
-def _registered(name: str) -> bool:
-    try:
-        get_op(name)
-    except KeyError:
-        return False
-    return True
-
-
-def _blocks_from_choice(
-    space: SpaceConfig, choice: Mapping[str, Any], probs: dict[str, Any], prov: dict[str, Any]
-) -> Architecture:
-    key = space.choice_keys()[0]
-    expected = [f"{g}.{key}" for g, _ in space.alpha_groups()]
-    _check_labels(space, choice, expected)
-    blocks = tuple(
-        BlockChoice(g, t, _op(space, f"{g}.{key}", choice[f"{g}.{key}"], space.group_ops(g)))
-        for g, t in space.alpha_groups()
-    )
-    return Architecture(space, (), probs, prov, blocks)
-
-
-def _cells_from_cell_layout(
-    space: SpaceConfig, choice: Mapping[str, Any], probs: dict[str, Any], prov: dict[str, Any]
-) -> Architecture:
-    labels = nni_labels(space, "cell")
-    _check_labels(space, choice, list(labels))
-    real = tuple(op for op in space.ops if not get_op(op).is_zero)
-    cells = []
-    for g, t in space.alpha_groups():
-        edges = []
-        for n in space.node_ids():
-            for k in range(int(space.keep_edges or 1)):
-                op = _op(space, f"{g}/op_{n}_{k}", choice[f"{g}/op_{n}_{k}"], real)
-                src = _source(f"{g}/input_{n}_{k}", choice[f"{g}/input_{n}_{k}"], n)
-                edges.append(Edge(n, src, op))
-        cells.append(CellArch(g, t, tuple(edges), space.concat()))
-    return Architecture(space, tuple(cells), probs, prov)
-
-
-def _source(label: str, value: Any, node: int) -> int:
-    if isinstance(value, (list, tuple)) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < node:
-        raise ArchitectureError(
-            f"NNI choice: {label!r} must be one source node in 0..{node - 1} (e.g. [0]), got {value!r}"
-        )
-    return value
-
-
-def _cells_from_edges(
-    space: SpaceConfig, choice: Mapping[str, Any], probs: dict[str, Any], prov: dict[str, Any]
-) -> Architecture:
-    labels = nni_labels(space, "edges")
-    _check_labels(space, choice, list(labels))
-    ops = {label: _op(space, label, choice[label]) for label in labels}
-    keep = space.keep_edges
-    cells = []
-    for g, t in space.alpha_groups():
-        edges = []
-        for n in space.node_ids():
-            node_edges = [Edge(n, s, ops[edge_label(g, n, s)]) for s in range(n)]
-            if keep is not None:
-                node_edges = [e for e in node_edges if not get_op(e.op).is_zero]
-                if len(node_edges) != keep:
-                    if probs:
-                        return derive_architecture(space, probs, prov)
-                    raise ArchitectureError(
-                        f"NNI choice: node {n} of {g!r} has {len(node_edges)} edges with an op and a DARTS "
-                        f"cell keeps {keep}; pass probabilities= (the strategy's export_probs()) to pick "
-                        "them by the DARTS rule"
-                    )
-            edges += node_edges
-        cells.append(CellArch(g, t, tuple(edges), space.concat()))
-    return Architecture(space, tuple(cells), probs, prov)
-
-
-def _convert_probabilities(
-    space: SpaceConfig, probabilities: Mapping[str, Mapping[str, float]]
-) -> dict[str, dict[str, float]]:
-    """NNI's ``export_probs()`` as pflnas probabilities ``{pflnas label: {op: p}}``.
-
-    NNI's differentiable ``Cell`` reports ``cell3/2_0`` over the real ops, leaving out its own "no edge"
-    weight: that weight becomes ``none`` when the space has it, else the rest is renormalised.
-    """
-    if not isinstance(probabilities, Mapping):
-        raise ArchitectureError("NNI probabilities: expected a dict of {label: {op: probability}}")
-    has_none = next((op for op in space.ops if get_op(op).is_zero), None)
-    out: dict[str, dict[str, float]] = {}
-    for label, dist in probabilities.items():
-        if not isinstance(dist, Mapping):
-            raise ArchitectureError(f"NNI probabilities[{label!r}] must be a dict of op -> probability")
-        dist = {str(k): float(v) for k, v in dist.items()}
-        if "/" in str(label):
-            group, _, edge = str(label).partition("/")
-            try:
-                node, src = (int(x) for x in edge.split("_"))
-            except ValueError:
-                raise ArchitectureError(
-                    f"NNI probabilities: unknown label {label!r} (expected e.g. 'cell0/2_0')"
-                ) from None
-            label = edge_label(group, node, src)
-            rest = 1.0 - sum(dist.values())
-            if has_none is not None:
-                dist[has_none] = max(rest, 0.0)
-            total = sum(dist.values())
-            dist = {op: p / total for op, p in dist.items()} if total > 0 else dist
-        out[str(label)] = {op: round(p, 6) for op, p in dist.items() if not math.isnan(p)}
-    return out
 
 
 # --- running NNI strategies in-process -----------------------------------------------------------------
@@ -462,30 +282,14 @@ def run_nni_search(
     ``strategy`` is a name from :data:`STRATEGIES` (with ``strategy_kwargs``) or an NNI strategy object.
     """
     require_nni()
-    import random
-
-    import numpy as np
-    import torch
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.space import RawFormatModelSpace
-
-    name = strategy if isinstance(strategy, str) else type(strategy).__name__.lower()
-    kwargs = dict(strategy_kwargs or {})
-    if isinstance(strategy, str):
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"unknown NNI strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-        if strategy in ("darts", "gumbel_darts", "proxyless"):
-            kwargs.setdefault("gradient_clip_val", 5.0)  # DARTS' weight-gradient clipping
-        strategy = nni_strategy(strategy, **kwargs)
     from nni.nas.oneshot.pytorch.strategy import OneShotStrategy
 
+    name, strategy = _strategy_object(strategy, strategy_kwargs)
     one_shot = isinstance(strategy, OneShotStrategy)
     if not one_shot and max_models is None:
         raise ConfigError("a multi-trial NNI strategy needs max_models (how many networks to train)")
     if seed is not None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        _seed_everything(seed)
     layout = layout or default_layout(space, name)
     if name == "proxyless" and layout == "cell":
         raise ConfigError("NNI 3.0's Proxyless has no Cell; use layout='edges' for DARTS cells")
@@ -505,26 +309,59 @@ def run_nni_search(
 
     with quiet_nni() if quiet else _null():
         model_space = to_nni_model_space(space, num_classes, in_channels, image_size, layout)
-        engine = SequentialExecutionEngine(max_model_count=None if one_shot else max_models)
         ev = evaluator() if one_shot else _fresh_evaluator(evaluator)
-        strategy.initialize(RawFormatModelSpace(model_space, ev), engine)
-        strategy.run()
-        best = next(iter(strategy.list_models(limit=1)), None)
-        if best is None:
-            raise PflnasError(f"NNI strategy {name!r} finished without a model")
-        choice = dict(best.sample)
-        probs = {}
-        if one_shot:
-            try:
-                probs = strategy.oneshot_module.export_probs()
-            except Exception:  # not every one-shot module exports probabilities
-                probs = {}
-        metric = getattr(best, "metric", None)
+        choice, probs, metric = _run_strategy(strategy, name, model_space, ev, one_shot, max_models)
     provenance = {"strategy": f"nni:{name}", "layout": layout, "epochs": epochs, "batch_size": batch_size}
     if metric is not None:
         provenance["metric"] = float(metric) if isinstance(metric, (int, float)) else str(metric)
     arch = from_nni_choice(space, choice, provenance, probs or None)
     return NNISearchResult(choice, arch, arch.probabilities, metric if isinstance(metric, float) else None)
+
+
+def _strategy_object(strategy: str | Any, strategy_kwargs: dict[str, Any] | None) -> tuple[str, Any]:
+    """``(name, NNI strategy)`` of a pflnas name (with DARTS' gradient clipping by default) or an object."""
+    if not isinstance(strategy, str):
+        return type(strategy).__name__.lower(), strategy
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown NNI strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    kwargs = dict(strategy_kwargs or {})
+    if strategy in ("darts", "gumbel_darts", "proxyless"):
+        kwargs.setdefault("gradient_clip_val", 5.0)  # DARTS' weight-gradient clipping
+    return strategy, nni_strategy(strategy, **kwargs)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _run_strategy(
+    strategy: Any, name: str, model_space: Any, evaluator: Any, one_shot: bool, max_models: int | None
+) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Run ``strategy`` in NNI's sequential engine; the best model's choice, probabilities (one-shot
+    modules that export them, else ``{}``) and metric."""
+    from nni.nas.execution import SequentialExecutionEngine
+    from nni.nas.space import RawFormatModelSpace
+
+    engine = SequentialExecutionEngine(max_model_count=None if one_shot else max_models)
+    strategy.initialize(RawFormatModelSpace(model_space, evaluator), engine)
+    strategy.run()
+    best = next(iter(strategy.list_models(limit=1)), None)
+    if best is None:
+        raise PflnasError(f"NNI strategy {name!r} finished without a model")
+    probs = {}
+    if one_shot:
+        try:
+            probs = strategy.oneshot_module.export_probs()
+        except Exception:  # not every one-shot module exports probabilities
+            probs = {}
+    return dict(best.sample), probs, getattr(best, "metric", None)
 
 
 @contextmanager

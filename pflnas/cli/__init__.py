@@ -1,0 +1,1 @@
+"""The ``pflnas`` command line: one module per subcommand; library packages never import this one."""

@@ -9,15 +9,10 @@ from pathlib import Path
 from pflnas.bench.runner import MULTI_TRIAL, REFUSED
 from pflnas.bench.selection import DEFAULT_SELECTION, SELECTIONS, ProxyConfig, SelectionSpec
 from pflnas.bench.zero_cost import ZeroCostConfig
-from pflnas.cli.cmd_search import flag_overrides
-from pflnas.configs import (
-    SearchConfig,
-    build_config,
-    check_grid_size,
-    preset_path,
-    read_yaml,
-    validate_search_config,
-)
+from pflnas.cli.cmd_search import flags_given
+from pflnas.config.build import build_search_config
+from pflnas.config.limits import check_grid_size
+from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError
 from pflnas.names import name_hint
 
@@ -204,10 +199,12 @@ def oneshot_config(args: argparse.Namespace, strategy: str, seed: int) -> Search
     from pflnas.spaces import resolve_space
     from pflnas.train.device import resolve_device
 
-    layers = [read_yaml(preset_path(args.preset or DEFAULT_PRESET))]
-    fixed = ["space.name=nb201", f"strategy.name={strategy}", f"run.seed={seed}"]
-    cfg = build_config(SearchConfig, layers, fixed + flag_overrides(args, ONESHOT_FLAGS) + list(args.set))
-    validate_search_config(cfg)
+    fixed = {"space.name": "nb201", "strategy.name": strategy, "run.seed": seed}
+    cfg = build_search_config(
+        preset=args.preset or DEFAULT_PRESET,
+        flags={**fixed, **flags_given(args, ONESHOT_FLAGS)},
+        sets=args.set,
+    )
     resolve_device(cfg.run.device)  # --device cuda without a GPU: one line now, not one per seed later
     space = resolve_space(cfg.space)
     if len(space.alpha_groups()) != 1:

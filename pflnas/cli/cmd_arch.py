@@ -15,7 +15,7 @@ from pflnas.arch.darts_genotype import architecture_from_genotype
 from pflnas.arch.homogeneous import homogeneous_architecture
 from pflnas.arch.record import Architecture, load_architecture, save_architecture
 from pflnas.cli.paths import check_out_file
-from pflnas.configs import deep_merge, parse_override
+from pflnas.config.loader import deep_merge, parse_override
 from pflnas.errors import ConfigError
 from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces import load_space

@@ -38,9 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pflnas.arch.record import load_architecture
     from pflnas.data.retrain import retrain_loaders
-    from pflnas.export import load_trained_network
     from pflnas.train.distributed import init_distributed
     from pflnas.train.retrain import evaluate
+    from pflnas.trained import load_trained_network
 
     arch = load_architecture(args.arch)
     model, net_cfg = load_trained_network(arch, args.checkpoint, ema=args.ema, auxiliary=False)

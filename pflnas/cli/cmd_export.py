@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pflnas.arch.record import load_architecture
-    from pflnas.export import export_onnx, load_trained_network, require
+    from pflnas.export import export_onnx, require
+    from pflnas.trained import load_trained_network
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")

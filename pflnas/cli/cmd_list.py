@@ -82,7 +82,7 @@ def recipe_rows() -> list[tuple[str, str]]:
 
 
 def preset_rows() -> list[tuple[str, str]]:
-    from pflnas.configs import list_presets, preset_path
+    from pflnas.config.presets import list_presets, preset_path
 
     return [(name, leading_comment(preset_path(name))) for name in list_presets()]
 

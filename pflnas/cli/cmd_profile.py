@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pflnas.arch.record import Architecture, load_architecture
-from pflnas.configs import deep_merge, parse_override
+from pflnas.config.loader import deep_merge, parse_override
 from pflnas.errors import ConfigError
 from pflnas.options import DATASET_PRESETS, SPEED_BATCH_SIZE, SPEED_REPEATS, SPEED_WARMUP
 from pflnas.spaces.config import SpaceConfig, load_space

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 from pflnas.arch.record import load_architecture
-from pflnas.cli.cmd_search import flag_overrides
-from pflnas.configs import build_config, read_yaml
+from pflnas.cli.cmd_search import flags_given
+from pflnas.config.loader import build_config, read_yaml
 from pflnas.errors import ConfigError
 from pflnas.options import DATASET_PRESETS
 from pflnas.rundir import check_new, check_resume, claim_new, claim_resume
@@ -78,7 +78,8 @@ def _config(args: argparse.Namespace) -> RetrainConfig:
     cfg = build_config(
         RetrainConfig,
         [recipe_layer(args.recipe or _default_recipe(args))],
-        flag_overrides(args, FLAG_KEYS) + args.set,
+        args.set,
+        typed=flags_given(args, FLAG_KEYS),
     )
     validate_retrain_config(cfg)
     return cfg

@@ -1,4 +1,8 @@
-"""``pflnas search``: run a supernet search and write found.json."""
+"""``pflnas search``: run a supernet search and write found.json.
+
+The flags become a config through :func:`pflnas.config.build.build_search_config`, the builder the study
+runner uses too; this module adds what only a command line has: run directories, locks, ``--resume``.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,13 @@ import datetime as dt
 import os
 from pathlib import Path
 
-import yaml
-
 from pflnas.arch.chance import chance_share
 from pflnas.arch.record import Architecture
-from pflnas.configs import (
-    SearchConfig,
-    build_config,
-    list_presets,
-    preset_path,
-    read_yaml,
-    validate_search_config,
-)
+from pflnas.config.build import build_search_config
+from pflnas.config.loader import build_config, read_yaml
+from pflnas.config.presets import list_presets, preset_path
+from pflnas.config.search import SearchConfig
+from pflnas.config.validate import validate_search_config
 from pflnas.errors import ConfigError
 from pflnas.rundir import check_resume, claim_new, claim_resume
 from pflnas.spaces import list_spaces, resolve_space
@@ -130,27 +129,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def flag_overrides(args: argparse.Namespace, keys: dict[str, str]) -> list[str]:
-    """``--set``-style overrides for the flags that were given (a flag left unset overrides nothing)."""
-    out = []
-    for attr, key in keys.items():
-        value = getattr(args, attr)
-        if value is not None:
-            out.append(
-                f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-            )
-    return out
+def flags_given(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, object]:
+    """Config key -> typed value of the flags that were given (a flag left unset overrides nothing)."""
+    return {key: getattr(args, attr) for attr, key in keys.items() if getattr(args, attr) is not None}
 
 
 def _config_from_args(args: argparse.Namespace) -> SearchConfig:
-    layers = []
-    if args.preset:
-        layers.append(read_yaml(preset_path(args.preset)))
-    if args.config:
-        layers.append(read_yaml(args.config))
-    cfg = build_config(SearchConfig, layers, flag_overrides(args, FLAG_KEYS) + list(args.set))
-    validate_search_config(cfg)
-    return cfg
+    return build_search_config(
+        preset=args.preset, config_file=args.config, flags=flags_given(args, FLAG_KEYS), sets=args.set
+    )
 
 
 def _check_space_named(args: argparse.Namespace) -> None:

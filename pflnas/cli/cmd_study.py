@@ -7,7 +7,7 @@ import contextlib
 import shlex
 from pathlib import Path
 
-from pflnas.configs import read_yaml
+from pflnas.config.loader import read_yaml
 from pflnas.errors import ConfigError
 from pflnas.rundir import check_new, claim_new
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pflnas.configs import threads_check
+from pflnas.config.limits import threads_check
 from pflnas.errors import ConfigError
 from pflnas.measure.dtypes import dtype_name, param_dtype
 from pflnas.options import SPEED_BATCH_SIZE, SPEED_REPEATS, SPEED_WARMUP

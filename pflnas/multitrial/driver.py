@@ -24,7 +24,8 @@ from optuna.trial import FrozenTrial
 from tqdm import tqdm
 
 from pflnas.arch.record import Architecture, save_architecture
-from pflnas.configs import SearchConfig, to_dict
+from pflnas.config.loader import to_dict
+from pflnas.config.search import SearchConfig
 from pflnas.errors import PflnasError
 from pflnas.multitrial.evaluator import TrainingEvaluator
 from pflnas.multitrial.records import metrics_rows, write_pareto_csv, write_trials_csv

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pflnas.arch.record import Architecture
-from pflnas.configs import SearchConfig
+from pflnas.config.search import SearchConfig
 from pflnas.measure.context import SpeedConfig
 from pflnas.measure.counting import count_parameters
 from pflnas.measure.speed import measure_latency

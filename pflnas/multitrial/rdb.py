@@ -24,7 +24,7 @@ from typing import Any
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
 
-from pflnas.configs import redact_url
+from pflnas.config.redact import redact_url
 from pflnas.errors import ConfigError
 
 CONNECT_TIMEOUT_S = 30  # libpq's default is to wait for the network as long as the OS does (minutes)

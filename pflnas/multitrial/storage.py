@@ -24,7 +24,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from pflnas.configs import redact_url
+from pflnas.config.redact import redact_url
 from pflnas.errors import ConfigError
 from pflnas.multitrial.rdb import open_rdb_storage
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.record import Architecture
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.supernet.network import Supernet
 
 if TYPE_CHECKING:

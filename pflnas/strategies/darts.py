@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.strategies.base import Batch, StepContext, Strategy
 from pflnas.supernet.network import Supernet, softmax_mixing
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.strategies.base import Strategy
 from pflnas.strategies.darts import DARTS
 

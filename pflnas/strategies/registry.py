@@ -18,7 +18,7 @@ from pflnas.lazy import LazyFactory
 from pflnas.names import name_hint
 
 if TYPE_CHECKING:
-    from pflnas.configs import ArchOptimConfig
+    from pflnas.config.search import ArchOptimConfig
     from pflnas.strategies.base import Strategy
 
 StrategyFactory = Callable[["ArchOptimConfig"], "Strategy"]

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from pflnas.arch.genome import GenomeSpace, genome_key
 from pflnas.arch.record import Architecture
-from pflnas.configs import ArchOptimConfig
+from pflnas.config.search import ArchOptimConfig
 from pflnas.strategies.base import Batch, StepContext, Strategy
 from pflnas.strategies.evolution_core import Individual, RegularizedEvolution, best, random_search
 from pflnas.supernet.network import Supernet

@@ -2,12 +2,11 @@
 
 :func:`load_study` checks the file's shape (unknown keys, types, empty lists, repeats, names);
 :func:`check_runs` builds every run's search config from the exact arguments its ``pflnas search`` will
-get, the way that command builds it, so a bad space, strategy or override fails before anything runs.
+get, through the builder that command uses, so a bad space, strategy or override fails before anything runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -17,19 +16,11 @@ from typing import Any
 
 import yaml
 
-from pflnas.cli import cmd_search
-from pflnas.configs import (
-    SearchConfig,
-    build_config,
-    check_grid_size,
-    check_list,
-    from_dict,
-    parse_override,
-    preset_path,
-    read_yaml,
-    to_dict,
-    validate_search_config,
-)
+from pflnas.config.build import build_search_config
+from pflnas.config.limits import check_grid_size, check_list
+from pflnas.config.loader import from_dict, parse_override, read_yaml, to_dict
+from pflnas.config.presets import preset_path
+from pflnas.config.search import SearchConfig
 from pflnas.data.specs import get_dataset_spec
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.names import name_hint
@@ -212,7 +203,45 @@ def override_arg(key: str, value: Any) -> str:
     return f"{key}={text.strip().removesuffix('...').strip()}"
 
 
-def run_search_args(
+@dataclass(frozen=True)
+class SearchArgs:
+    """One run's ``pflnas search`` arguments, typed; :meth:`argv` is its command line (without ``--out``)."""
+
+    space: str
+    strategy: str
+    seed: int
+    sets: tuple[str, ...]  # --set items, in order
+    preset: str | None = None
+    data_dir: str | None = None
+    device: str | None = None
+
+    def flags(self) -> dict[str, Any]:
+        """Config key -> value of the flags given."""
+        out: dict[str, Any] = {
+            "space.name": self.space,
+            "strategy.name": self.strategy,
+            "run.seed": self.seed,
+        }
+        if self.data_dir:
+            out["data.data_dir"] = self.data_dir
+        if self.device:
+            out["run.device"] = self.device
+        return out
+
+    def argv(self) -> list[str]:
+        args = ["--space", self.space, "--strategy", self.strategy, "--seed", str(self.seed)]
+        if self.preset:
+            args += ["--preset", self.preset]
+        if self.data_dir:
+            args += ["--data-dir", self.data_dir]
+        if self.device:
+            args += ["--device", self.device]
+        for item in self.sets:
+            args += ["--set", item]
+        return args
+
+
+def search_args(
     study: StudyConfig,
     space: str,
     strategy: str,
@@ -222,44 +251,19 @@ def run_search_args(
     threads: int,
     data_dir: str | None = None,
     device: str | None = None,
-) -> list[str]:
-    """The ``pflnas search`` arguments of one run (without ``--out``).
+) -> SearchArgs:
+    """The ``pflnas search`` arguments of one run.
 
     Overrides come after the study's own ``run.progress``/``run.threads`` so a study's ``run.threads`` wins.
     """
-    args = ["--space", space, "--strategy", strategy, "--seed", str(seed)]
-    if study.search.preset:
-        args += ["--preset", study.search.preset]
-    if data_dir:
-        args += ["--data-dir", data_dir]
-    if device:
-        args += ["--device", device]
-    for item in ["run.progress=false", f"run.threads={threads}"]:
-        args += ["--set", item]
-    for key, value in overrides.items():
-        args += ["--set", override_arg(key, value)]
-    return args
+    sets = ["run.progress=false", f"run.threads={threads}"]
+    sets += [override_arg(key, value) for key, value in overrides.items()]
+    return SearchArgs(space, strategy, seed, tuple(sets), study.search.preset, data_dir, device)
 
 
-class _RaisingParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(message)
-
-
-def search_config(args: list[str]) -> SearchConfig:
-    """The config ``pflnas search ARGS`` would run with, checked as far as it can be without data.
-
-    The arguments go through the search command's own parser and are merged the way it merges them
-    (preset < config file < flags < ``--set``).
-    """
-    parser = _RaisingParser(prog="pflnas")
-    cmd_search.add_parser(parser.add_subparsers(parser_class=_RaisingParser))
-    ns = parser.parse_args(["search", *args])
-    layers = [read_yaml(preset_path(ns.preset))] if ns.preset else []
-    if ns.config:
-        layers.append(read_yaml(ns.config))
-    cfg = build_config(SearchConfig, layers, cmd_search.flag_overrides(ns, cmd_search.FLAG_KEYS) + ns.set)
-    validate_search_config(cfg)
+def search_config(args: SearchArgs) -> SearchConfig:
+    """The config ``pflnas search`` would run with on ``args``, checked as far as it can be without data."""
+    cfg = build_search_config(preset=args.preset, flags=args.flags(), sets=args.sets)
     resolve_space(cfg.space)
     if cfg.strategy.name not in list_strategies():
         name = cfg.strategy.name
@@ -290,7 +294,7 @@ def check_runs(
     space0, strategy0, seed0 = grid.spaces[0], grid.strategies[0], grid.seeds[0]
 
     def check(where: str, space: str, strategy: str, seed: int, overrides: dict[str, Any]) -> None:
-        args = run_search_args(
+        args = search_args(
             study, space, strategy, seed, overrides, threads=threads, data_dir=data_dir, device=device
         )
         try:

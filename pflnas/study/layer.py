@@ -28,7 +28,8 @@ import yaml
 
 from pflnas.arch.homogeneous import homogeneous_architecture
 from pflnas.arch.record import load_architecture
-from pflnas.configs import check_grid_size, from_dict, to_dict
+from pflnas.config.limits import check_grid_size
+from pflnas.config.loader import from_dict, to_dict
 from pflnas.errors import ConfigError
 from pflnas.spaces import load_space
 from pflnas.study.retrains import (

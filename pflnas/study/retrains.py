@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pflnas.arch.record import Architecture, save_architecture
-from pflnas.configs import build_config
+from pflnas.config.loader import build_config
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.models import resolve_network_config
 from pflnas.parsing import parse_json

@@ -29,7 +29,7 @@ from pflnas.arch import load_architecture
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.parsing import parse_json, parse_yaml
 from pflnas.rundir import mark, user_entries
-from pflnas.study.config import StudyConfig, StudyRun, check_runs, run_search_args, space_label
+from pflnas.study.config import StudyConfig, StudyRun, check_runs, search_args, space_label
 from pflnas.train.layout import CHECKPOINT, CONFIG, FOUND, METRICS
 from pflnas.utils_io import atomic_write_json, atomic_write_text, open_log, read_regular_text
 
@@ -170,7 +170,7 @@ def plan_study(study: StudyConfig, options: StudyOptions) -> list[PlannedRun]:
         plan_run(
             run,
             options.out / RUNS / run.run_id,
-            run_search_args(study, run.space, run.strategy, run.seed, run.overrides, **kw),
+            search_args(study, run.space, run.strategy, run.seed, run.overrides, **kw).argv(),
             options.overwrite,
         )
         for run in runs

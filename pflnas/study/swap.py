@@ -37,7 +37,8 @@ import yaml
 
 from pflnas.arch.counterfactual import SWAP_KINDS, Swap, apply_swap, possible_swaps, select_swaps
 from pflnas.arch.record import Architecture, load_architecture
-from pflnas.configs import check_grid_size, from_dict, to_dict
+from pflnas.config.limits import check_grid_size
+from pflnas.config.loader import from_dict, to_dict
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.study.retrains import (
     ARCH,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from pflnas.configs import read_yaml, threads_check
+from pflnas.config.limits import threads_check
+from pflnas.config.loader import read_yaml
 from pflnas.errors import ConfigError
 from pflnas.names import name_hint
 

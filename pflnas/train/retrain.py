@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pflnas.arch.record import Architecture
-from pflnas.configs import to_dict
+from pflnas.config.loader import to_dict
 from pflnas.data.retrain import RetrainData, retrain_loaders
 from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.models import AuxOutput, NetworkConfig, build_from_config, resolve_network_config

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from pflnas.arch.chance import chance_share
 from pflnas.arch.collapse import collapse_diagnostics, thresholds_from
 from pflnas.arch.record import Architecture, save_architecture
-from pflnas.configs import SearchConfig, to_dict
+from pflnas.config.loader import to_dict
+from pflnas.config.search import SearchConfig
 from pflnas.data import BatchLoader, load_dataset, search_split
 from pflnas.errors import ConfigError, DataError, PflnasError
 from pflnas.latency.objective import LatencyTerm

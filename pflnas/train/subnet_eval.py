@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from pflnas.arch.genome import GenomeSpace
 from pflnas.arch.record import Architecture
-from pflnas.configs import SposConfig
+from pflnas.config.search import SposConfig
 from pflnas.errors import ConfigError
 from pflnas.ops import PARAM_FREE, get_op
 from pflnas.spaces.config import SpaceConfig

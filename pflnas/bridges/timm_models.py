@@ -9,7 +9,7 @@ subclass its class is switched to. ``forward`` keeps the pflnas contract (an aux
 :class:`~pflnas.models.AuxOutput` in training mode).
 
 There are no pretrained weights. Weights come from a ``pflnas retrain`` checkpoint (see
-:mod:`pflnas.export`), given as ``checkpoint=PATH`` or as ``pretrained=True,
+:mod:`pflnas.trained`), given as ``checkpoint=PATH`` or as ``pretrained=True,
 pretrained_cfg_overlay=dict(file=PATH)``; its stored network settings are used (others may repeat them,
 not contradict them) and auxiliary-head weights are optional. timm's own ``checkpoint_path=PATH`` (with
 ``pretrained=False``) also works when the network matches, auxiliary head included. The tags
@@ -34,12 +34,6 @@ from torch import Tensor, nn
 from pflnas.arch.record import Architecture, load_architecture
 from pflnas.data.specs import DATASETS
 from pflnas.errors import ConfigError
-from pflnas.export import (
-    check_checkpoint_arch,
-    checkpoint_network_config,
-    load_network_state,
-    read_checkpoint,
-)
 from pflnas.models import (
     DATASET_PRESETS,
     NetworkCIFAR,
@@ -51,6 +45,12 @@ from pflnas.models import (
     ViTBlockNet,
 )
 from pflnas.models import build_from_config as _build_from_config
+from pflnas.trained import (
+    check_checkpoint_arch,
+    checkpoint_network_config,
+    load_network_state,
+    read_checkpoint,
+)
 
 __all__ = ["pflnas", "register_timm_models"]
 
