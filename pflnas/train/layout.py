@@ -1,4 +1,5 @@
-"""What search and retrain run directories hold, and the space a search config resolves to, without torch.
+"""What search and retrain run directories hold (file names, the code's git commit for provenance), and the
+space a search config resolves to, without torch.
 
 The CLI, the study runner and the multi-trial driver name these files and check the space before anything
 heavy loads (a bad ``--space`` fails in a fraction of a second); :mod:`pflnas.train.search` and
@@ -8,6 +9,8 @@ heavy loads (a bad ``--space`` fails in a fraction of a second); :mod:`pflnas.tr
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+from pathlib import Path
 
 from pflnas.configs import SearchConfig
 from pflnas.spaces.config import SpaceConfig, load_space
@@ -26,3 +29,14 @@ def resolve_space(cfg: SearchConfig) -> SpaceConfig:
     space = load_space(cfg.space.name)
     overrides = {k: v for k, v in dataclasses.asdict(cfg.space).items() if k != "name" and v is not None}
     return space.replace(**overrides) if overrides else space
+
+
+def git_commit() -> str | None:
+    """The commit of the pflnas checkout that runs (None outside a git checkout), for run provenance."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
