@@ -221,7 +221,9 @@ def test_second_order_darts_only_gains_the_latency_gradient(fake_timer):
 
     plain = dataclasses.replace(ctx, average=spy)
     _, g_plain = strategy._unrolled_grads(tb, vb, plain)
-    _, g_lat = strategy._unrolled_grads(tb, vb, dataclasses.replace(plain, arch_loss=term.objective(ctx.loss)))
+    _, g_lat = strategy._unrolled_grads(
+        tb, vb, dataclasses.replace(plain, arch_loss=term.objective(ctx.loss))
+    )
     assert len(seen) == 4  # weight gradients (virtual step, then validation): bitwise the same
     for a, b in zip(seen[:2], seen[2:]):
         assert all(torch.equal(x, y) for x, y in zip(a, b))

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pflnas.data.retrain import retrain_loaders
     from pflnas.export import load_trained_network
     from pflnas.train.distributed import init_distributed
-    from pflnas.train.retrain import evaluate
+    from pflnas.train.retrain_eval import evaluate
 
     arch = load_architecture(args.arch)
     model, net_cfg = load_trained_network(arch, args.checkpoint, ema=args.ema, auxiliary=False)
