@@ -44,8 +44,7 @@ def worker(args: argparse.Namespace) -> dict:
     from pflnas.strategies import StepContext, create_strategy
     from pflnas.supernet import build_supernet
     from pflnas.train.graph_step import GraphedStep
-    from pflnas.train.search import _virtual_step
-    from pflnas.train.search_step import SearchStep
+    from pflnas.train.search_step import SearchStep, sgd_virtual_step
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -74,7 +73,7 @@ def worker(args: argparse.Namespace) -> dict:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp, cache_enabled=False)
 
     body = SearchStep(net, strategy, opt, weights, grad_clip=5.0, forward=forward, autocast=amp)
-    ctx = StepContext(loss=body.loss, virtual_step=_virtual_step(opt), lr=0.025)
+    ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(opt), lr=0.025)
     if args.cuda_graph:
         graphed = GraphedStep(lambda t, a: body(t, a, ctx, True), [opt, *strategy.optimizers()], device)
 

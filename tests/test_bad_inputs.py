@@ -179,11 +179,12 @@ def no_training_no_download(monkeypatch, tmp_path):
 
     import pflnas.data.load as data_load
     import pflnas.train.retrain as retrain
+    import pflnas.train.retrain_eval as retrain_eval
     import pflnas.train.search as search
 
     monkeypatch.setattr(search.SearchRun, "_train_epoch", started)
     monkeypatch.setattr(retrain.RetrainRun, "train_one_epoch", started)
-    monkeypatch.setattr(retrain, "evaluate", started)  # pflnas evaluate imports it when it runs
+    monkeypatch.setattr(retrain_eval, "evaluate", started)  # pflnas evaluate imports it when it runs
 
     def no_download(root, spec):
         raise DataError("downloads are disabled in tests")

@@ -26,7 +26,8 @@ from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError
 from pflnas.train.dist_search import DEBUG_ALPHA_ENV, SearchSync, SyncError, check_global_batch
 from pflnas.train.distributed import DistInfo, init_distributed, shutdown
-from pflnas.train.search import SearchRun, _make_loaders
+from pflnas.train.loaders import make_loaders
+from pflnas.train.search import SearchRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -227,8 +228,8 @@ def test_gdas_under_two_ranks_stays_in_step(tmp_path, cifar_source, session_cach
 
 def test_loaders_split_each_global_batch_over_ranks(cifar_source):
     cfg = build_config(SearchConfig, [], [*SETS, f"data.data_dir={cifar_source}"])
-    one = _make_loaders(cfg, CPU)
-    ranks = [_make_loaders(cfg, CPU, DistInfo(r, 2, 0, CPU)) for r in (0, 1)]
+    one = make_loaders(cfg, CPU)
+    ranks = [make_loaders(cfg, CPU, DistInfo(r, 2, 0, CPU)) for r in (0, 1)]
     for name in ("train", "arch"):
         single = list(getattr(one, name))
         shards = [list(getattr(r, name)) for r in ranks]

@@ -44,8 +44,7 @@ def _graph_pair(strategy_name: str, amp: bool):
     """Two identical supernets + strategies + SGD on the GPU, one to step eagerly, one through a graph."""
     from pflnas.config.search import ArchOptimConfig
     from pflnas.strategies import StepContext, create_strategy
-    from pflnas.train.search import _virtual_step
-    from pflnas.train.search_step import SearchStep
+    from pflnas.train.search_step import SearchStep, sgd_virtual_step
 
     space = load_space("cell_v1").replace(init_channels=8, layers=5)
     out = []
@@ -61,7 +60,7 @@ def _graph_pair(strategy_name: str, amp: bool):
             return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp, cache_enabled=False)
 
         body = SearchStep(net, strategy, opt, weights, grad_clip=5.0, autocast=autocast)
-        ctx = StepContext(loss=body.loss, virtual_step=_virtual_step(opt), lr=0.025)
+        ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(opt), lr=0.025)
         out.append((net, strategy, opt, body, ctx))
     return out
 

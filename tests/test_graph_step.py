@@ -14,8 +14,7 @@ from pflnas.spaces import load_space
 from pflnas.strategies import StepContext, create_strategy, list_strategies
 from pflnas.supernet import build_supernet
 from pflnas.train.graph_step import GraphedStep, make_capturable
-from pflnas.train.search import _virtual_step
-from pflnas.train.search_step import SearchStep
+from pflnas.train.search_step import SearchStep, sgd_virtual_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = [
@@ -40,7 +39,7 @@ def _search(tmp_path, cifar_source, *sets: str) -> int:
     ],
 )
 def test_refused_before_any_data_loads(tmp_path, capsys, sets, message, monkeypatch):
-    monkeypatch.setattr("pflnas.train.search._make_loaders", _no_loaders)
+    monkeypatch.setattr("pflnas.train.search.make_loaders", _no_loaders)
     rc = _search(tmp_path, "/nonexistent", "run.cuda_graph=true", *sets)
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "drop run.cuda_graph" in err and len(err.strip().splitlines()) == 1
@@ -106,7 +105,7 @@ def test_step_body_reads_nothing_on_the_host(strategy, monkeypatch):
     weights = net.weight_parameters()
     opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
     body = SearchStep(net, strat, opt, weights, grad_clip=5.0)
-    ctx = StepContext(loss=body.loss, virtual_step=_virtual_step(opt), lr=0.025)
+    ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(opt), lr=0.025)
     batch = (torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
     body(batch, batch, ctx, True)  # first step: lazy optimizer state
 

@@ -162,11 +162,12 @@ def test_expected_latency_matches_a_hand_computation(name, fake_timer):
     term = LatencyTerm(net, table, weight=2.0)
     assert term.expected_ms() == pytest.approx(by_hand, rel=1e-5)
     assert expected_latency(net.probabilities(), table) == pytest.approx(by_hand, rel=1e-5)
-    # the wrapped loss adds weight * E[lat] on the architecture batch only
+    # the architecture objective adds weight * E[lat]; the training loss stays as it was
     batch, other = (torch.zeros(1),), (torch.zeros(1),)
-    wrapped = term.wrap(lambda b: torch.tensor(1.0), batch)
-    assert wrapped(batch).item() == pytest.approx(1.0 + 2.0 * by_hand, rel=1e-5)
-    assert wrapped(other).item() == 1.0
+    plain = lambda b: torch.tensor(1.0)  # noqa: E731
+    ctx = StepContext(loss=plain, arch_loss=term.objective(plain))
+    assert ctx.objective(batch).item() == pytest.approx(1.0 + 2.0 * by_hand, rel=1e-5)
+    assert ctx.loss(other).item() == 1.0
 
 
 def _setup(strategy_name, space, seed=0):
@@ -199,7 +200,7 @@ def test_a_latency_dominated_arch_step_moves_towards_cheaper_ops(name, fake_time
     before = term.expected_ms()
     probs_before = net.probabilities()
     weights = [w.detach().clone() for w in net.weight_parameters()]
-    strategy.arch_step(tb, vb, dataclasses.replace(ctx, loss=term.wrap(ctx.loss, vb)))
+    strategy.arch_step(tb, vb, dataclasses.replace(ctx, arch_loss=term.objective(ctx.loss)))
     assert term.expected_ms() < before
     after = net.probabilities()
     for label in after:  # the cheapest op gains and the most expensive loses on every choice
@@ -222,7 +223,9 @@ def test_second_order_darts_only_gains_the_latency_gradient(fake_timer):
 
     plain = dataclasses.replace(ctx, average=spy)
     _, g_plain = strategy._unrolled_grads(tb, vb, plain)
-    _, g_lat = strategy._unrolled_grads(tb, vb, dataclasses.replace(plain, loss=term.wrap(ctx.loss, vb)))
+    _, g_lat = strategy._unrolled_grads(
+        tb, vb, dataclasses.replace(plain, arch_loss=term.objective(ctx.loss))
+    )
     assert len(seen) == 4  # weight gradients (virtual step, then validation): bitwise the same
     for a, b in zip(seen[:2], seen[2:]):
         assert all(torch.equal(x, y) for x, y in zip(a, b))

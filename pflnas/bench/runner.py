@@ -153,7 +153,8 @@ def oneshot_images(config: dict[str, Any], train_images: int = 50_000) -> int:
 def run_oneshot_seed(table: NB201Table, cfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
     """One seed of a one-shot strategy: a search on ``nb201`` in ``run_dir`` (resumed if it has a
     checkpoint), its found.json scored by the table."""
-    from pflnas.train.search import CHECKPOINT, FOUND, SearchRun
+    from pflnas.train.layout import CHECKPOINT, FOUND
+    from pflnas.train.search import SearchRun
 
     t0 = time.perf_counter()
     arch = SearchRun(cfg, run_dir).run(resume=(run_dir / CHECKPOINT).is_file())

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from pflnas.arch.record import load_architecture
     from pflnas.data.retrain import retrain_loaders
     from pflnas.train.distributed import init_distributed
-    from pflnas.train.retrain import evaluate
+    from pflnas.train.retrain_eval import evaluate
     from pflnas.trained import load_trained_network
 
     arch = load_architecture(args.arch)

@@ -1,17 +1,18 @@
 """The expected latency of a supernet's architecture distribution, and the architecture loss that adds it.
 
 ``E[lat] = sum over choices c, ops o of p_c(o) * lat(c, o)`` where ``p_c = softmax(alpha_c)`` and
-``lat(c, o)`` is the latency table's cost of op ``o`` at choice ``c`` (ms per batch; ``none`` costs 0;
-see :mod:`pflnas.latency.table`). ``p`` is always the plain softmax of the alphas, whatever the strategy
+``lat(c, o)`` is the latency table's cost of op ``o`` at choice ``c`` (ms per batch; ``none`` costs 0; see
+:mod:`pflnas.measure.latency_table`). ``p`` is always the plain softmax of the alphas, whatever the strategy
 mixes with: GDAS' forward runs hard Gumbel samples but its latency term is the soft expectation, so every
 op's alpha gets a gradient. PC-DARTS' edge normalisation is not used: a DARTS cell's edge cost already
 carries the share of edges a node keeps (``keep / in_degree``), which is what edge normalisation decides.
 
 The architecture objective becomes ``CE(held-out batch) + weight * E[lat]``, ``weight`` per millisecond.
-:meth:`LatencyTerm.wrap` adds the term to the loss closure a strategy calls only for the held-out
-(architecture) batch: second-order DARTS' calls on training batches -- its virtual weight step and its
-finite-difference Hessian term -- stay pure cross-entropy, and since ``E[lat]`` does not depend on the
-weights, no weight gradient changes; only ``d/d alpha`` gains ``weight * dE[lat]/d alpha``.
+The loop composes it once (:meth:`LatencyTerm.objective`) and hands it to the strategy as the
+architecture loss, which strategies call on the held-out batch only: second-order DARTS' calls on training
+batches -- its virtual weight step and its finite-difference Hessian term -- stay pure cross-entropy, and
+since ``E[lat]`` does not depend on the weights, no weight gradient changes; only ``d/d alpha`` gains
+``weight * dE[lat]/d alpha``.
 """
 
 from __future__ import annotations
@@ -68,14 +69,11 @@ class LatencyTerm:
     def expected_ms(self) -> float:
         return float(self.expected().item())
 
-    def wrap(self, loss: Callable[[Batch], Tensor], arch_batch: Batch) -> Callable[[Batch], Tensor]:
-        """``loss``, plus ``weight * E[lat]`` when called on ``arch_batch`` itself (the held-out batch)."""
+    def objective(self, loss: Callable[[Batch], Tensor]) -> Callable[[Batch], Tensor]:
+        """The architecture objective: ``loss(batch) + weight * E[lat]``."""
 
         def arch_loss(batch: Batch) -> Tensor:
-            value = loss(batch)
-            if batch is arch_batch:
-                value = value + self.weight * self.expected()
-            return value
+            return loss(batch) + self.weight * self.expected()
 
         return arch_loss
 

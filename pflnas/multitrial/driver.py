@@ -35,7 +35,7 @@ from pflnas.multitrial.storage import open_storage, redact
 from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.train.device import resolve_device, set_determinism
-from pflnas.train.search import CONFIG, FOUND, METRICS, _git_commit
+from pflnas.train.layout import CONFIG, FOUND, METRICS, git_commit
 from pflnas.utils_io import atomic_write_text
 
 JOURNAL, TRIALS_CSV, PARETO_CSV = "trials.journal", "trials.csv", "pareto.csv"
@@ -161,7 +161,7 @@ class MultiTrialRun:
             "trials_complete": len(result.complete),
             "pareto_size": len(result.pareto),
             "pflnas_version": __version__,
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "torch_version": torch.__version__,
             "optuna_version": optuna.__version__,
             "python": platform.python_version(),

@@ -26,7 +26,7 @@ from pflnas.measure.counting import count_parameters
 from pflnas.measure.speed import measure_latency
 from pflnas.models import build_from_config, resolve_network_config
 from pflnas.train.device import seed_everything
-from pflnas.train.search import _Loaders, _make_loaders, evaluate
+from pflnas.train.loaders import SearchLoaders, evaluate, make_loaders
 
 LATENCY_WARMUP, LATENCY_REPEATS = 5, 20
 
@@ -40,12 +40,12 @@ class TrainingEvaluator:
         device: torch.device,
         *,
         latency: bool = False,
-        loaders: _Loaders | None = None,
+        loaders: SearchLoaders | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device
         self.latency = latency
-        self.loaders = loaders or _make_loaders(cfg, device)
+        self.loaders = loaders or make_loaders(cfg, device)
 
     def build(self, arch: Architecture) -> nn.Module:
         cell = not arch.space.is_block

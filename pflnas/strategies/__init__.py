@@ -1,8 +1,8 @@
 """Search strategies behind one interface, looked up by name.
 
-The registry (names, kinds, descriptions) loads without torch; the interface classes
-(:class:`Strategy`, :class:`StepContext`, :class:`Batch`) are imported from :mod:`pflnas.strategies.base`
-on first use.
+The registry (names, kinds, descriptions) loads without torch; the interface (:class:`Strategy`,
+:class:`StepContext`, :class:`ArchGrads`, :class:`Batch`, :func:`set_grads`) is imported from
+:mod:`pflnas.strategies.base` on first use.
 """
 
 from typing import Any
@@ -17,7 +17,7 @@ from pflnas.strategies.registry import (
     strategy_kinds,
 )
 
-_FROM_BASE = ("Batch", "StepContext", "Strategy")
+_FROM_BASE = ("ArchGrads", "Batch", "StepContext", "Strategy", "set_grads")
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +30,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "MULTI_TRIAL_STRATEGIES",
+    "ArchGrads",
     "Batch",
     "StepContext",
     "Strategy",
@@ -37,6 +38,7 @@ __all__ = [
     "describe_strategies",
     "list_strategies",
     "register_strategy",
+    "set_grads",
     "strategy_infos",
     "strategy_kinds",
 ]

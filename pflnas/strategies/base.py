@@ -1,16 +1,18 @@
 """The strategy interface.
 
 A strategy owns how architecture weights are turned into mixing weights and how they are updated. The
-training loop owns data, the weight optimizer, AMP, devices and DDP: it hands the strategy batches that are
-already on the device and a :class:`StepContext` with a loss closure (which applies the loop's autocast) and,
-for second-order methods, the loop's virtual weight step.
+training loop owns data, the weight optimizer, AMP, devices and DDP. An architecture step is split in two
+so that the loop stays in charge between them: :meth:`Strategy.arch_grads` computes the alpha gradients
+from the batches and a :class:`StepContext` (loss closures under the loop's autocast, the virtual weight
+step of second-order methods); the loop then averages them over processes, checks them for NaN/Inf and,
+if they pass, calls :meth:`Strategy.apply_arch_grads`. Nothing calls back into the loop.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -32,16 +34,16 @@ class StepContext:
     """What the loop gives a strategy for one architecture step.
 
     ``loss(batch)`` runs the supernet forward and the criterion under the loop's autocast and returns a
-    scalar. ``virtual_step(params, grads)`` returns, for each weight, the update the loop's optimizer would
-    subtract for those gradients (momentum and weight decay included), without changing any state.
-    ``lr`` is the current weight learning rate; ``epoch`` (0-based) of ``epochs`` is where the search is,
-    for strategies with schedules of their own (e.g. GDAS' temperature).
-
-    Distributed search (the loop owns the process group; strategies never import ``torch.distributed``):
-    ``reduce_grads(params)`` averages ``p.grad`` over all processes in place and must be called right
-    before the architecture optimizer steps, so every process applies the same update; ``average(tensors)``
-    returns the element-wise means over processes of gradient tensors a strategy uses itself (e.g. the
-    unrolled step of second-order DARTS). Both are no-ops in a single process.
+    scalar; it is the training objective (second-order DARTS calls it on training batches).
+    ``arch_loss(batch)``, when given, is the architecture objective on the held-out batch (a latency-aware
+    search adds ``weight * E[latency]``, see :mod:`pflnas.latency.objective`); strategies call it through
+    :meth:`objective`, which falls back to ``loss``. ``virtual_step(params, grads)`` returns, for each
+    weight, the update the loop's optimizer would subtract for those gradients (momentum and weight decay
+    included), without changing any state. ``lr`` is the current weight learning rate; ``epoch`` (0-based)
+    of ``epochs`` is where the search is, for strategies with schedules of their own (GDAS' temperature).
+    ``average(tensors)`` returns the element-wise means over processes of gradient tensors a strategy uses
+    itself (the unrolled step of second-order DARTS); the identity in one process. Strategies never import
+    ``torch.distributed``: the loop averages the alpha gradients they return.
     """
 
     loss: Callable[[Batch], Tensor]
@@ -49,16 +51,36 @@ class StepContext:
     lr: float = 0.0
     epoch: int = 0
     epochs: int = 1
-    reduce_grads: Callable[[Sequence[Tensor]], None] = lambda params: None  # one process: nothing to do
     average: Callable[[Sequence[Tensor]], list[Tensor]] = list  # one process: the tensors themselves
+    arch_loss: Callable[[Batch], Tensor] | None = None
+
+    def objective(self, batch: Batch) -> Tensor:
+        """The architecture objective on the held-out ``batch`` (``arch_loss``, or else ``loss``)."""
+        return (self.arch_loss or self.loss)(batch)
+
+
+@dataclass
+class ArchGrads:
+    """What :meth:`Strategy.arch_grads` computed: the architecture objective's value ``loss``, one gradient
+    per architecture parameter (in ``arch_parameters()`` order) and any other scalars to log."""
+
+    loss: Tensor
+    grads: list[Tensor]
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+    def to_logs(self) -> dict[str, Tensor]:
+        return {"arch_loss": self.loss.detach(), **self.logs}
 
 
 class Strategy(ABC):
     """Contract:
 
     * :meth:`attach` is called once with the supernet (already on its device) before any step.
-    * :meth:`arch_step` updates architecture weights only: every weight parameter is bitwise unchanged
-      afterwards and its ``.grad`` is untouched (BatchNorm running statistics may move, as in DARTS).
+    * :meth:`arch_grads` computes the architecture gradients and changes no parameter: every weight and
+      alpha is bitwise unchanged afterwards and no ``.grad`` is touched (BatchNorm running statistics may
+      move, as in DARTS). It returns None where there is nothing to update (SPOS).
+    * :meth:`apply_arch_grads` steps the architecture optimizer on the alphas' ``.grad`` (set, averaged and
+      checked by the loop) and clears them. :meth:`arch_step` is the two in one process, unchecked.
     * :meth:`probabilities` returns ``{label: {op: p}}`` for every edge; :meth:`export` the discrete
       architecture the current state selects.
     * ``state_dict()`` / ``load_state_dict()`` round-trip everything the strategy owns beyond the
@@ -79,8 +101,26 @@ class Strategy(ABC):
     def attach(self, supernet: Supernet) -> None: ...
 
     @abstractmethod
+    def arch_grads(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> ArchGrads | None:
+        """The architecture gradients of one step (None: nothing to update)."""
+
+    def apply_arch_grads(self) -> None:
+        """Step the architecture optimizer on the alphas' gradients, then clear them."""
+        optimizer = getattr(self, "optimizer", None)
+        assert isinstance(optimizer, torch.optim.Optimizer), "attach() first"
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     def arch_step(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
-        """One architecture update; returns detached scalars to log (e.g. ``{"arch_loss": ...}``)."""
+        """One architecture update in one process, without checks (the search loop runs the two halves
+        itself, see :class:`pflnas.train.search_step.SearchStep`); returns detached scalars to log."""
+        assert self.supernet is not None, "attach() first"
+        arch = self.arch_grads(train_batch, val_batch, ctx)
+        if arch is None:
+            return {}
+        set_grads(self.supernet.arch_parameters(), arch.grads)
+        self.apply_arch_grads()
+        return arch.to_logs()
 
     def probabilities(self) -> dict[str, dict[str, float]]:
         assert self.supernet is not None, "attach() first"
@@ -122,3 +162,9 @@ class Strategy(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
+
+
+def set_grads(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+    """``p.grad = g`` for each pair (the loop's and :meth:`Strategy.arch_step`'s first half of applying)."""
+    for p, g in zip(params, grads):
+        p.grad = g

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from pflnas.config.search import ArchOptimConfig
-from pflnas.strategies.base import Batch, StepContext, Strategy
+from pflnas.strategies.base import ArchGrads, Batch, StepContext, Strategy
 from pflnas.supernet.network import Supernet, softmax_mixing
 
 
@@ -36,20 +36,14 @@ class DARTS(Strategy):
             supernet.arch_parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
 
-    def arch_step(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+    def arch_grads(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> ArchGrads:
         assert self.supernet is not None and self.optimizer is not None, "attach() first"
-        alphas = self.supernet.arch_parameters()
         if self.unrolled:
             loss, grads = self._unrolled_grads(train_batch, val_batch, ctx)
         else:
-            loss = ctx.loss(val_batch)
-            grads = list(torch.autograd.grad(loss, alphas))
-        for a, g in zip(alphas, grads):
-            a.grad = g
-        ctx.reduce_grads(alphas)  # distributed: the mean over processes, so every process steps alike
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {"arch_loss": loss.detach()}
+            loss = ctx.objective(val_batch)
+            grads = list(torch.autograd.grad(loss, self.supernet.arch_parameters()))
+        return ArchGrads(loss, grads)
 
     def _unrolled_grads(
         self, train_batch: Batch, val_batch: Batch, ctx: StepContext
@@ -68,7 +62,7 @@ class DARTS(Strategy):
             with torch.no_grad():
                 for w, delta in zip(weights, ctx.virtual_step(weights, train_grads)):
                     w.sub_(delta)
-            val_loss = ctx.loss(val_batch)
+            val_loss = ctx.objective(val_batch)
             grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
             d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[: len(alphas)])]
             d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(alphas) :])]

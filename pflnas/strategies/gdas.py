@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pflnas.config.search import ArchOptimConfig
-from pflnas.strategies.base import Batch, StepContext, Strategy
+from pflnas.strategies.base import ArchGrads, Batch, StepContext, Strategy
 from pflnas.supernet.network import Supernet
 
 TAU_MAX, TAU_MIN = 10.0, 0.1
@@ -56,17 +56,12 @@ class GDAS(Strategy):
             return self.tau_min
         return self.tau_max - (self.tau_max - self.tau_min) * epoch / (epochs - 1)
 
-    def arch_step(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+    def arch_grads(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> ArchGrads:
         assert self.supernet is not None and self.optimizer is not None, "attach() first"
         self.tau = self.temperature(ctx.epoch, ctx.epochs)
-        alphas = self.supernet.arch_parameters()
-        loss = ctx.loss(val_batch)
-        for a, g in zip(alphas, torch.autograd.grad(loss, alphas)):
-            a.grad = g
-        ctx.reduce_grads(alphas)  # distributed: the mean over processes, so every process steps alike
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {"arch_loss": loss.detach(), "tau": torch.tensor(self.tau)}
+        loss = ctx.objective(val_batch)
+        grads = list(torch.autograd.grad(loss, self.supernet.arch_parameters()))
+        return ArchGrads(loss, grads, {"tau": torch.tensor(self.tau)})
 
     def state_dict(self) -> dict[str, Any]:
         assert self.optimizer is not None, "attach() first"

@@ -5,7 +5,7 @@ Supernet training: every forward of the search draws one architecture uniformly 
 per block; on cell spaces one op per kept edge, with DARTS nodes keeping 2 inputs as the derived
 architecture does, so the paths trained are exactly the candidates searched later) and runs only that path
 (see :class:`~pflnas.train.subnet_eval.PathSelector`). The loop's weight step therefore trains one
-single path; :meth:`arch_step` updates nothing and the architecture weights are never touched (the loop
+single path; :meth:`arch_grads` returns nothing and the architecture weights are never touched (the loop
 logs their uniform probabilities). The per-epoch validation accuracy the loop logs is that of random
 paths, one per batch (the same paths every epoch). The draws come from a generator seeded from the run's
 seed, kept in ``state_dict()`` so a resumed search draws the same paths.
@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
 from pflnas.arch.genome import GenomeSpace, genome_key
 from pflnas.arch.record import Architecture
 from pflnas.config.search import ArchOptimConfig
-from pflnas.strategies.base import Batch, StepContext, Strategy
+from pflnas.strategies.base import ArchGrads, Batch, StepContext, Strategy
 from pflnas.strategies.evolution_core import Individual, RegularizedEvolution, best, random_search
 from pflnas.supernet.network import Supernet
 from pflnas.train.subnet_eval import PathSelector
@@ -100,9 +99,9 @@ class SPOS(Strategy):
         self.last_path = self.sample_genome(generator)
         self.selector.select(self.last_path)
 
-    def arch_step(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+    def arch_grads(self, train_batch: Batch, val_batch: Batch, ctx: StepContext) -> ArchGrads | None:
         """Nothing to update: the weight step's forward draws its own path."""
-        return {}
+        return None
 
     # --- after training: search with inherited weights ---------------------------------------------
     def after_training(self, evaluate: SubnetEvaluator) -> list[dict[str, Any]] | None:

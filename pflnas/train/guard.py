@@ -37,10 +37,6 @@ class NonFiniteError(PflnasError):
     """A NaN or Inf appeared in training; the message names the step, the tensor and the kept checkpoint."""
 
 
-class SkipBatch(Exception):  # noqa: N818 (control flow, not an error)
-    """Raised inside a step (skip mode) to abandon the batch before any optimizer applies it."""
-
-
 @dataclass
 class _Pending:
     finite: Tensor  # 0-d bool, on the device

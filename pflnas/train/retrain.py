@@ -8,12 +8,10 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
@@ -44,6 +42,7 @@ from pflnas.train.layout import BEST, CONFIG, LAST, METRICS, RESULT
 from pflnas.train.metrics import MetricsLog
 from pflnas.train.progress import Say, quiet, startup_lines
 from pflnas.train.recipe import RetrainConfig
+from pflnas.train.retrain_eval import Sums, evaluate
 from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.utils_io import atomic_write_json, atomic_write_text
 
@@ -86,67 +85,6 @@ def network_config(cfg: RetrainConfig, arch: Architecture, data: RetrainData) ->
     )
 
 
-@dataclass
-class Sums:
-    """Running sums kept on the device (no host sync per step)."""
-
-    loss: Tensor
-    top1: Tensor
-    top5: Tensor
-    count: Tensor
-
-    @classmethod
-    def zeros(cls, device: torch.device, values: dict[str, float] | None = None) -> Sums:
-        """Zeros, or the running sums a mid-epoch checkpoint saved (``values``, from :meth:`to_dict`)."""
-        v = values or {}
-        keys = ("loss", "top1", "top5", "count")
-        return cls(*(torch.tensor(v.get(k, 0.0), dtype=torch.float64, device=device) for k in keys))
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k).item() for k in ("loss", "top1", "top5", "count")}
-
-    def absorb(self, other: Sums) -> None:
-        """Add ``other``'s sums (the micro-batches of an optimizer step that was applied)."""
-        for k in ("loss", "top1", "top5", "count"):
-            getattr(self, k).add_(getattr(other, k))
-            getattr(other, k).zero_()
-
-    def add(self, loss: Tensor, logits: Tensor, target: Tensor) -> None:
-        n = target.shape[0]
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top.eq(target.unsqueeze(1))
-        self.loss += loss.detach().double() * n
-        self.top1 += hit[:, 0].sum()
-        self.top5 += hit.any(dim=1).sum()
-        self.count += n
-
-    def reduce(self, info: DistInfo) -> dict[str, float]:
-        packed = all_reduce_sum(torch.stack([self.loss, self.top1, self.top5, self.count]), info)
-        n = max(packed[3].item(), 1.0)
-        return {
-            "loss": packed[0].item() / n,
-            "top1": packed[1].item() / n,
-            "top5": packed[2].item() / n,
-            "count": int(packed[3].item()),
-        }
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, info: DistInfo, dtype: torch.dtype | None) -> dict[str, float]:
-    """Top-1/top-5 and loss over the eval split; each rank evaluates its shard, sums are all-reduced."""
-    was_training = model.training
-    model.eval()
-    sums = Sums.zeros(info.device)
-    for x, y in loader:
-        with torch.autocast(info.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(x)
-        logits = logits.float()
-        sums.add(F.cross_entropy(logits, y), logits, y)
-    model.train(was_training)
-    return sums.reduce(info)
-
-
 class RetrainRun:
     """One retraining in one run directory."""
 
@@ -164,7 +102,26 @@ class RetrainRun:
             torch.set_num_threads(cfg.run.threads)
         seed_everything(cfg.run.seed)  # the same on every rank: identical init, identical augmentation RNG
         set_determinism(self.device, cfg.run.deterministic)
-        d = cfg.data
+        self._load_data(say)
+        model = self._build_network(say)
+        self.model_without_ddp = model
+        self._build_training(model)
+        if info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
+        self.model = torch.compile(model) if cfg.run.compile else model
+        self.metrics = MetricsLog(self.run_dir / METRICS)
+        self.epoch, self.step_in_epoch, self.updates, self.best, self.elapsed = 0, 0, 0, -1.0, 0.0
+        self.partial: dict[str, float] | None = None  # the epoch's running sums of a mid-epoch checkpoint
+        reduce = (lambda t: all_reduce_sum(t, info)) if info.distributed else None
+        self.stop = StopSignals()  # replaced by the one run() enters
+        self.guard = FiniteGuard(
+            cfg.run.nonfinite, cfg.run.nonfinite_max_skips, self.device, kept=self._kept, reduce=reduce
+        )
+        self._named = list(self.model_without_ddp.named_parameters())
+
+    def _load_data(self, say: Say) -> None:
+        cfg, info, d = self.cfg, self.info, self.cfg.data
         say(f"loading {d.dataset} (the first load decodes the images and caches them)")
         self.data = retrain_loaders(
             d.dataset,
@@ -189,6 +146,9 @@ class RetrainRun:
                 f"{' across the processes' if info.distributed else ''}; lower data.batch_size or use more "
                 "data (data.subset)"
             )
+
+    def _build_network(self, say: Say) -> nn.Module:
+        cfg, info = self.cfg, self.info
         self.net_cfg = network_config(cfg, self.arch, self.data)
         say(f"building the network of {self.arch.space.name} on {self.device}")
         model = build_within_memory(
@@ -204,7 +164,11 @@ class RetrainRun:
             raise ConfigError("run.sync_bn needs CUDA (torch's SyncBatchNorm is GPU-only); on CPU drop it")
         if cfg.run.sync_bn and info.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model_without_ddp = model
+        return model
+
+    def _build_training(self, model: nn.Module) -> None:
+        """Optimizer, schedule, EMA, loss scaling, mixup and the criterion (timm's, from the config)."""
+        cfg, d = self.cfg, self.cfg.data
         self.optimizer = create_optimizer_v2(
             model,
             opt=cfg.optim.name,
@@ -240,19 +204,6 @@ class RetrainRun:
         self.criterion: nn.Module = (
             SoftTargetCrossEntropy() if mixing else nn.CrossEntropyLoss(label_smoothing=d.label_smoothing)
         )
-        if info.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = DistributedDataParallel(model, device_ids=ids)
-        self.model = torch.compile(model) if cfg.run.compile else model
-        self.metrics = MetricsLog(self.run_dir / METRICS)
-        self.epoch, self.step_in_epoch, self.updates, self.best, self.elapsed = 0, 0, 0, -1.0, 0.0
-        self.partial: dict[str, float] | None = None  # the epoch's running sums of a mid-epoch checkpoint
-        reduce = (lambda t: all_reduce_sum(t, info)) if info.distributed else None
-        self.stop = StopSignals()  # replaced by the one run() enters
-        self.guard = FiniteGuard(
-            cfg.run.nonfinite, cfg.run.nonfinite_max_skips, self.device, kept=self._kept, reduce=reduce
-        )
-        self._named = list(self.model_without_ddp.named_parameters())
 
     # --- checkpoints -------------------------------------------------------------------------------
     def _state(self, partials: list[Any] | None = None) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 batch. The loop (:class:`pflnas.train.search.SearchRun`), the CUDA-graph replay
 (:mod:`pflnas.train.graph_step`) and ``benchmarks/search_step.py`` all run this one body.
 
-The body never reads a tensor value on the host (no ``.item()``, no branching on data), so on a GPU it
-queues its kernels without waiting and it can be captured in a CUDA graph. It returns device tensors; the
-loop accumulates them and reads them once per epoch.
+Both halves read the same way: gradients, the all-reduce (torchrun), the NaN/Inf check, then the optimizer;
+the strategy only computes the α gradients and applies them when told, so a dropped batch is a return value,
+not an exception. The body reads no tensor on the host (no ``.item()``, no branching on data) unless a
+check asks to, so on a GPU it queues its kernels without waiting and can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -18,16 +19,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pflnas.strategies import StepContext, Strategy
+from pflnas.strategies import ArchGrads, StepContext, Strategy, set_grads
 from pflnas.supernet import Supernet
 
 Batch = Sequence[Tensor]  # (images, labels)
 
 
+def sgd_virtual_step(
+    optimizer: torch.optim.SGD,
+) -> Callable[[Sequence[Tensor], Sequence[Tensor]], list[Tensor]]:
+    """The update SGD (momentum, weight decay) would subtract for ``grads``, without changing its state:
+    second-order DARTS' virtual step (:attr:`pflnas.strategies.StepContext.virtual_step`)."""
+
+    def step(params: Sequence[Tensor], grads: Sequence[Tensor]) -> list[Tensor]:
+        group = optimizer.param_groups[0]
+        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        out = []
+        for p, g in zip(params, grads):
+            d = g + wd * p.detach()
+            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                d = d + momentum * buf
+            out.append(lr * d)
+        return out
+
+    return step
+
+
 @dataclass
 class SearchStep:
     """The step body. ``forward`` is the (possibly compiled) supernet forward; ``autocast`` returns the
-    loop's autocast context; ``reduce_grads`` averages weight gradients over processes (torchrun)."""
+    loop's autocast context; ``reduce_grads`` averages gradients over processes in place (torchrun).
+
+    ``check_arch(arch)`` and ``check_weights(loss)`` run after each half's gradients are reduced, before its
+    optimizer steps (and before clipping, which would smear one NaN over all gradients): the loop's NaN/Inf
+    guard, returning False to drop the batch. None where the body is captured in a CUDA graph (the loop
+    checks the outputs instead)."""
 
     model: Supernet
     strategy: Strategy
@@ -37,10 +64,8 @@ class SearchStep:
     forward: Callable[[Tensor], Tensor] | None = None
     autocast: Callable[[], Any] = contextlib.nullcontext
     reduce_grads: Callable[[Sequence[Tensor]], None] = field(default=lambda params: None)
-    # ``check(loss)`` after the gradients, before clipping (which would smear one NaN over all of them):
-    # the loop's NaN/Inf guard, which may raise to drop the batch; None where the body is captured in a
-    # CUDA graph (the loop checks the outputs)
-    check: Callable[[Tensor], None] | None = None
+    check_arch: Callable[[ArchGrads], bool] | None = None
+    check_weights: Callable[[Tensor], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.forward is None:
@@ -56,11 +81,25 @@ class SearchStep:
 
     def __call__(
         self, train_batch: Batch, arch_batch: Batch, arch_ctx: StepContext, search_arch: bool
-    ) -> dict[str, Tensor]:
-        """One step; returns ``loss`` and ``correct`` of the weight step (and ``arch_loss`` when the
-        architecture stepped) as device tensors."""
+    ) -> dict[str, Tensor] | None:
+        """One step; returns ``loss``, ``correct`` and ``grad_norm`` of the weight step (and ``arch_loss``
+        when the architecture stepped) as device tensors, or None when a check dropped the batch (no
+        optimizer applied what failed; an architecture step that passed stays applied)."""
+        out: dict[str, Tensor] = {}
+        arch = self.strategy.arch_grads(train_batch, arch_batch, arch_ctx) if search_arch else None
+        if arch is not None:
+            alphas = self.model.arch_parameters()
+            set_grads(alphas, arch.grads)
+            self.reduce_grads(alphas)  # torchrun: every process applies the same update
+            if self.check_arch is not None and not self.check_arch(arch):
+                return self._drop()
+            self.strategy.apply_arch_grads()
+            out["arch_loss"] = arch.loss.detach()
+        weight_step = self._weight_step(train_batch)
+        return None if weight_step is None else {**weight_step, **out}
+
+    def _weight_step(self, train_batch: Batch) -> dict[str, Tensor] | None:
         assert self.forward is not None
-        logs = self.strategy.arch_step(train_batch, arch_batch, arch_ctx) if search_arch else {}
         x, y = train_batch
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
@@ -68,17 +107,21 @@ class SearchStep:
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         self.reduce_grads(self.weights)  # torchrun: one all-reduce, before clipping
-        if self.check is not None:
-            self.check(loss)
+        if self.check_weights is not None and not self.check_weights(loss):
+            return self._drop()
         grad_norm = nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
         self.optimizer.step()
         for a in self.model.arch_parameters():  # the weight step must not leave gradients on alphas
             a.grad = None
-        out = {
+        return {
             "loss": loss.detach(),
             "correct": (logits.detach().argmax(1) == y).sum(),
             "grad_norm": grad_norm.detach(),  # before clipping
         }
-        if "arch_loss" in logs:
-            out["arch_loss"] = logs["arch_loss"].detach()
-        return out
+
+    def _drop(self) -> None:
+        """A dropped batch leaves no gradient behind, on weights or alphas."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for a in self.model.arch_parameters():
+            a.grad = None
+        return None
