@@ -132,8 +132,8 @@ def main() -> None:
 
     from pflnas.config.loader import build_config
     from pflnas.config.search import SearchConfig
-    from pflnas.latency.objective import expected_latency
     from pflnas.measure.context import SpeedConfig
+    from pflnas.measure.latency_objective import expected_latency
     from pflnas.measure.latency_table import cached_table
     from pflnas.spaces import resolve_space
 

@@ -86,14 +86,36 @@ def graph() -> dict[str, set[str]]:
 
 
 def cycles() -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan)."""
-    edges, index, low, stack, on, out = graph(), {}, {}, [], set(), []
+    """The import cycles between modules: strongly connected components of more than one module."""
+    return _components(graph())
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Top-level package (or top-level module) -> the ones it imports."""
+    out: dict[str, set[str]] = {}
+    for module, targets in graph().items():
+        out.setdefault(_package(module), set()).update(_package(t) for t in targets)
+    return {p: targets - {p} for p, targets in out.items()}
+
+
+def package_cycles() -> list[list[str]]:
+    """Packages that import each other, directly or around a loop (they must depend only downward)."""
+    return _components(package_graph())
+
+
+def _components(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
 
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
         on.add(v)
-        for w in sorted(edges[v]):
+        for w in sorted(edges.get(v, ())):
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -169,6 +191,7 @@ def long_modules() -> list[str]:
 if __name__ == "__main__":
     for title, found in (
         ("cycles", [" <-> ".join(c) for c in cycles()]),
+        ("package cycles", [" <-> ".join(c) for c in package_cycles()]),
         ("private imports across packages", private_imports()),
         ("pflnas.cli imported outside the CLI", cli_imports()),
         ("functions over 80 lines", long_functions()),

@@ -160,7 +160,7 @@ def test_bench_sample_size_above_population(capsys):
 def test_model_bytes_counts_without_allocating():
     import torch
 
-    from pflnas.train.device import model_bytes
+    from pflnas.device import model_bytes
 
     small = model_bytes(lambda: torch.nn.Linear(10, 5))
     assert small == (10 * 5 + 5) * 4
@@ -170,7 +170,7 @@ def test_model_bytes_counts_without_allocating():
 def test_build_within_memory_refuses_from_the_estimate(monkeypatch):
     import torch
 
-    import pflnas.train.device as device
+    import pflnas.device as device
 
     monkeypatch.setattr(device, "free_memory", lambda place: 1000)
     built = []
@@ -205,7 +205,7 @@ def test_profile_refuses_a_network_too_wide_for_memory(capsys, argv):
 def test_search_and_retrain_refuse_a_network_too_wide_for_memory(tmp_path, capsys, monkeypatch, command):
     from _data_fixtures import make_tree
 
-    import pflnas.train.device as device
+    import pflnas.device as device
 
     monkeypatch.setattr(device, "free_memory", lambda place: 1000)  # 1000 bytes free: any network is too big
     monkeypatch.setenv("PFLNAS_CACHE", str(tmp_path / "cache"))

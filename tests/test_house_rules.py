@@ -10,6 +10,10 @@ def test_no_import_cycle_between_modules():
     assert _house.cycles() == []
 
 
+def test_packages_depend_only_downward():
+    assert _house.package_cycles() == []
+
+
 def test_no_private_name_is_imported_across_packages():
     assert _house.private_imports() == []
 
@@ -39,6 +43,7 @@ def test_the_checks_see_what_they_look_for(tmp_path, monkeypatch):
     (pkg / "b" / "z.py").write_text("import pflnas.cli\n" + "\n" * 600)
     monkeypatch.setattr(_house, "ROOT", pkg)
     assert _house.cycles() == [["pflnas.a.x", "pflnas.b.y"]]
+    assert _house.package_cycles() == [["pflnas.a", "pflnas.b"]]
     assert [line.split(": ", 1)[1] for line in _house.private_imports()] == ["pflnas.b.y _hidden"]
     assert [line.split(": ", 1)[1] for line in _house.cli_imports()] == ["pflnas.cli"]
     assert [line.rsplit(": ", 1)[1] for line in _house.long_functions()] == ["long (86 lines)"]

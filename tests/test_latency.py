@@ -16,10 +16,10 @@ from _spaces import tiny
 import pflnas.measure.latency_table as table_mod
 from pflnas.cli.main import main
 from pflnas.config.search import ArchOptimConfig
-from pflnas.latency.objective import LatencyTerm, expected_latency
-from pflnas.latency.positions import choice_positions
 from pflnas.measure.context import SpeedConfig
+from pflnas.measure.latency_objective import LatencyTerm, expected_latency
 from pflnas.measure.latency_table import cached_table, measure_table
+from pflnas.measure.positions import choice_positions
 from pflnas.ops import get_op
 from pflnas.strategies import StepContext, create_strategy, list_strategies
 from pflnas.supernet import build_supernet

@@ -27,8 +27,8 @@ from pflnas.strategies.evolution_core import (
     random_search,
     sample_genome,
 )
+from pflnas.strategies.subnet_eval import PathSelector, SubnetEvaluator, batchnorms, recalibrate_batchnorm
 from pflnas.supernet import build_supernet
-from pflnas.train.subnet_eval import PathSelector, SubnetEvaluator, batchnorms, recalibrate_batchnorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -128,8 +128,8 @@ class ProxySignal:
     """Held-out accuracy after a short training of the cell (see :class:`ProxyConfig`)."""
 
     def __init__(self, table: NB201Table, spec: SelectionSpec, seed: int):
+        from pflnas.device import resolve_device
         from pflnas.multitrial.evaluator import TrainingEvaluator
-        from pflnas.train.device import resolve_device
 
         p = spec.proxy
         self.table = table
@@ -175,7 +175,7 @@ class SignalFactory:
             self.scorer = ZeroCostScorer(spec.zero_cost, fixed_batch(spec.zero_cost, spec.data_dir), table)
         elif spec.name == "proxy":
             from pflnas.data import load_dataset
-            from pflnas.train.device import resolve_device
+            from pflnas.device import resolve_device
 
             resolve_device(spec.device)
             data = load_dataset("cifar10", spec.data_dir)

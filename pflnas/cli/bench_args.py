@@ -196,8 +196,8 @@ def check_counts(args: argparse.Namespace) -> None:
 
 def oneshot_config(args: argparse.Namespace, strategy: str, seed: int) -> SearchConfig:
     """The search config of one one-shot seed, built as ``pflnas search`` builds it."""
+    from pflnas.device import resolve_device
     from pflnas.spaces import resolve_space
-    from pflnas.train.device import resolve_device
 
     fixed = {"space.name": "nb201", "strategy.name": strategy, "run.seed": seed}
     cfg = build_search_config(

@@ -193,9 +193,9 @@ def _cost(
     """The built model and the report of its counted cost (the keys of the original ``pflnas profile``)."""
     import torch
 
+    from pflnas.device import build_within_memory, memory_guard
     from pflnas.measure.counting import profile_model
     from pflnas.models import build_from_config
-    from pflnas.train.device import build_within_memory, memory_guard
 
     cpu = torch.device("cpu")
     model = build_within_memory(
@@ -226,8 +226,8 @@ def _cost(
 
 def profile_reports(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The measurement context (None with ``--no-speed``) and one JSON-ready report per ``--arch`` file."""
+    from pflnas.device import memory_guard
     from pflnas.measure.speed import measure_speed
-    from pflnas.train.device import memory_guard
 
     cfg = speed_config(args)
     resolved = [(path, *_resolve(args, path)) for path in args.arch]  # every file is checked before timing

@@ -117,9 +117,10 @@ class TrialsConfig:
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    """Measured-latency-aware differentiable search (:mod:`pflnas.latency`): the architecture loss becomes
-    ``CE + weight * E[latency]``, the expected latency (ms per batch of ``batch_size``) of the derived
-    network's candidate ops under the op probabilities, from a per-op table timed on ``device``. 0: off."""
+    """Measured-latency-aware differentiable search (:mod:`pflnas.measure.latency_objective`): the
+    architecture loss becomes ``CE + weight * E[latency]``, the expected latency (ms per batch of
+    ``batch_size``) of the derived network's candidate ops under the op probabilities, from a per-op table
+    timed on ``device``. 0: off."""
 
     weight: float = 0.0  # per millisecond
     device: str | None = None  # cpu | cuda: where the op latency table is measured (None: the search device)

@@ -6,7 +6,7 @@ with :func:`pflnas.measure.speed.time_forward`'s protocol (eval mode, inference 
 ``repeats`` timed passes; CUDA events + synchronize on a GPU) at the table's batch, in float32 and the
 contiguous memory format whatever the search's AMP setting; the median is the op's time. ``none`` costs 0
 and is never timed. A choice's cost per op (:attr:`LatencyTable.choices`) sums its positions
-(:mod:`pflnas.latency.positions`): ``sum(position.share * time(op at position.site))``, in milliseconds
+(:mod:`pflnas.measure.positions`): ``sum(position.share * time(op at position.site))``, in milliseconds
 per batch.
 
 Tables are cached as JSON under ``<cache>/latency/`` (``latency.cache_dir``, else ``$PFLNAS_CACHE``, else
@@ -31,8 +31,8 @@ import torch
 
 from pflnas.data.cache import data_cache_dir
 from pflnas.errors import PflnasError
-from pflnas.latency.positions import choice_positions
 from pflnas.measure.context import SpeedConfig, device_name
+from pflnas.measure.positions import choice_positions
 from pflnas.measure.prepare import op_input_shape
 from pflnas.measure.speed import time_forward
 from pflnas.ops import create_op, get_op

@@ -42,6 +42,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from pflnas.device import build_within_memory, check_fits, memory_guard
 from pflnas.errors import ConfigError
 from pflnas.measure.context import SpeedConfig, check_device, measurement_context
 from pflnas.measure.counting import count_macs, count_parameters
@@ -53,7 +54,6 @@ from pflnas.names import name_hint
 from pflnas.ops import PARAM_FREE, create_op, get_op
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.skeletons import OpSite
-from pflnas.train.device import build_within_memory, check_fits, memory_guard
 
 DEFAULT_BASELINE = "conv_3x3"
 BLOCK_IMAGE_SIZE = 224  # default input side for block spaces (ImageNet)

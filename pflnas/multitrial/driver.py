@@ -26,6 +26,7 @@ from tqdm import tqdm
 from pflnas.arch.record import Architecture, save_architecture
 from pflnas.config.loader import to_dict
 from pflnas.config.search import SearchConfig
+from pflnas.device import resolve_device, set_determinism
 from pflnas.errors import PflnasError
 from pflnas.multitrial.evaluator import TrainingEvaluator
 from pflnas.multitrial.records import metrics_rows, write_pareto_csv, write_trials_csv
@@ -34,7 +35,6 @@ from pflnas.multitrial.space import params_to_architecture
 from pflnas.multitrial.storage import open_storage, redact
 from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
-from pflnas.train.device import resolve_device, set_determinism
 from pflnas.train.layout import CONFIG, FOUND, METRICS, git_commit
 from pflnas.utils_io import atomic_write_text
 

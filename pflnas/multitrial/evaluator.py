@@ -21,11 +21,11 @@ from torch import nn
 
 from pflnas.arch.record import Architecture
 from pflnas.config.search import SearchConfig
+from pflnas.device import seed_everything
 from pflnas.measure.context import SpeedConfig
 from pflnas.measure.counting import count_parameters
 from pflnas.measure.speed import measure_latency
 from pflnas.models import build_from_config, resolve_network_config
-from pflnas.train.device import seed_everything
 from pflnas.train.loaders import SearchLoaders, evaluate, make_loaders
 
 LATENCY_WARMUP, LATENCY_REPEATS = 5, 20

@@ -24,7 +24,7 @@ from pflnas.config.search import ArchOptimConfig
 from pflnas.supernet.network import Supernet
 
 if TYPE_CHECKING:
-    from pflnas.train.subnet_eval import SubnetEvaluator
+    from pflnas.strategies.subnet_eval import SubnetEvaluator
 
 Batch = tuple[Tensor, Tensor]
 
@@ -36,8 +36,8 @@ class StepContext:
     ``loss(batch)`` runs the supernet forward and the criterion under the loop's autocast and returns a
     scalar; it is the training objective (second-order DARTS calls it on training batches).
     ``arch_loss(batch)``, when given, is the architecture objective on the held-out batch (a latency-aware
-    search adds ``weight * E[latency]``, see :mod:`pflnas.latency.objective`); strategies call it through
-    :meth:`objective`, which falls back to ``loss``. ``virtual_step(params, grads)`` returns, for each
+    search adds ``weight * E[latency]``, see :mod:`pflnas.measure.latency_objective`); strategies call it
+    through :meth:`objective`, which falls back to ``loss``. ``virtual_step(params, grads)`` returns, for each
     weight, the update the loop's optimizer would subtract for those gradients (momentum and weight decay
     included), without changing any state. ``lr`` is the current weight learning rate; ``epoch`` (0-based)
     of ``epochs`` is where the search is, for strategies with schedules of their own (GDAS' temperature).

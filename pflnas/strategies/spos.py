@@ -4,14 +4,14 @@ architectures scored with inherited weights.
 Supernet training: every forward of the search draws one architecture uniformly from the space (one op
 per block; on cell spaces one op per kept edge, with DARTS nodes keeping 2 inputs as the derived
 architecture does, so the paths trained are exactly the candidates searched later) and runs only that path
-(see :class:`~pflnas.train.subnet_eval.PathSelector`). The loop's weight step therefore trains one
+(see :class:`~pflnas.strategies.subnet_eval.PathSelector`). The loop's weight step therefore trains one
 single path; :meth:`arch_grads` returns nothing and the architecture weights are never touched (the loop
 logs their uniform probabilities). The per-epoch validation accuracy the loop logs is that of random
 paths, one per batch (the same paths every epoch). The draws come from a generator seeded from the run's
 seed, kept in ``state_dict()`` so a resumed search draws the same paths.
 
 After training (:meth:`after_training`), candidates are scored by the loop's
-:class:`~pflnas.train.subnet_eval.SubnetEvaluator` (BatchNorm recalibrated on training batches, accuracy
+:class:`~pflnas.strategies.subnet_eval.SubnetEvaluator` (BatchNorm recalibrated on training batches, accuracy
 on held-out batches): ``spos`` runs regularized evolution (``spos.population``, ``spos.sample_size``,
 ``spos.cycles``); ``spos_random`` scores ``population + cycles`` uniformly random candidates, the same
 budget. found.json is the best candidate; every scored candidate is a row of evolution.jsonl.
@@ -32,11 +32,11 @@ from pflnas.arch.record import Architecture
 from pflnas.config.search import ArchOptimConfig
 from pflnas.strategies.base import ArchGrads, Batch, StepContext, Strategy
 from pflnas.strategies.evolution_core import Individual, RegularizedEvolution, best, random_search
+from pflnas.strategies.subnet_eval import PathSelector
 from pflnas.supernet.network import Supernet
-from pflnas.train.subnet_eval import PathSelector
 
 if TYPE_CHECKING:
-    from pflnas.train.subnet_eval import SubnetEvaluator
+    from pflnas.strategies.subnet_eval import SubnetEvaluator
 
 SEARCHES = ("evolution", "random")
 

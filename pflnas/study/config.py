@@ -22,11 +22,11 @@ from pflnas.config.loader import from_dict, parse_override, read_yaml, to_dict
 from pflnas.config.presets import preset_path
 from pflnas.config.search import SearchConfig
 from pflnas.data.specs import get_dataset_spec
+from pflnas.device import resolve_device
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.names import name_hint
 from pflnas.spaces import resolve_space
 from pflnas.strategies import list_strategies
-from pflnas.train.device import resolve_device
 
 # names that become parts of run ids ("{space}-{strategy}-{setting}-s{seed}") and directory names
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")

@@ -39,6 +39,7 @@ from pflnas.arch.counterfactual import SWAP_KINDS, Swap, apply_swap, possible_sw
 from pflnas.arch.record import Architecture, load_architecture
 from pflnas.config.limits import check_grid_size
 from pflnas.config.loader import from_dict, to_dict
+from pflnas.device import resolve_device
 from pflnas.errors import ConfigError, PflnasError
 from pflnas.study.retrains import (
     ARCH,
@@ -52,7 +53,6 @@ from pflnas.study.retrains import (
     run_jobs,
 )
 from pflnas.study.runner import threads_per_run
-from pflnas.train.device import resolve_device
 from pflnas.utils_io import atomic_write_text
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from pflnas.device import resolve_device
 from pflnas.errors import ConfigError
-from pflnas.train.device import resolve_device
 
 
 @dataclass(frozen=True)

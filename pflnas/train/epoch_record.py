@@ -15,7 +15,7 @@ from torch import Tensor
 from pflnas.arch.chance import chance_share
 from pflnas.arch.collapse import collapse_diagnostics, thresholds_from
 from pflnas.config.search import SearchConfig
-from pflnas.latency.objective import LatencyTerm
+from pflnas.measure.latency_objective import LatencyTerm
 from pflnas.strategies import Strategy
 
 

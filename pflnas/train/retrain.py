@@ -25,17 +25,17 @@ from tqdm import tqdm
 from pflnas.arch.record import Architecture
 from pflnas.config.loader import to_dict
 from pflnas.data.retrain import RetrainData, retrain_loaders
-from pflnas.errors import ConfigError, DataError, PflnasError
-from pflnas.models import AuxOutput, NetworkConfig, build_from_config, resolve_network_config
-from pflnas.rundir import hold
-from pflnas.train.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
-from pflnas.train.device import (
+from pflnas.device import (
     build_within_memory,
     rng_state,
     seed_everything,
     set_determinism,
     set_rng_state,
 )
+from pflnas.errors import ConfigError, DataError, PflnasError
+from pflnas.models import AuxOutput, NetworkConfig, build_from_config, resolve_network_config
+from pflnas.rundir import hold
+from pflnas.train.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
 from pflnas.train.distributed import DistInfo, all_reduce_sum, gather_object
 from pflnas.train.guard import FiniteGuard, total_norm
 from pflnas.train.layout import BEST, CONFIG, LAST, METRICS, RESULT

@@ -26,15 +26,16 @@ from tqdm import tqdm
 from pflnas.arch.record import Architecture, save_architecture
 from pflnas.config.loader import to_dict
 from pflnas.config.search import SearchConfig
+from pflnas.device import build_within_memory, resolve_device, seed_everything, set_determinism
 from pflnas.errors import ConfigError
-from pflnas.latency.objective import LatencyTerm
+from pflnas.measure.latency_objective import LatencyTerm
 from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.strategies import StepContext, Strategy, create_strategy
+from pflnas.strategies.subnet_eval import SubnetEvaluator
 from pflnas.supernet import Supernet, build_supernet
 from pflnas.supernet.network import check_supernet_options
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
-from pflnas.train.device import build_within_memory, resolve_device, seed_everything, set_determinism
 from pflnas.train.dist_search import AlphaDump, SearchSync, check_global_batch
 from pflnas.train.distributed import DistInfo
 from pflnas.train.epoch_record import EpochSums, epoch_line, epoch_record
@@ -49,7 +50,6 @@ from pflnas.train.search_state import Position, SearchCheckpoint
 from pflnas.train.search_step import SearchStep, sgd_virtual_step
 from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.train.step_checks import StepChecks
-from pflnas.train.subnet_eval import SubnetEvaluator
 from pflnas.utils_io import atomic_write_text
 
 Batch = tuple[Tensor, Tensor]

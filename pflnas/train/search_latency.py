@@ -1,6 +1,6 @@
 """The latency-aware search's term (``latency.weight > 0``): the table a run uses and the
-:class:`~pflnas.latency.LatencyTerm` over it. Rank 0 reads or measures the table and every rank uses the
-same one; a resumed run rereads its own copy, so its objective never changes under it.
+:class:`~pflnas.measure.latency_objective.LatencyTerm` over it. Rank 0 reads or measures the table and every
+rank uses the same one; a resumed run rereads its own copy, so its objective never changes under it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError
-from pflnas.latency.objective import LatencyTerm
 from pflnas.measure.context import SpeedConfig
+from pflnas.measure.latency_objective import LatencyTerm
 from pflnas.measure.latency_table import LatencyTable, cached_table, load_table
 from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import Strategy

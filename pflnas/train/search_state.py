@@ -17,11 +17,11 @@ from torch import Tensor
 
 from pflnas.config.loader import to_dict
 from pflnas.config.search import SearchConfig
+from pflnas.device import rng_state, set_rng_state
 from pflnas.errors import PflnasError
 from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import Strategy
 from pflnas.supernet import Supernet
-from pflnas.train.device import rng_state, set_rng_state
 from pflnas.train.dist_search import SearchSync
 
 FORMAT = "pflnas-search-checkpoint-1"

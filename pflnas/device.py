@@ -1,4 +1,8 @@
-"""Device selection and reproducibility switches."""
+"""Device selection, reproducibility switches and the memory guard.
+
+Search, retrain, profile and the op benchmark all pick a device and check that a network fits before they
+build it; this sits below all of them so none has to import another for it.
+"""
 
 from __future__ import annotations
 
