@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
             held.enter_context(claim_resume(run_dir, "search", RUN_FILES))
     else:
         cfg = _config_from_args(args)
-        resolve_space(cfg.space)  # fail on a bad space before touching the disk
+    space = resolve_space(cfg.space)  # once: a bad space fails before touching the disk
     if cfg.strategy.name in MULTI_TRIAL_STRATEGIES:
         return _run_multi_trial(args, cfg, run_dir if args.resume else None, held)
     check_strategy(cfg.strategy.name)  # an unknown name: one line with the closest one
@@ -204,7 +204,7 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     try:
         if not args.resume:  # rank 0 names, checks and claims the run directory; every rank gets its path
             run_dir = SearchSync(info).from_main(lambda: _new_run_dir(args, cfg, held))
-        arch = SearchRun(cfg, run_dir, info).run(resume=bool(args.resume))
+        arch = SearchRun(cfg, run_dir, info, space).run(resume=bool(args.resume))
     finally:
         shutdown(info)
     if info.is_main:

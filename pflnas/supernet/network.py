@@ -343,8 +343,24 @@ def build_supernet(
 ) -> Supernet:
     """The supernet of ``space``; ``image_size`` picks a block space's stem (cell spaces ignore it).
 
-    ``partial_channels`` / ``edge_norm``: PC-DARTS' supernet (cell spaces only)."""
+    ``partial_channels`` / ``edge_norm``: PC-DARTS' supernet (cell spaces only). Checks the options first;
+    a caller that checked them itself (before loading data) builds with :func:`construct_supernet`."""
     check_supernet_options(space, partial_channels, edge_norm)
+    return construct_supernet(
+        space, num_classes, in_channels, share_param_free, image_size, partial_channels, edge_norm
+    )
+
+
+def construct_supernet(
+    space: SpaceConfig,
+    num_classes: int,
+    in_channels: int = 3,
+    share_param_free: bool = True,
+    image_size: int = 32,
+    partial_channels: int = 1,
+    edge_norm: bool = False,
+) -> Supernet:
+    """:func:`build_supernet` for options already passed through :func:`check_supernet_options`."""
     cls = space.kind_spec.supernet_class()
     return cls(  # type: ignore[no-any-return]
         space,

@@ -31,10 +31,11 @@ from pflnas.errors import ConfigError
 from pflnas.measure.latency_objective import LatencyTerm
 from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
+from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.strategies.subnet_eval import SubnetEvaluator
-from pflnas.supernet import Supernet, build_supernet
-from pflnas.supernet.network import check_supernet_options
+from pflnas.supernet import Supernet
+from pflnas.supernet.network import check_supernet_options, construct_supernet
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.dist_search import AlphaDump, SearchSync, check_global_batch
 from pflnas.train.distributed import DistInfo
@@ -58,10 +59,17 @@ Batch = tuple[Tensor, Tensor]
 class SearchRun:
     """One search in one run directory. ``run()`` returns the found architecture."""
 
-    def __init__(self, cfg: SearchConfig, run_dir: str | Path, info: DistInfo | None = None):
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        run_dir: str | Path,
+        info: DistInfo | None = None,
+        space: SpaceConfig | None = None,
+    ):
+        """``space``: ``cfg``'s space when the caller resolved it already (the CLI does, to fail early)."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.space = resolve_space(cfg.space)
+        self.space = space or resolve_space(cfg.space)
         # torchrun: ``info`` from init_distributed (pflnas.train.dist_search says how ranks stay in step)
         self.info = info or DistInfo(0, 1, 0, resolve_device(cfg.run.device))
         self.device = self.info.device
@@ -77,7 +85,8 @@ class SearchRun:
         seed_everything(cfg.run.seed)
         set_determinism(self.device, cfg.run.deterministic)
         self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
-        check_supernet_options(self.space, **self.strategy.supernet_options())  # before the data loads
+        self.supernet_options = self.strategy.supernet_options()
+        check_supernet_options(self.space, **self.supernet_options)  # before the data loads
         if cfg.run.compile and self.strategy.dynamic_path:
             raise ConfigError(
                 f"run.compile does not suit {self.strategy.name!r}: its forward changes path every step, so "
@@ -118,13 +127,13 @@ class SearchRun:
     def _build_supernet(self) -> Supernet:
         cfg, loaders = self.cfg, self.loaders
         model: Supernet = build_within_memory(  # type: ignore[assignment]
-            lambda: build_supernet(
+            lambda: construct_supernet(  # options checked in _setup
                 self.space,
                 loaders.num_classes,
                 loaders.in_channels,
                 cfg.run.share_param_free,
                 image_size=loaders.image_size,
-                **self.strategy.supernet_options(),
+                **self.supernet_options,
             ),
             self.device,
             "the supernet",
