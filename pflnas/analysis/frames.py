@@ -1,18 +1,8 @@
 """Tidy pandas tables of runs: one row per choice, per trajectory point, or per run.
 
-Column contracts (a caller may rely on these names and meanings):
-
-* :func:`choices_frame` -- ``CHOICE_COLUMNS``; only complete runs. ``param_free`` is parameter-freeness at
-  the choice's stride (``none`` is never parameter-free; its rows have ``is_zero`` and are left out of
-  shares). ``seed``/``stage``/``position``/``node``/``source`` are nullable ``Int64`` (``<NA>`` where not
-  defined).
-* :func:`trajectory_frame` -- ``TRAJECTORY_COLUMNS``; every run with metrics, incomplete ones included.
-* :func:`summary_frame` -- ``SUMMARY_COLUMNS``; every run. The collapse diagnostics come from the last
-  metrics row when the search wrote them with parameter-free skip counts (``collapse_source == "live"``),
-  else they are computed from its probabilities with the run's own thresholds (``"computed"``; ``"none"``
-  without any probabilities). ``skip_count`` counts parameter-free skips (stride-1 identities), also split
-  into ``skip_count_normal``/``skip_count_reduce``. ``seed``/``epochs``/skip counts are nullable ``Int64``;
-  ``collapse_reasons`` is a list of strings.
+Analyses and plots read these frames instead of run directories, so each frame has a fixed column contract
+(``CHOICE_COLUMNS``, ``TRAJECTORY_COLUMNS``, ``SUMMARY_COLUMNS``; see each builder's docstring) that
+callers may rely on. Ids that do not apply are nullable ``Int64`` (``<NA>``) rather than floats.
 """
 
 from __future__ import annotations
@@ -67,6 +57,10 @@ def _ids(run: RunData) -> dict[str, Any]:
 def choices_frame(runs: Iterable[RunData]) -> pd.DataFrame:
     """One row per complete run x alpha group x kept edge (cells) or block choice (block spaces).
 
+    Columns: ``CHOICE_COLUMNS``; only complete runs. ``param_free`` is parameter-freeness at the choice's
+    stride (``none`` is never parameter-free; its rows have ``is_zero`` and are left out of shares).
+    ``seed``/``stage``/``position``/``node``/``source`` are nullable ``Int64`` (``<NA>`` where not defined).
+
     ``attrs["chance_keys"]`` records each run's space and strategy, so the share tables and comparisons
     can give every group of choices its chance rate (:mod:`pflnas.arch.chance`).
 
@@ -116,7 +110,10 @@ def _choice_row(site: ChoiceSite, op: str, dist: dict[str, float] | None) -> dic
 
 
 def trajectory_frame(runs: Iterable[RunData]) -> pd.DataFrame:
-    """One row per run x epoch x label x op from ``metrics.jsonl`` ``probs`` (partial runs included)."""
+    """One row per run x epoch x label x op from ``metrics.jsonl`` ``probs`` (partial runs included).
+
+    Columns: ``TRAJECTORY_COLUMNS``; every run with metrics, incomplete ones included.
+    """
     rows: list[tuple[Any, ...]] = []
     for run in runs:
         sites = choice_sites(run.space_config) if run.space_config is not None else {}
@@ -142,6 +139,13 @@ def summary_frame(
     runs: Iterable[RunData], thresholds: CollapseThresholds = DEFAULT_THRESHOLDS
 ) -> pd.DataFrame:
     """One row per run (incomplete ones too, ``complete`` False): final metrics and collapse diagnostics.
+
+    Columns: ``SUMMARY_COLUMNS``; every run. The collapse diagnostics come from the last metrics row when
+    the search wrote them with parameter-free skip counts (``collapse_source == "live"``), else they are
+    computed from its probabilities with the run's own thresholds (``"computed"``; ``"none"`` without any
+    probabilities). ``skip_count`` counts parameter-free skips (stride-1 identities), also split into
+    ``skip_count_normal``/``skip_count_reduce``. ``seed``/``epochs``/skip counts are nullable ``Int64``;
+    ``collapse_reasons`` is a list of strings.
 
     ``param_free_share`` is the found architecture's (the last epoch's for an unfinished run);
     ``wall_time_s`` the provenance wall time, else the summed ``epoch_time``; ``collapse_reasons`` a list.

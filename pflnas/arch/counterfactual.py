@@ -3,11 +3,8 @@
 A parameter-free "win" in a found.json is an argmax of α, not an accuracy. Retraining the found network
 beside counterfactuals that differ in one choice tests the pick by accuracy. Parameter-freeness comes from
 the op registry at the choice's stride (a stride-2 ``skip_connect`` is a FactorizedReduce: trainable).
-
-Replacement rule (never the accuracy the study reports): among the candidates of the choice that can run at
-its stride and belong to the other family, the one with the highest final probability in the record's
-``probabilities``; ties, and records without probabilities for that choice, fall back to the space's op
-order. ``none`` belongs to neither family and is never picked or replaced.
+The replacement op is chosen without looking at accuracy (:func:`best_replacement`), so the study cannot
+pick its own answer.
 """
 
 from __future__ import annotations
@@ -60,8 +57,14 @@ def _choice_candidates(arch: Architecture, site: ChoiceSite, param_free: bool) -
 
 
 def best_replacement(arch: Architecture, site: ChoiceSite, old_op: str) -> tuple[str, str] | None:
-    """(op, rule) replacing ``old_op`` at ``site`` by the rule of the module docstring; None when the
-    other family has no candidate there (or ``old_op`` is ``none``)."""
+    """(op, rule) replacing ``old_op`` at ``site``; None when the other family has no candidate there
+    (or ``old_op`` is ``none``).
+
+    Rule (never the accuracy the study reports): among the candidates of the choice that can run at its
+    stride and belong to the other family, the one with the highest final probability in the record's
+    ``probabilities``; ties, and records without probabilities for that choice, fall back to the space's
+    op order. ``none`` belongs to neither family and is never picked or replaced.
+    """
     if get_op(old_op).is_zero:
         return None
     candidates = _choice_candidates(arch, site, get_op(old_op).role(site.stride) != PARAM_FREE)

@@ -3,16 +3,7 @@
 A genome is a plain ``{choice: value}`` dict in which every combination of allowed values is a valid
 architecture, so sampling and mutation never need repairs. The encoding is the one of the multi-trial
 search's Optuna parameters (:mod:`pflnas.multitrial.space`), so genomes of one-shot and multi-trial
-searches read alike:
-
-* NB201 cells (every edge kept): ``<group>.edge<node><-<source>`` is the edge's op, ``none`` included.
-* DARTS cells (each node keeps ``keep_edges`` = 2 incoming edges): ``<group>.node<n>.inputs`` is the set of
-  kept sources (``"0,2"``), ``<group>.node<n>.op0`` / ``.op1`` the op on the lower / higher of them
-  (``none`` excluded, as the derivation excludes it). Edges not kept contribute nothing.
-* Block spaces: ``<group>.op`` is the block's op among those valid at its stride.
-
-:meth:`GenomeSpace.edge_ops` turns a genome into one decision per supernet choice (the op, or ``None``
-for a dropped edge); :meth:`GenomeSpace.to_architecture` into a validated record.
+searches read alike. The choice names per space kind are listed on :class:`GenomeSpace`.
 """
 
 from __future__ import annotations
@@ -44,7 +35,17 @@ def genome_key(genome: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class GenomeSpace:
-    """The choices of ``space``: ``options`` maps each choice to its allowed values, in a fixed order."""
+    """The choices of ``space``: ``options`` maps each choice to its allowed values, in a fixed order.
+
+    * NB201 cells (every edge kept): ``<group>.edge<node><-<source>`` is the edge's op, ``none`` included.
+    * DARTS cells (each node keeps ``keep_edges`` = 2 incoming edges): ``<group>.node<n>.inputs`` is the
+      set of kept sources (``"0,2"``), ``<group>.node<n>.op0`` / ``.op1`` the op on the lower / higher of
+      them (``none`` excluded, as the derivation excludes it). Edges not kept contribute nothing.
+    * Block spaces: ``<group>.op`` is the block's op among those valid at its stride.
+
+    :meth:`edge_ops` turns a genome into one decision per supernet choice (the op, or ``None`` for a
+    dropped edge); :meth:`to_architecture` into a validated record.
+    """
 
     space: SpaceConfig
     options: dict[str, tuple[str, ...]]

@@ -1,20 +1,8 @@
 """The found.json record: a versioned, strictly validated description of a found architecture.
 
-Schema version 1 (documented in docs/found_json.md)::
-
-    {
-      "schema_version": 1,
-      "space": {"name", "kind", "ops", "nodes", "alpha_mode", "layers", ...},   # the resolved space
-      "cells": [{"name": "cell0", "type": "normal", "concat": [2, 3, 4, 5],
-                 "edges": [{"node": 2, "source": 0, "op": "max_pool_3x3"}, ...]}, ...],
-      "probabilities": {"cell0.edge2<-0": {"conv_3x3": 0.21, ...}, ...},
-      "param_free_share": 0.5,
-      "provenance": {...}
-    }
-
-Block spaces (``resnet_block``, ``vit_block``, ``pit_block``) carry ``"blocks"`` instead of ``"cells"``:
-one ``{"name": "block3", "type": "normal", "op": "max_pool_3x3"}`` per alpha group, and probability
-labels ``block3.op``.
+Every study, retraining and report reads architectures from this one file, so it is validated against its
+space when built or loaded (a bad record fails with one clear line, not later in training). The schema
+(version 1, docs/found_json.md) is sketched on :class:`Architecture`.
 """
 
 from __future__ import annotations
@@ -78,7 +66,21 @@ class Decision:
 class Architecture:
     """A found architecture: ``cells`` for cell spaces, ``blocks`` for block spaces.
 
-    Build with :func:`load_architecture` or the derivation.
+    Build with :func:`load_architecture` or the derivation. Schema version 1 (docs/found_json.md)::
+
+        {
+          "schema_version": 1,
+          "space": {"name", "kind", "ops", "nodes", "alpha_mode", "layers", ...},   # the resolved space
+          "cells": [{"name": "cell0", "type": "normal", "concat": [2, 3, 4, 5],
+                     "edges": [{"node": 2, "source": 0, "op": "max_pool_3x3"}, ...]}, ...],
+          "probabilities": {"cell0.edge2<-0": {"conv_3x3": 0.21, ...}, ...},
+          "param_free_share": 0.5,
+          "provenance": {...}
+        }
+
+    Block spaces (``resnet_block``, ``vit_block``, ``pit_block``) carry ``"blocks"`` instead of
+    ``"cells"``: one ``{"name": "block3", "type": "normal", "op": "max_pool_3x3"}`` per alpha group, and
+    probability labels ``block3.op``.
     """
 
     space: SpaceConfig
