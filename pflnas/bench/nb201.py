@@ -1,24 +1,9 @@
 """NAS-Bench-201 ground truth, offline: CIFAR-10 test accuracy of all 15,625 cells.
 
-The numbers come from the PyPI package ``analog-nasbench`` (extra ``bench``: ``pip install 'pflnas[bench]'``),
-which ships one pickle, ``analognasbench/data.anb``: ``{(i0, ..., i5): Architecture}`` where
-``Architecture.baseline_accuracy`` is the digital (full-precision) CIFAR-10 test accuracy in percent after the
-NAS-Bench-201 200-epoch protocol, retrained by AnalogNAS-Bench (best cell 94.07; NAS-Bench-201's own best is
-94.37), alongside analog-hardware metrics (``ptq_accuracy``, ``qat_accuracy``, ``noisy_accuracy``,
-``analog_accuracy``). The package's module imports ``pkg_resources``, which current setuptools no longer
-ships, so the file is found through the distribution's file list and read here, with an unpickler that
-accepts only the package's two record classes (nothing else in the file can run).
-
-Key encoding, checked against the data (see tests/test_bench_nb201.py):
-
-* op index: 0 ``skip_connect``, 1 ``none``, 2 ``conv_3x3``, 3 ``conv_1x1``, 4 ``avg_pool_3x3``; the
-  all-``none`` cell is at chance (10.0), the all-``conv_3x3`` cell (93.2) beats all-``conv_1x1`` (89.5);
-* position: edges 0->1, 0->2, 0->3, 1->2, 1->3, 2->3; exactly the three 3-edge cuts of the DAG under this
-  order ({0->1, 0->2, 0->3}, {0->3, 1->3, 2->3}, {0->1, 0->3, 2->3}) are at chance for every choice of the
-  other edges, and the best cells keep the ResNet-like ``skip_connect`` on 0->3.
-
-pflnas' ``nb201`` space has the same nodes (0 input, 1..3 intermediate, 3 the output) and the same op
-semantics (ReLU-Conv-BN convs, avg-pool without padding counted, identity), so a cell maps one to one.
+A search on the ``nb201`` space can be scored against true trained accuracy without training anything.
+The numbers come from the PyPI package ``analog-nasbench`` (extra ``bench``), whose pickle is read here
+directly and safely (see :func:`data_path`, :class:`NB201Table`). pflnas' ``nb201`` space has the same
+nodes and op semantics, so a cell maps one to one onto the package's key (see :func:`encode_index`).
 """
 
 from __future__ import annotations
@@ -57,6 +42,8 @@ class _Record:
 
 
 class _SafeUnpickler(pickle.Unpickler):
+    """Accepts only the package's two record classes, so nothing else in the data file can run."""
+
     ALLOWED = {("analognasbench.data", "Architecture"), ("analognasbench.data", "DriftMeasurement")}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -66,7 +53,12 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def data_path() -> Path:
-    """The installed ``analognasbench/data.anb`` (ConfigError naming the install command if missing)."""
+    """The installed ``analognasbench/data.anb`` (ConfigError naming the install command if missing).
+
+    Install with ``pip install 'pflnas[bench]'``. The package's module imports ``pkg_resources``, which
+    current setuptools no longer ships, so the file is found through the distribution's file list and read
+    here (with :class:`_SafeUnpickler`) instead of through the package.
+    """
     try:
         dist = importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
@@ -85,7 +77,19 @@ def data_path() -> Path:
 
 def encode_index(code: Code) -> int:
     """The flat index of a key: base-5 digits, edge position 0 most significant (``acc.reshape([5] * 6)``
-    puts position i on axis i)."""
+    puts position i on axis i).
+
+    Key encoding, checked against the data (see tests/test_bench_nb201.py):
+
+    * op index: 0 ``skip_connect``, 1 ``none``, 2 ``conv_3x3``, 3 ``conv_1x1``, 4 ``avg_pool_3x3``; the
+      all-``none`` cell is at chance (10.0), the all-``conv_3x3`` cell (93.2) beats all-``conv_1x1`` (89.5);
+    * position: edges 0->1, 0->2, 0->3, 1->2, 1->3, 2->3; exactly the three 3-edge cuts of the DAG under
+      this order ({0->1, 0->2, 0->3}, {0->3, 1->3, 2->3}, {0->1, 0->3, 2->3}) are at chance for every choice
+      of the other edges, and the best cells keep the ResNet-like ``skip_connect`` on 0->3.
+
+    pflnas' ``nb201`` space has the same nodes (0 input, 1..3 intermediate, 3 the output) and the same op
+    semantics (ReLU-Conv-BN convs, avg-pool without padding counted, identity), so a cell maps one to one.
+    """
     return sum(op * len(OPS) ** (len(EDGES) - 1 - i) for i, op in enumerate(code))
 
 
@@ -124,7 +128,14 @@ class NB201Stats:
 
 
 class NB201Table:
-    """CIFAR-10 test accuracy (percent) of every NAS-Bench-201 cell, indexed by the package's key."""
+    """CIFAR-10 test accuracy (percent) of every NAS-Bench-201 cell, indexed by the package's key.
+
+    The package's pickle ``analognasbench/data.anb`` is ``{(i0, ..., i5): Architecture}``, where
+    ``Architecture.baseline_accuracy`` is the digital (full-precision) CIFAR-10 test accuracy in percent
+    after the NAS-Bench-201 200-epoch protocol, retrained by AnalogNAS-Bench (best cell 94.07;
+    NAS-Bench-201's own best is 94.37), alongside analog-hardware metrics (``ptq_accuracy``,
+    ``qat_accuracy``, ``noisy_accuracy``, ``analog_accuracy``).
+    """
 
     def __init__(self, accuracy: np.ndarray, metric: str = "baseline_accuracy", source: str = ""):
         if accuracy.shape != (NUM_CELLS,) or not np.isfinite(accuracy).all():

@@ -2,12 +2,9 @@
 does the best parameter-free op beat the best trainable op at that edge? And which ops sit on the
 accuracy-vs-parameters Pareto front of all 15,625 cells?
 
-A search's "win" is an argmax of architecture weights; these are wins in trained accuracy, read off the table
-for every one of the 6 x 3,125 (edge, context) pairs. Which ops count as parameter-free comes from the op
-registry (``param_free`` at the edge's stride), so another op set needs no change here. Parameter counts come
-from pflnas' own NB201 network builder: one build per (edge, op) gives each op's parameters at each position,
-and a cell's count is the all-``none`` network plus the sum over its edges (verified against real builds
-in tests/test_bench_op_wins.py).
+A search's "win" is an argmax of architecture weights; these are wins in trained accuracy, read off the
+table for every one of the 6 x 3,125 (edge, context) pairs. Parameter-freeness comes from the op registry
+(``param_free`` at the edge's stride), so another op set needs no change here.
 """
 
 from __future__ import annotations
@@ -87,7 +84,11 @@ def op_wins(table: NB201Table, threshold: float = DISCONNECTED) -> dict[str, dic
 @functools.lru_cache(maxsize=2)
 def edge_op_params(table: NB201Table) -> tuple[int, np.ndarray]:
     """(params of the all-``none`` network, [edge, op] parameters each op adds at each position), from
-    pflnas' NB201 builder at the NB201 protocol size (C=16, 5 cells per stage, 10 classes)."""
+    pflnas' NB201 builder at the NB201 protocol size (C=16, 5 cells per stage, 10 classes).
+
+    One build per (edge, op) instead of one per cell: a cell's count is the all-``none`` network plus the
+    sum over its edges (verified against real builds in tests/test_bench_op_wins.py).
+    """
     none = OPS.index(next(op for op in OPS if get_op(op).is_zero))
     base = network_params(table, (none,) * len(EDGES))
     extra = np.zeros((len(EDGES), len(OPS)), dtype=np.int64)

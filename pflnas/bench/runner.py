@@ -1,11 +1,8 @@
 """Run search strategies against the NAS-Bench-201 table, one seed at a time.
 
-Multi-trial strategies (``evolution``, ``random``) run through :func:`pflnas.multitrial.run_trials` on an
-in-memory Optuna study, exactly as a real multi-trial search would; the fitness of each queried cell is a
-selection signal (:mod:`pflnas.bench.selection`), and the table only *reports* the test accuracy of the cell
-the signal picked. One-shot strategies (``darts``, ``gdas``, ...) run a real supernet search on the ``nb201``
-space; the table then scores the cell they found.
-
+Multi-trial strategies run exactly as a real multi-trial search would but select on a signal
+(:mod:`pflnas.bench.selection`), never on the accuracy the table reports (:func:`run_multitrial_seed`);
+one-shot strategies run a real supernet search whose found cell the table scores (:func:`run_oneshot_seed`).
 Each seed's result is one JSON file, written atomically when the seed finishes, so an interrupted bench keeps
 its finished seeds and a re-run with the same settings reuses them.
 """
@@ -90,7 +87,11 @@ def score(table: NB201Table, arch: Architecture) -> dict[str, Any]:
 def run_multitrial_seed(table: NB201Table, plan: MultiTrialPlan, seed: int, signal: Signal) -> dict[str, Any]:
     """One seed of a multi-trial strategy whose fitness is ``signal``; the table reports the test accuracy
     of the cell the signal ranks best (ties: the earliest query), and of the best-so-far cell after each
-    query (``curve``)."""
+    query (``curve``).
+
+    Multi-trial strategies (``evolution``, ``random``) run through :func:`pflnas.multitrial.run_trials` on
+    an in-memory Optuna study; the table only *reports* the test accuracy of the cell the signal picked.
+    """
     import optuna
 
     from pflnas.multitrial import run_trials
@@ -151,8 +152,8 @@ def oneshot_images(config: dict[str, Any], train_images: int = 50_000) -> int:
 
 
 def run_oneshot_seed(table: NB201Table, cfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
-    """One seed of a one-shot strategy: a search on ``nb201`` in ``run_dir`` (resumed if it has a
-    checkpoint), its found.json scored by the table."""
+    """One seed of a one-shot strategy (``darts``, ``gdas``, ...): a real supernet search on ``nb201`` in
+    ``run_dir`` (resumed if it has a checkpoint), its found.json scored by the table."""
     from pflnas.train.layout import CHECKPOINT, FOUND
     from pflnas.train.search import SearchRun
 

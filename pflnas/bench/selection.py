@@ -1,16 +1,9 @@
 """What a multi-trial seed on NAS-Bench-201 selects on (``--selection``): never the accuracy it reports.
 
 The table holds CIFAR-10 *test* accuracy. A search that keeps the queried cell with the best test accuracy
-and then reports that accuracy has selected on its own score. So a seed's fitness comes from a signal:
-
-* ``zero-cost``: NASWOT on the untrained network (:mod:`pflnas.bench.zero_cost`), cheap on a CPU;
-* ``proxy``: the cell really trained briefly on the weight half of the CIFAR-10 search split, scored on the
-  held-out half (validation images from the training set, never the test set), as NAS-Bench-201's own
-  REA and random search select on validation accuracy;
-* ``oracle``: the table's test accuracy itself, only when asked for, and labelled as such everywhere.
-
-Every signal is a multi-trial evaluator: ``accuracy`` is the fitness mapped into [0, 1] (strictly increasing,
-so the ranking is the signal's), ``signal`` the raw value. Each signal counts the budget it spends.
+and then reports that accuracy has selected on its own score. So a seed's fitness comes from a signal
+(:class:`Signal`): ``zero-cost`` (:class:`ZeroCostSignal`), ``proxy`` (:class:`ProxySignal`), or ``oracle``
+(:class:`OracleSignal`), the last only when asked for and labelled as such everywhere.
 """
 
 from __future__ import annotations
@@ -77,7 +70,11 @@ class SelectionSpec:
 
 
 class Signal(Protocol):
-    """A seed's evaluator: ``{"accuracy": fitness in [0, 1], "signal": raw value}``, and its spending."""
+    """A seed's evaluator: ``{"accuracy": fitness in [0, 1], "signal": raw value}``, and its spending.
+
+    ``accuracy`` is the fitness mapped into [0, 1] by :func:`to_unit` (strictly increasing, so the ranking
+    is the signal's), ``signal`` the raw value. Each signal counts the budget it spends.
+    """
 
     queries: int
     images: int
@@ -103,8 +100,8 @@ class OracleSignal:
 
 
 class ZeroCostSignal:
-    """NASWOT of the untrained cell; ``images`` counts the batch of every query, ``computed`` the scores
-    not found in the cache."""
+    """``zero-cost``: NASWOT of the untrained cell (:mod:`pflnas.bench.zero_cost`), cheap on a CPU;
+    ``images`` counts the batch of every query, ``computed`` the scores not found in the cache."""
 
     epochs_per_query = 0
 
@@ -125,7 +122,12 @@ class ZeroCostSignal:
 
 
 class ProxySignal:
-    """Held-out accuracy after a short training of the cell (see :class:`ProxyConfig`)."""
+    """``proxy``: held-out accuracy after a short training of the cell (see :class:`ProxyConfig`).
+
+    The cell trains on the weight half of the CIFAR-10 search split and is scored on the held-out half
+    (validation images from the training set, never the test set), as NAS-Bench-201's own REA and random
+    search select on validation accuracy.
+    """
 
     def __init__(self, table: NB201Table, spec: SelectionSpec, seed: int):
         from pflnas.device import resolve_device
