@@ -1,28 +1,9 @@
 """The NNI 3.0 model space of a pflnas space (imports ``nni``; reach it through :mod:`pflnas.bridges.nni`).
 
-Every candidate is the module the pflnas supernet builds for that position
-(:func:`pflnas.supernet.mixed.candidate` for cells: affine-free BN, BN after pooling when ``pool_bn``;
-:func:`pflnas.ops.create_op` in the space's context for blocks), and the macro skeletons mirror
-:mod:`pflnas.supernet.network`:
-
-* ``darts_cell``: stem, ``layers`` cells with reductions at 1/3 and 2/3, global pool, classifier, with one
-  of two cell layouts:
-
-  - ``layout="cell"`` (NNI's own DARTS space): each cell is an ``nni.nas.nn.pytorch.Cell`` labelled with
-    the pflnas alpha group (``cell3``, or ``normal`` / ``reduce`` in shared mode) with ``keep_edges`` (2)
-    ops per node; its choices read ``cell3/op_{node}_{k}`` (an op) and ``cell3/input_{node}_{k}`` (a
-    source). NNI's differentiable strategies turn such a cell into every edge ``cell3/{node}_{source}``
-    with one alpha per candidate plus one for NNI's own "no edge" (its ``none``), so the space's ``none``
-    op, if it has one, is not listed again. Every NNI strategy but Proxyless takes it.
-  - ``layout="edges"`` (pflnas' own supernet): every edge is a ``LayerChoice`` over all the space's ops
-    labelled with its pflnas label (``cell3.edge2<-0``); a node sums its incoming edges. Proxyless needs
-    it (NNI 3.0 has no Proxyless ``Cell``).
-* ``nb201_cell``: the NAS-Bench-201 skeleton with edge cells as above (``cell.edge2<-0``); the output is the
-  last node.
-* block spaces: the pflnas body (ResNet / ViT / PiT) whose every slot is a ``LayerChoice`` labelled
-  ``block3.op`` (or ``normal.op`` / ``reduce.op`` in shared mode).
-
-Choices with the same label (shared alpha mode) are one decision in NNI, as in pflnas.
+Every candidate is the module the pflnas supernet builds for that position, and the macro skeletons mirror
+:mod:`pflnas.supernet.network`, so NNI searches exactly the network pflnas would and its choice maps back
+label for label. Choices with the same label (shared alpha mode) are one decision in NNI, as in pflnas.
+The skeletons, layouts and labels are listed on :class:`PflnasModelSpace`.
 """
 
 from __future__ import annotations
@@ -120,7 +101,28 @@ class _EdgeCell(nn.Module):
 
 
 class PflnasModelSpace(ModelSpace):
-    """A pflnas search space as an NNI 3.0 model space (see the module docstring).
+    """A pflnas search space as an NNI 3.0 model space.
+
+    Candidates: :func:`pflnas.supernet.mixed.candidate` for cells (affine-free BN, BN after pooling when
+    ``pool_bn``); :func:`pflnas.ops.create_op` in the space's context for blocks. Skeletons:
+
+    * ``darts_cell``: stem, ``layers`` cells with reductions at 1/3 and 2/3, global pool, classifier, with
+      one of two cell layouts:
+
+      - ``layout="cell"`` (NNI's own DARTS space): each cell is an ``nni.nas.nn.pytorch.Cell`` labelled
+        with the pflnas alpha group (``cell3``, or ``normal`` / ``reduce`` in shared mode) with
+        ``keep_edges`` (2) ops per node; its choices read ``cell3/op_{node}_{k}`` (an op) and
+        ``cell3/input_{node}_{k}`` (a source). NNI's differentiable strategies turn such a cell into every
+        edge ``cell3/{node}_{source}`` with one alpha per candidate plus one for NNI's own "no edge" (its
+        ``none``), so the space's ``none`` op, if it has one, is not listed again. Every NNI strategy but
+        Proxyless takes it.
+      - ``layout="edges"`` (pflnas' own supernet): every edge is a ``LayerChoice`` over all the space's
+        ops labelled with its pflnas label (``cell3.edge2<-0``); a node sums its incoming edges.
+        Proxyless needs it (NNI 3.0 has no Proxyless ``Cell``).
+    * ``nb201_cell``: the NAS-Bench-201 skeleton with edge cells as above (``cell.edge2<-0``); the output
+      is the last node.
+    * block spaces: the pflnas body (ResNet / ViT / PiT) whose every slot is a ``LayerChoice`` labelled
+      ``block3.op`` (or ``normal.op`` / ``reduce.op`` in shared mode).
 
     ``space`` is the resolved space as :meth:`SpaceConfig.to_dict` gives it (plain data, so NNI can record
     and replay the constructor when it freezes an architecture).

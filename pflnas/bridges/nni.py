@@ -1,38 +1,11 @@
 """Bridge to NNI 3.0: a pflnas space as an NNI model space, and NNI's exported choice as a found.json.
 
-NNI (Microsoft's Neural Network Intelligence) 3.0 is archived; it needs ``filelock<3.12`` and
+NNI (Microsoft's Neural Network Intelligence) 3.0 is archived and needs ``filelock<3.12`` and
 pytorch-lightning, so it lives in the optional extra ``nni`` (``pip install 'pflnas[nni]'``, best in a
-separate virtual environment). Nothing in the core package imports this module.
-
-Library API::
-
-    from pflnas.bridges.nni import to_nni_model_space, from_nni_choice, run_nni_search
-
-    model_space = to_nni_model_space(space)              # nni.nas.nn.pytorch.ModelSpace
-    result = run_nni_search(space, "darts", train_set, val_set, epochs=50, batch_size=64)
-    save_architecture(result.architecture, "found.json")  # a valid pflnas record
-
-    arch = from_nni_choice(space, exported_choice, probabilities=export_probs)  # no nni import needed
-
-* :func:`to_nni_model_space` builds the space with the very candidate modules of the pflnas supernet
-  (:func:`pflnas.supernet.mixed.candidate` / :func:`pflnas.ops.create_op`); labels are the pflnas labels
-  (``cell3.edge2<-0``, ``block4.op``) or, for DARTS cells in NNI's ``Cell`` layout, ``cell3/op_2_0`` and
-  ``cell3/input_2_0`` (see :mod:`pflnas.bridges._nni_space`).
-* :func:`run_nni_search` runs NNI's DARTS, GumbelDARTS, Proxyless, RandomOneShot (one-shot) or
-  RegularizedEvolution / Random (multi-trial) in NNI's in-process ``SequentialExecutionEngine`` (what
-  ``NasExperiment`` uses for one-shot strategies, without its experiment manifest and log directory).
-  (NNI's ENAS also needs ``tianshou``, which the extra does not install; pass ``nni.nas.strategy.ENAS()``
-  as ``strategy`` if you have it.)
-* :func:`from_nni_choice` turns the exported choice (``{label: op}``, ``{label: [source]}``) into an
-  :class:`~pflnas.arch.record.Architecture` that validates as a found.json.
-
-Compatibility shims NNI 3.0 needs with current torch / Lightning (all in this module):
-
-1. ``import nni.nas.nn.pytorch`` warns that ``torch.nn.Buffer`` and other new ``torch.nn`` classes are "not
-   a nn.Module" (NNI wraps every ``torch.nn`` class when imported); harmless, silenced on import.
-2. NNI's Lightning evaluator keeps one ``Trainer``: in the sequential engine a multi-trial strategy's second
-   trial calls ``fit`` on a finished trainer, which trains nothing and fails reading ``val_acc``. Multi-trial
-   runs here build a fresh evaluator (and trainer) per trial.
+separate virtual environment) and nothing in the core package imports this module. The model space is built
+from the very candidate modules of the pflnas supernet, so NNI searches what pflnas searches and its choice
+converts to a valid record. Usage: :func:`run_nni_search`. The shims NNI 3.0 needs with current torch /
+Lightning live here, marked "shim 1" and "shim 2" where they apply.
 """
 
 from __future__ import annotations
@@ -99,7 +72,8 @@ def require_nni() -> None:
 
 def _import_nni() -> Any:
     with warnings.catch_warnings():
-        # shim 1: NNI wraps every torch.nn class and warns about the ones that are not modules.
+        # shim 1: NNI wraps every torch.nn class when imported and warns that torch.nn.Buffer and other new
+        # torch.nn classes are "not a nn.Module"; harmless, so silenced here.
         warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
         nni = importlib.import_module("nni")
         version = getattr(nni, "__version__", "?")
@@ -129,6 +103,10 @@ def to_nni_model_space(
 
     ``layout`` matters for DARTS cells only: ``cell`` (NNI's ``Cell``, the default) or ``edges`` (one
     ``LayerChoice`` per edge, as the pflnas supernet). ``image_size`` picks a block space's stem.
+
+    Candidates are the pflnas supernet's own (:func:`pflnas.supernet.mixed.candidate` /
+    :func:`pflnas.ops.create_op`); labels are the pflnas labels (``cell3.edge2<-0``, ``block4.op``) or, for
+    DARTS cells in NNI's ``Cell`` layout, ``cell3/op_2_0`` and ``cell3/input_2_0``.
     """
     layout = layout or default_layout(space)
     if layout not in LAYOUTS:
@@ -243,7 +221,11 @@ def classification_evaluator(
 
 
 def _fresh_evaluator(factory: Callable[[], Any]) -> Any:
-    """Shim 2: an evaluator that builds a new Lightning evaluator (and trainer) for every trial."""
+    """Shim 2: an evaluator that builds a new Lightning evaluator (and trainer) for every trial.
+
+    NNI's Lightning evaluator keeps one ``Trainer``: in the sequential engine a multi-trial strategy's
+    second trial calls ``fit`` on a finished trainer, which trains nothing and fails reading ``val_acc``.
+    """
     from nni.nas.evaluator import Evaluator
 
     class FreshEvaluator(Evaluator):
@@ -279,7 +261,20 @@ def run_nni_search(
     ``train`` / ``val`` are map-style datasets of ``(image, label)``; one-shot strategies train weights on
     ``train`` and architecture weights on ``val`` (NNI's DARTS interleaves them), multi-trial ones train each
     sampled network for ``epochs`` on ``train`` and rank by accuracy on ``val``, over ``max_models`` trials.
-    ``strategy`` is a name from :data:`STRATEGIES` (with ``strategy_kwargs``) or an NNI strategy object.
+    ``strategy`` is a name from :data:`STRATEGIES` (with ``strategy_kwargs``) or an NNI strategy object:
+    NNI's DARTS, GumbelDARTS, Proxyless, RandomOneShot (one-shot) or RegularizedEvolution / Random
+    (multi-trial). NNI's ENAS also needs ``tianshou``, which the extra does not install; pass
+    ``nni.nas.strategy.ENAS()`` as ``strategy`` if you have it. The engine is NNI's in-process
+    ``SequentialExecutionEngine`` (what ``NasExperiment`` uses for one-shot strategies, without its
+    experiment manifest and log directory). Library use::
+
+        from pflnas.bridges.nni import to_nni_model_space, from_nni_choice, run_nni_search
+
+        model_space = to_nni_model_space(space)              # nni.nas.nn.pytorch.ModelSpace
+        result = run_nni_search(space, "darts", train_set, val_set, epochs=50, batch_size=64)
+        save_architecture(result.architecture, "found.json")  # a valid pflnas record
+
+        arch = from_nni_choice(space, exported_choice, probabilities=export_probs)  # no nni import needed
     """
     require_nni()
     from nni.nas.oneshot.pytorch.strategy import OneShotStrategy

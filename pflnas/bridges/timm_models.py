@@ -1,19 +1,9 @@
 """pflnas derived networks as timm models: ``timm.create_model("pflnas", arch=..., **settings)``.
 
-``arch`` is a found.json path or an :class:`~pflnas.arch.record.Architecture`; the settings are those of
-:func:`~pflnas.models.build_network` under timm's names where timm has one (``in_chans``;
-``drop_path_rate`` is accepted as an alias of ``drop_path``). The network is the same module, with the
-same ``state_dict`` keys, as ``build_network`` returns, given the timm interface (``num_classes``,
-``num_features``, ``forward_features``, ``forward_head``, ``get_classifier``, ``reset_classifier``) by a
-subclass its class is switched to. ``forward`` keeps the pflnas contract (an auxiliary head returns
-:class:`~pflnas.models.AuxOutput` in training mode).
-
-There are no pretrained weights. Weights come from a ``pflnas retrain`` checkpoint (see
-:mod:`pflnas.trained`), given as ``checkpoint=PATH`` or as ``pretrained=True,
-pretrained_cfg_overlay=dict(file=PATH)``; its stored network settings are used (others may repeat them,
-not contradict them) and auxiliary-head weights are optional. timm's own ``checkpoint_path=PATH`` (with
-``pretrained=False``) also works when the network matches, auxiliary head included. The tags
-``pflnas.cifar10``, ``pflnas.imagenet`` and ``pflnas.fashion-mnist`` pick the dataset.
+timm users get pflnas networks through the API they already use. The network is the very module
+:func:`~pflnas.models.build_network` returns, its class switched to a subclass with the timm interface
+(not wrapped), so ``state_dict`` keys and pflnas checkpoints stay the same and ``forward`` keeps the pflnas
+contract. Settings, weights and tags are described on :func:`pflnas`.
 """
 
 from __future__ import annotations
@@ -333,7 +323,21 @@ def _weights_source(
 
 
 def pflnas(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """The derived network of ``arch=`` (found.json path or Architecture); see the module docstring."""
+    """The derived network of ``arch=`` (found.json path or Architecture).
+
+    The settings are those of :func:`~pflnas.models.build_network` under timm's names where timm has one
+    (``in_chans``; ``drop_path_rate`` is accepted as an alias of ``drop_path``). The timm interface is
+    ``num_classes``, ``num_features``, ``forward_features``, ``forward_head``, ``get_classifier``,
+    ``reset_classifier``; ``forward`` keeps the pflnas contract (an auxiliary head returns
+    :class:`~pflnas.models.AuxOutput` in training mode).
+
+    There are no pretrained weights. Weights come from a ``pflnas retrain`` checkpoint (see
+    :mod:`pflnas.trained`), given as ``checkpoint=PATH`` or as ``pretrained=True,
+    pretrained_cfg_overlay=dict(file=PATH)``; its stored network settings are used (others may repeat them,
+    not contradict them) and auxiliary-head weights are optional. timm's own ``checkpoint_path=PATH`` (with
+    ``pretrained=False``) also works when the network matches, auxiliary head included. The tags
+    ``pflnas.cifar10``, ``pflnas.imagenet`` and ``pflnas.fashion-mnist`` pick the dataset.
+    """
     return _create_pflnas("pflnas", pretrained=pretrained, **kwargs)
 
 
