@@ -1,18 +1,10 @@
 """The expected latency of a supernet's architecture distribution, and the architecture loss that adds it.
 
-``E[lat] = sum over choices c, ops o of p_c(o) * lat(c, o)`` where ``p_c = softmax(alpha_c)`` and
-``lat(c, o)`` is the latency table's cost of op ``o`` at choice ``c`` (ms per batch; ``none`` costs 0; see
-:mod:`pflnas.measure.latency_table`). ``p`` is always the plain softmax of the alphas, whatever the strategy
-mixes with: GDAS' forward runs hard Gumbel samples but its latency term is the soft expectation, so every
-op's alpha gets a gradient. PC-DARTS' edge normalisation is not used: a DARTS cell's edge cost already
-carries the share of edges a node keeps (``keep / in_degree``), which is what edge normalisation decides.
-
-The architecture objective becomes ``CE(held-out batch) + weight * E[lat]``, ``weight`` per millisecond.
-The loop composes it once (:meth:`LatencyTerm.objective`) and hands it to the strategy as the
-architecture loss, which strategies call on the held-out batch only: second-order DARTS' calls on training
-batches -- its virtual weight step and its finite-difference Hessian term -- stay pure cross-entropy, and
-since ``E[lat]`` does not depend on the weights, no weight gradient changes; only ``d/d alpha`` gains
-``weight * dE[lat]/d alpha``.
+``E[lat]`` is the latency table's cost (:mod:`pflnas.measure.latency_table`) averaged under the plain
+softmax of the alphas, whatever the strategy mixes with, so every op's alpha gets a gradient. It is added
+to the architecture loss only (``CE(held-out batch) + weight * E[lat]``); since it does not depend on the
+weights, no weight gradient changes. The formula and its interaction with the strategies are on
+:class:`LatencyTerm`.
 """
 
 from __future__ import annotations
@@ -31,7 +23,14 @@ Batch = tuple[Tensor, Tensor]
 
 class LatencyTerm:
     """``weight * E[lat]`` of ``supernet`` under ``table`` (costs held as ``[choices, ops]`` tensors per
-    alpha group, on the alphas' device, in ``alpha_matrix`` order)."""
+    alpha group, on the alphas' device, in ``alpha_matrix`` order).
+
+    ``E[lat] = sum over choices c, ops o of p_c(o) * lat(c, o)`` where ``p_c = softmax(alpha_c)`` and
+    ``lat(c, o)`` is the table's cost of op ``o`` at choice ``c`` (ms per batch; ``none`` costs 0). ``p`` is
+    always the plain softmax: GDAS' forward runs hard Gumbel samples but its latency term is the soft
+    expectation. PC-DARTS' edge normalisation is not used: a DARTS cell's edge cost already carries the
+    share of edges a node keeps (``keep / in_degree``), which is what edge normalisation decides.
+    """
 
     def __init__(self, supernet: Supernet, table: LatencyTable, weight: float):
         self.supernet = supernet
@@ -70,7 +69,13 @@ class LatencyTerm:
         return float(self.expected().item())
 
     def objective(self, loss: Callable[[Batch], Tensor]) -> Callable[[Batch], Tensor]:
-        """The architecture objective: ``loss(batch) + weight * E[lat]``."""
+        """The architecture objective: ``loss(batch) + weight * E[lat]``, ``weight`` per millisecond.
+
+        The loop composes it once and hands it to the strategy as the architecture loss, which strategies
+        call on the held-out batch only: second-order DARTS' calls on training batches -- its virtual
+        weight step and its finite-difference Hessian term -- stay pure cross-entropy; only ``d/d alpha``
+        gains ``weight * dE[lat]/d alpha``.
+        """
 
         def arch_loss(batch: Batch) -> Tensor:
             return loss(batch) + self.weight * self.expected()

@@ -1,18 +1,9 @@
 """The per-op latency table of a space on one device: every candidate op timed at every position.
 
-Each distinct op run -- same op, channels in and out, stride, input grid and heads -- is timed once, alone,
-as the derived network builds it (``create_op(op, C, C, stride, context=..., heads=...)``, affine BN),
-with :func:`pflnas.measure.speed.time_forward`'s protocol (eval mode, inference mode, warm-up, then
-``repeats`` timed passes; CUDA events + synchronize on a GPU) at the table's batch, in float32 and the
-contiguous memory format whatever the search's AMP setting; the median is the op's time. ``none`` costs 0
-and is never timed. A choice's cost per op (:attr:`LatencyTable.choices`) sums its positions
-(:mod:`pflnas.measure.positions`): ``sum(position.share * time(op at position.site))``, in milliseconds
-per batch.
-
-Tables are cached as JSON under ``<cache>/latency/`` (``latency.cache_dir``, else ``$PFLNAS_CACHE``, else
-``~/.cache/pflnas``), one file per key: the device (kind, CPU model or GPU name, threads), the torch
-version, the space (a hash of its resolved dict), the image size and the batch. Files are written
-atomically; an unreadable or mismatching file is measured again.
+A latency-aware search needs a cost per (choice, op) that is cheap to look up and stable, so each distinct
+op run is timed once, alone, as the derived network builds it (:func:`time_op`), and a choice's cost sums
+its positions (:mod:`pflnas.measure.positions`; :attr:`LatencyTable.choices`). Measuring takes a while, so
+tables are cached per device, torch version, space, image size and batch (:func:`cached_table`).
 """
 
 from __future__ import annotations
@@ -73,7 +64,8 @@ class OpTiming:
 
 @dataclass(frozen=True)
 class LatencyTable:
-    """``choices[label][op]``: ms per batch the op costs at that choice (0 for ``none``)."""
+    """``choices[label][op]``: ms per batch the op costs at that choice (0 for ``none``): the sum over the
+    choice's positions of ``position.share * time(op at position.site)``."""
 
     key: dict[str, Any]
     choices: dict[str, dict[str, float]]
@@ -141,7 +133,14 @@ def cache_path(key: Mapping[str, Any], cache_dir: str | Path | None = None) -> P
 
 
 def time_op(run: OpRun, cfg: SpeedConfig) -> tuple[float, float]:
-    """Median and IQR (ms per batch) of ``run``'s forward pass at batch ``cfg.batch_size``."""
+    """Median and IQR (ms per batch) of ``run``'s forward pass at batch ``cfg.batch_size``.
+
+    A distinct run is the same op, channels in and out, stride, input grid and heads, built as the derived
+    network builds it (``create_op(op, C, C, stride, context=..., heads=...)``, affine BN) and timed with
+    :func:`pflnas.measure.speed.time_forward`'s protocol (eval mode, inference mode, warm-up, then
+    ``repeats`` timed passes; CUDA events + synchronize on a GPU) in float32 and the contiguous memory
+    format whatever the search's AMP setting; the median is the op's time. ``none`` is never timed.
+    """
     torch.manual_seed(0)  # callers keep their own RNG stream (see measure_table)
     model = create_op(run.op, run.channels, run.channels, run.stride, context=run.context, heads=run.heads)
     site = OpSite(0, run.stride, run.channels, run.height, run.width, run.heads)
@@ -215,7 +214,12 @@ def cached_table(
     space: SpaceConfig, image_size: int, cfg: SpeedConfig, cache_dir: str | Path | None = None
 ) -> TableSource:
     """The cached table for this device, space, image size and batch, else a freshly measured one (then
-    cached; a cache that cannot be written is logged, not fatal)."""
+    cached; a cache that cannot be written is logged, not fatal).
+
+    Tables are JSON under ``<cache>/latency/`` (``latency.cache_dir``, else ``$PFLNAS_CACHE``, else
+    ``~/.cache/pflnas``), one file per key (:func:`table_key`): the device (kind, CPU model or GPU name,
+    threads), the torch version, the space (a hash of its resolved dict), the image size and the batch.
+    Files are written atomically; an unreadable or mismatching file is measured again."""
     key = table_key(space, image_size, cfg)
     path = cache_path(key, cache_dir)
     if path.is_file():

@@ -1,35 +1,10 @@
 """Per-op microbenchmark: every candidate op of a space, timed at the shapes the space runs it at.
 
-For every :class:`~pflnas.spaces.skeletons.OpSite` of ``space.op_sites(image_size)`` (a stage and stride
-with its channels and input grid) and every candidate that can be placed there (``none`` excepted), the op is
-built alone, as the space builds it (``create_op(op, C, C, stride, context=space.context, heads=...)``, affine
-BN), and timed on a random input of batch ``cfg.batch_size`` with :mod:`pflnas.measure.timing`'s protocol
-(:func:`~pflnas.measure.timing.time_calls`: warm-up, timed passes one by one, CUDA events + synchronize on
-CUDA, the GC paused, ``cfg.threads`` threads):
-
-* **forward**: eval mode, every pass in inference mode (and bf16 autocast with ``cfg.amp``);
-* **forward + backward**: train mode (BN uses batch statistics), the forward under bf16 autocast with
-  ``cfg.amp`` and ``out.float().sum().backward()`` outside it (as PyTorch recommends), gradients w.r.t. the
-  input and the parameters; gradients are set to None before every pass, outside the timed region.
-
-Cell and bottleneck ops take ``[batch, C, H, W]`` (channels-last with ``cfg.channels_last``), token mixers
-``[batch, H, W, dim]`` (already channels-last in memory; ``channels_last`` does not apply to it).
-
-Each row also records parameters, MACs of one image's forward (:func:`pflnas.measure.counting.count_macs`:
-conv/linear/matmul only) and an estimate of the forward's minimum memory traffic: the input read, the
-output written (nothing when the op returns its input, as the identity does) and the parameters and
-floating-point buffers read, all at the compute dtype (bfloat16 with ``amp``, else the weights' dtype);
-``gb_per_s`` is that traffic over the median forward time. Kernel-internal traffic (im2col, the expanded
-activations inside a token mixer) is not counted, so this is a lower bound on what the op moves.
-
-Each site has a *baseline* op (the ``baseline`` argument where it can be placed there, else ``conv_3x3``
-where it can, else the space's first candidate that can); every row's ``forward_ratio`` and
-``forward_backward_ratio`` are its median times over the baseline's at the same site.
-
-The network-level estimate of an op is the time of its candidate-op slots in a network where every block
-(or cell edge) runs that op: ``sum(site.blocks * median)`` over the sites. Where the op cannot be placed
-(identity at stride 2, the 2x2-pool + conv op at stride 1) the site's baseline runs instead and the estimate
-names those sites. The rest of the network (1x1 convs, MLPs, stem, head) is not included.
+An op's cost depends on where it runs, so each op is built alone, as the space builds it, at every
+:class:`~pflnas.spaces.skeletons.OpSite` it can be placed at, and timed forward and forward + backward
+(:func:`_measure`). Rows are compared with a per-site baseline op (:func:`site_baseline`) and summed into a
+network-level estimate (:func:`_network_estimate`); MACs and a memory-traffic lower bound
+(:func:`_traffic_bytes`) help tell compute-bound from memory-bound ops.
 """
 
 from __future__ import annotations
@@ -93,7 +68,8 @@ def valid_ops(space: SpaceConfig, stride: int) -> tuple[str, ...]:
 def site_baseline(space: SpaceConfig, stride: int, requested: str | None = None) -> tuple[str, str]:
     """The baseline op at a site of ``stride`` and why (``requested``, ``default``, or a phrase):
     ``requested`` where it can be placed, else ``conv_3x3`` where it can, else the space's first candidate
-    that can."""
+    that can. Every row's ``forward_ratio`` and ``forward_backward_ratio`` are its median times over the
+    baseline's at the same site."""
     valid = valid_ops(space, stride)
     if not valid:
         raise ConfigError(f"space {space.name!r}: no benchmarkable op can be placed at stride {stride}")
@@ -113,7 +89,7 @@ def benchmark_ops(
     ops: Sequence[str] | None = None,
     baseline: str | None = None,
 ) -> OpBenchReport:
-    """Time every candidate op (or ``ops``) of ``space`` at every site it runs at (see the module doc).
+    """Time every candidate op (or ``ops``) of ``space`` at every site it runs at (see :func:`_measure`).
 
     The site baselines are always measured too. Unknown ops raise :class:`ConfigError` naming the space's
     ops; so does an op that can be placed at none of the sites.
@@ -210,6 +186,10 @@ def _bench_site(
 
 
 def _network_estimate(op: str, sites: list[SiteBench], base_fwd: float, base_fb: float) -> NetworkEstimate:
+    """The time of the candidate-op slots of a network where every block (or cell edge) runs ``op``:
+    ``sum(site.blocks * median)`` over the sites. Where ``op`` cannot be placed (identity at stride 2, the
+    2x2-pool + conv op at stride 1) the site's baseline runs instead and the estimate names those sites.
+    The rest of the network (1x1 convs, MLPs, stem, head) is not included."""
     fwd = fb = 0.0
     params = macs = blocks = 0
     substituted = []
@@ -238,7 +218,23 @@ class _Measured(NamedTuple):
 
 
 def _measure(space: SpaceConfig, site: OpSite, op: str, cfg: SpeedConfig, device: torch.device) -> _Measured:
-    """Count, then time the forward and the forward + backward pass of ``op`` built alone at ``site``."""
+    """Count, then time the forward and the forward + backward pass of ``op`` built alone at ``site``.
+
+    Built as the space builds it (``create_op(op, C, C, stride, context=space.context, heads=...)``, affine
+    BN), timed on a random input of batch ``cfg.batch_size`` with :func:`~pflnas.measure.timing.time_calls`
+    (warm-up, timed passes one by one, CUDA events + synchronize on CUDA, the GC paused, ``cfg.threads``
+    threads):
+
+    * **forward**: eval mode, every pass in inference mode (and bf16 autocast with ``cfg.amp``);
+    * **forward + backward**: train mode (BN uses batch statistics), the forward under bf16 autocast with
+      ``cfg.amp`` and ``out.float().sum().backward()`` outside it (as PyTorch recommends), gradients w.r.t.
+      the input and the parameters; gradients are set to None before every pass, outside the timed region.
+
+    Cell and bottleneck ops take ``[batch, C, H, W]`` (channels-last with ``cfg.channels_last``), token
+    mixers ``[batch, H, W, dim]`` (already channels-last in memory; ``channels_last`` does not apply).
+    Parameters and MACs of one image's forward (:func:`pflnas.measure.counting.count_macs`: conv/linear/
+    matmul only) are counted too; ``gb_per_s`` is :func:`_traffic_bytes` over the median forward time.
+    """
     torch.manual_seed(0)
     c = site.channels
     where = f"op {op} at {c} channels"
@@ -287,6 +283,10 @@ def _measure(space: SpaceConfig, site: OpSite, op: str, cfg: SpeedConfig, device
 def _traffic_bytes(
     model: nn.Module, x: torch.Tensor, out_shape: tuple[int, ...], aliases: bool, cfg: SpeedConfig
 ) -> int:
+    """An estimate of the forward's minimum memory traffic: the input read, the output written (nothing
+    when the op returns its input, as the identity does) and the parameters and floating-point buffers
+    read, all at the compute dtype (bfloat16 with ``amp``, else the weights' dtype). Kernel-internal
+    traffic (im2col, the expanded activations inside a token mixer) is not counted: a lower bound."""
     if aliases:  # the op returns its input (identity): nothing is read or written
         return 0
     weights = sum(p.numel() for p in model.parameters())

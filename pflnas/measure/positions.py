@@ -1,15 +1,9 @@
 """Where every architecture choice of a space runs its op in the network, and how often.
 
-A choice (``cell3.edge4<-1``, ``normal.edge2<-0``, ``block5.op``) runs its op at one or more positions: a
-cell space with shared alphas runs each edge in every cell of the group, a block space runs a block's op
-once. Each position is one :class:`~pflnas.spaces.skeletons.OpSite` of ``space.op_sites(image_size)``
-(stage and stride with channels, input grid and heads), found by its ``(stage, stride)``.
-
-``share`` is how much of one run of the op the derived network is expected to keep at that position: 1 for
-NB201 cells (every edge stays) and blocks; ``keep_edges / in_degree`` for a DARTS-cell edge into a node
-with ``in_degree`` incoming edges, of which the derived cell keeps ``keep_edges`` (2): the expected share
-under a uniform choice of the kept edges, so the expected latency is on the derived network's scale rather
-than the supernet's.
+A choice (``cell3.edge4<-1``, ``normal.edge2<-0``, ``block5.op``) may run its op at several places (shared
+alphas run an edge in every cell of the group), and a latency estimate must count each, weighted by how
+much of it the derived network keeps, so that it is on the derived network's scale rather than the
+supernet's. See :class:`Position` for the share.
 """
 
 from __future__ import annotations
@@ -24,7 +18,14 @@ from pflnas.spaces.skeletons import OpSite
 
 @dataclass(frozen=True)
 class Position:
-    """One place a choice's op runs: its site and the share of one run the derived network keeps."""
+    """One place a choice's op runs: its site and the share of one run the derived network keeps.
+
+    ``site`` is one :class:`~pflnas.spaces.skeletons.OpSite` of ``space.op_sites(image_size)`` (stage and
+    stride with channels, input grid and heads), found by its ``(stage, stride)``. ``share`` is 1 for NB201
+    cells (every edge stays) and blocks; ``keep_edges / in_degree`` for a DARTS-cell edge into a node with
+    ``in_degree`` incoming edges, of which the derived cell keeps ``keep_edges`` (2): the expected share
+    under a uniform choice of the kept edges.
+    """
 
     site: OpSite
     share: float = 1.0

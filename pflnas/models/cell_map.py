@@ -1,15 +1,9 @@
 """Which record cell each cell of a derived network reads.
 
-Shared records (``normal``/``reduce`` for DARTS cells, ``cell`` for NB201) give every network cell the
-record cell of its type. Individual records (``cell0`` ... one per search cell) are mapped stage by stage,
-a stage being the run of normal cells between reductions:
-
-* the k-th reduction cell of the network reads the k-th reduction cell of the search network;
-* the normal cell at position ``j`` of the ``n`` normal cells of a network stage reads the search normal
-  cell at position ``floor(j * m / n)`` of the ``m`` search normal cells of the same stage.
-
-So a deeper network repeats each searched cell in place (``m=2, n=6`` gives ``0 0 0 1 1 1``), and a network
-as deep as the search network reads the cells one to one.
+A derived network may be deeper than the search network, so shared records (``normal``/``reduce``,
+``cell``) give every cell the record cell of its type, and individual records (``cell0`` ... one per
+search cell) are mapped stage by stage (:func:`stage_map`): a deeper network repeats each searched cell in
+place, and a network as deep as the search network reads the cells one to one.
 """
 
 from __future__ import annotations
@@ -34,7 +28,13 @@ def _split(types: Sequence[str]) -> tuple[list[list[int]], list[int]]:
 
 
 def stage_map(search_types: Sequence[str], network_types: Sequence[str]) -> list[int]:
-    """For each network position, the search position it copies (the rule in the module docstring)."""
+    """For each network position, the search position it copies.
+
+    A stage is the run of normal cells between reductions. The k-th reduction cell of the network reads
+    the k-th reduction cell of the search network; the normal cell at position ``j`` of the ``n`` normal
+    cells of a network stage reads the search normal cell at position ``floor(j * m / n)`` of the ``m``
+    search normal cells of the same stage (``m=2, n=6`` gives ``0 0 0 1 1 1``).
+    """
     s_stages, s_red = _split(search_types)
     n_stages, n_red = _split(network_types)
     if len(s_red) != len(n_red):
