@@ -1,13 +1,9 @@
 """The short-budget training evaluator of a real multi-trial search.
 
-Each trial builds the sampled architecture as a stand-alone network (the derived network of ``pflnas
-retrain``) at the search network's size -- the space's ``init_channels`` and ``layers``, so ``--set
-space.init_channels=...`` scales trials as it scales a supernet; block spaces are fixed by their skeleton
--- trains it for ``trials.epochs`` epochs on the weight half of the search split with the search's weight
-optimizer settings (SGD, cosine schedule, gradient clipping), and scores it on the held-out half, exactly
-the data a one-shot search uses. Every trial starts from the same seed, so a retried trial reproduces the
-one it replaces (on CPU). Returns ``accuracy`` and ``params`` always, and ``latency_ms`` (median forward
-time at batch 1 on the run's device, :func:`pflnas.measure.speed.measure_latency`) when an objective needs it.
+Each trial trains the sampled architecture briefly as the stand-alone derived network and scores it on the
+held-out half of the search split, exactly the data a one-shot search uses, so multi-trial and one-shot
+results are comparable. Every trial starts from the same seed, so a retried trial reproduces the one it
+replaces (on CPU). Details on :class:`TrainingEvaluator`.
 """
 
 from __future__ import annotations
@@ -32,7 +28,15 @@ LATENCY_WARMUP, LATENCY_REPEATS = 5, 20
 
 
 class TrainingEvaluator:
-    """Scores an architecture by training it briefly (see the module docstring)."""
+    """Scores an architecture by training it briefly.
+
+    Each trial builds the architecture as a stand-alone network (the derived network of ``pflnas
+    retrain``) at the search network's size -- the space's ``init_channels`` and ``layers``, so ``--set
+    space.init_channels=...`` scales trials as it scales a supernet; block spaces are fixed by their
+    skeleton -- trains it for ``trials.epochs`` epochs on the weight half of the search split with the
+    search's weight optimizer settings (SGD, cosine schedule, gradient clipping), and scores it on the
+    held-out half. Returns ``accuracy`` and ``params`` always, and ``latency_ms`` (median forward time at
+    batch 1 on the run's device, :func:`pflnas.measure.speed.measure_latency`) when an objective needs it."""
 
     def __init__(
         self,

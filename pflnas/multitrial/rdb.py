@@ -1,17 +1,9 @@
 """A study in a SQL database (:class:`~optuna.storages.RDBStorage`): SQLite, or a server shared by machines.
 
-What a database server needs beyond Optuna's defaults, found by running workers against a real PostgreSQL:
-
-- Workers that start together on a fresh database all create Optuna's tables at once, and PostgreSQL fails
-  all but one (``duplicate key value violates unique constraint "pg_type_typname_nsp_index"``). They take
-  turns here, under a session-level advisory lock that the server releases if a worker dies holding it.
-- A trial can run for hours while the worker's pooled connections sit idle; a firewall or a server restart
-  drops them. Connections are checked before use (``pool_pre_ping``) and opened with a timeout, so a worker
-  reconnects or fails with a message instead of hanging.
-- ``postgresql://`` means psycopg2 to SQLAlchemy 2.0 and psycopg 3 to 2.1; pflnas[postgres] installs psycopg
-  3, so a URL without a driver uses it when it is there (``postgres://``, libpq's alias, is accepted too).
-
-Heartbeats on a database use the server's clock (``now()``), so the workers' clocks need not agree.
+Optuna's defaults are not enough for workers on a real database server; what it needs beyond them was found
+by running workers against a real PostgreSQL and is set up in :func:`open_rdb_storage` and
+:func:`sqlalchemy_url`. Heartbeats on a database use the server's clock (``now()``), so the workers' clocks
+need not agree.
 """
 
 from __future__ import annotations
@@ -34,7 +26,10 @@ SCHEMA_LOCK_KEY = 0x70666C6E  # "pfln": the advisory lock id that serialises tab
 
 def sqlalchemy_url(url: str) -> str:
     """``url`` as SQLAlchemy should read it: a PostgreSQL URL without a driver gets psycopg 3 when it is
-    installed (SQLAlchemy 2.0 would look for psycopg2), ``postgres://`` becomes ``postgresql://``."""
+    installed (SQLAlchemy 2.0 would look for psycopg2), ``postgres://`` becomes ``postgresql://``.
+
+    ``postgresql://`` means psycopg2 to SQLAlchemy 2.0 and psycopg 3 to 2.1; pflnas[postgres] installs
+    psycopg 3, so a URL without a driver uses it when it is there (``postgres://``, libpq's alias, too)."""
     scheme, _, rest = url.partition("://")
     if scheme in ("postgres", "postgresql"):
         driver = "+psycopg" if importlib.util.find_spec("psycopg") is not None else ""
@@ -44,7 +39,15 @@ def sqlalchemy_url(url: str) -> str:
 
 def open_rdb_storage(url: str, **kwargs: Any) -> RDBStorage:
     """An :class:`~optuna.storages.RDBStorage` for the SQLAlchemy ``url``, set up for a shared server (see
-    the module docstring); ``kwargs`` go to it (heartbeat settings). Any failure is one ConfigError line."""
+    below); ``kwargs`` go to it (heartbeat settings). Any failure is one ConfigError line.
+
+    - Workers that start together on a fresh database all create Optuna's tables at once, and PostgreSQL
+      fails all but one (``duplicate key value violates unique constraint "pg_type_typname_nsp_index"``).
+      They take turns here, under a session-level advisory lock that the server releases if a worker dies
+      holding it.
+    - A trial can run for hours while the worker's pooled connections sit idle; a firewall or a server
+      restart drops them. Connections are checked before use (``pool_pre_ping``) and opened with a
+      timeout, so a worker reconnects or fails with a message instead of hanging."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 

@@ -1,18 +1,9 @@
 """A search space as Optuna parameters: one categorical per discrete choice, decoded into an architecture.
 
-Encoding (every combination of values is a valid architecture, so samplers never need repairs):
-
-* NB201 cells (every edge kept): ``<group>.edge<node><-<source>`` chooses the edge's op, ``none`` included.
-* DARTS cells (each node keeps 2 incoming edges): ``<group>.node<n>.inputs`` chooses the pair of sources
-  (``"0,2"``), and ``<group>.node<n>.op0`` / ``.op1`` the op on the lower / higher of them (``none``
-  excluded, as the derivation excludes it). Ops are attached to the kept inputs rather than to every edge
-  so that no parameter is inactive: changing any one value changes the architecture, which regularized
-  evolution's single-choice mutation relies on.
-* Block spaces: ``<group>.op`` chooses the block's op among those valid at its stride.
-
-Decoding goes through :func:`~pflnas.arch.derive.derive_architecture` with one-hot probabilities on the
-chosen ops (non-kept DARTS edges get uniform probabilities and zero edge strength), so the result is always
-an architecture the space validates, with the same record format as a one-shot search.
+The encoding is the one-shot genome's (:class:`pflnas.arch.genome.GenomeSpace`), in which every
+combination of values is a valid architecture, so samplers never need repairs. Decoding goes through
+:func:`~pflnas.arch.derive.derive_architecture`, so the result is always an architecture the space
+validates, with the same record format as a one-shot search (see :func:`params_to_architecture`).
 """
 
 from __future__ import annotations
@@ -32,8 +23,17 @@ from pflnas.spaces.labels import BLOCK_CHOICE, edge_label
 
 
 def search_space(space: SpaceConfig) -> dict[str, CategoricalDistribution]:
-    """The Optuna parameters of ``space`` in a fixed order: the one-shot genome's choices (see the module
-    docstring and :class:`pflnas.arch.genome.GenomeSpace`)."""
+    """The Optuna parameters of ``space`` in a fixed order: the one-shot genome's choices (see
+    :class:`pflnas.arch.genome.GenomeSpace`).
+
+    * NB201 cells (every edge kept): ``<group>.edge<node><-<source>`` chooses the edge's op, ``none``
+      included.
+    * DARTS cells (each node keeps 2 incoming edges): ``<group>.node<n>.inputs`` chooses the pair of
+      sources (``"0,2"``), and ``<group>.node<n>.op0`` / ``.op1`` the op on the lower / higher of them
+      (``none`` excluded, as the derivation excludes it). Ops are attached to the kept inputs rather than
+      to every edge so that no parameter is inactive: changing any one value changes the architecture,
+      which regularized evolution's single-choice mutation relies on.
+    * Block spaces: ``<group>.op`` chooses the block's op among those valid at its stride."""
     return {key: CategoricalDistribution(values) for key, values in GenomeSpace.of(space).options.items()}
 
 
@@ -50,7 +50,10 @@ def suggest_architecture(
 def params_to_architecture(
     space: SpaceConfig, params: Mapping[str, Any], provenance: dict[str, Any] | None = None
 ) -> Architecture:
-    """The architecture that a full set of parameter values selects; raises ArchitectureError otherwise."""
+    """The architecture that a full set of parameter values selects; raises ArchitectureError otherwise.
+
+    Derived with one-hot probabilities on the chosen ops (non-kept DARTS edges get uniform probabilities
+    and zero edge strength)."""
     dists = search_space(space)
     missing = [name for name in dists if name not in params]
     if missing:

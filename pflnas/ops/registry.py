@@ -1,25 +1,11 @@
-"""The op registry.
+"""The op registry: every candidate operation is registered once under a name.
 
-Every candidate operation is registered once under a name. The supernet, the derived networks,
-found.json and the analysis all use these names. :meth:`OpSpec.role` is the one answer to what an op is
-at a stride: ``zero`` (``none``: no connection, neither side), ``param_free`` or ``trainable`` (DARTS'
-``skip_connect`` is the identity at stride 1 but a FactorizedReduce with parameters at 2).
-
-An op is placed in one of a few *contexts*, and each context has its own factory for the same op name,
-because the module around the spatial operation differs while the operation is the same:
-
-* ``cell``: an edge of a DARTS / NAS-Bench-201 cell (pre-activation ReLU-Op-BN, as DARTS' ``OPS``).
-* ``bottleneck``: the spatial operation of a ResNet bottleneck, between the 1x1 reduction and expansion
-  convs, on a ReLU'd input (post-activation Conv-BN-ReLU; pools are bare, as in the paper's R50-max).
-* ``token``: the token mixer of a transformer block, on a ``[batch, H, W, dim]`` token grid.
-
+The supernet, the derived networks, found.json and the analysis all use these names, and
+:meth:`OpSpec.role` is the one answer to what an op is at a stride. One name has a factory per *context*
+(:data:`CONTEXTS`) because the module around the spatial operation differs while the operation is the same.
 The registry never imports torch: the built-in ops are declared in :mod:`pflnas.ops.catalog` with factories
 named ``"module:function"`` (:class:`~pflnas.lazy.LazyFactory`), so the CLI and the record checks read
 names, contexts and strides without loading torch; a module is imported on its first build.
-
-"Parameter-free" is a property of the spatial (or token-mixing) operation: in ``cell`` and ``bottleneck``
-contexts a parameter-free op's module has no parameters at all; a ``token`` mixer also carries the
-channel projections every mixer has (attention's qkv/proj, the pooling mixer's expand/project linears).
 """
 
 from __future__ import annotations
@@ -35,6 +21,11 @@ from pflnas.names import name_hint
 if TYPE_CHECKING:
     from torch import nn
 
+# Where an op is placed; each context has its own factory for the same op name:
+# - cell: an edge of a DARTS / NAS-Bench-201 cell (pre-activation ReLU-Op-BN, as DARTS' OPS).
+# - bottleneck: the spatial operation of a ResNet bottleneck, between the 1x1 reduction and expansion convs,
+#   on a ReLU'd input (post-activation Conv-BN-ReLU; pools are bare, as in the paper's R50-max).
+# - token: the token mixer of a transformer block, on a [batch, H, W, dim] token grid.
 CONTEXTS = ("cell", "bottleneck", "token")
 ZERO, PARAM_FREE, TRAINABLE = "zero", "param_free", "trainable"
 OpRole = Literal["zero", "param_free", "trainable"]
@@ -62,6 +53,11 @@ class OpSpec:
     can be placed at; ``param_free_strides`` those at which its spatial operation has no trainable
     parameters (and so, given the same input, gives the same output wherever it sits). ``is_zero`` marks
     the ``none`` op, whose output is all zeros.
+
+    "Parameter-free" is a property of the spatial (or token-mixing) operation: in ``cell`` and
+    ``bottleneck`` contexts a parameter-free op's module has no parameters at all; a ``token`` mixer also
+    carries the channel projections every mixer has (attention's qkv/proj, the pooling mixer's
+    expand/project linears).
     """
 
     name: str
@@ -75,8 +71,10 @@ class OpSpec:
         return tuple(c for c in CONTEXTS if c in self.factories)
 
     def role(self, stride: int) -> OpRole:
-        """What the op is at ``stride``: ``zero`` (the ``none`` op, at every stride), ``param_free`` or
-        ``trainable``. The parameter-free share counts ``param_free`` among the non-``zero`` choices."""
+        """What the op is at ``stride``: ``zero`` (the ``none`` op, at every stride: no connection,
+        neither side), ``param_free`` or ``trainable`` (DARTS' ``skip_connect`` is the identity at stride 1
+        but a FactorizedReduce with parameters at 2). The parameter-free share counts ``param_free`` among
+        the non-``zero`` choices."""
         if self.is_zero:
             return "zero"
         return "param_free" if stride in self.param_free_strides else "trainable"

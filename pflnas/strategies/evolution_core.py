@@ -1,14 +1,10 @@
 """Regularized (aging) evolution (Real et al., AAAI 2019) and uniform random search over genomes.
 
-Genomes are ``{choice: value}`` dicts over ``options`` (``{choice: allowed values}``) in which every
-combination is valid (see :mod:`pflnas.arch.genome`). The algorithms know nothing of networks: a fitness
-function scores a genome (higher is better). All randomness comes from the ``rng`` passed in, through
-``rng.randrange(n)`` only, so a seeded ``random.Random`` makes a search deterministic.
-
-Regularized evolution: fill a population of ``population`` random genomes; then each cycle draws
-``sample_size`` distinct members, takes the fittest (ties: the older), mutates one choice that has more than
-one value to a different value (both uniformly), scores the child, appends it and removes the oldest member
-(aging). :class:`RegularizedEvolution` is ask/tell, so a caller may also drive it asynchronously.
+The algorithms know nothing of networks: they work on genomes (``{choice: value}`` dicts over ``options``,
+``{choice: allowed values}``, every combination valid; see :mod:`pflnas.arch.genome`) scored by a fitness
+function (higher is better), so one-shot and multi-trial searches share them. All randomness comes from
+the ``rng`` passed in, through ``rng.randrange(n)`` only, so a seeded ``random.Random`` makes a search
+deterministic.
 """
 
 from __future__ import annotations
@@ -73,7 +69,13 @@ class Proposal:
 
 
 class RegularizedEvolution:
-    """Ask/tell regularized evolution; :meth:`run` drives it with a fitness function."""
+    """Ask/tell regularized evolution; :meth:`run` drives it with a fitness function.
+
+    Fill a population of ``population`` random genomes; then each cycle draws ``sample_size`` distinct
+    members, takes the fittest (ties: the older), mutates one choice that has more than one value to a
+    different value (both uniformly), scores the child, appends it and removes the oldest member (aging).
+    Being ask/tell, it may also be driven asynchronously.
+    """
 
     def __init__(self, options: Options, population: int, sample_size: int, rng: Rng):
         if population < 1:
