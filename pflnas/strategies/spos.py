@@ -1,20 +1,10 @@
 """SPOS (Guo et al., ECCV 2020): single-path one-shot search with uniform sampling, then a search over
 architectures scored with inherited weights.
 
-Supernet training: every forward of the search draws one architecture uniformly from the space (one op
-per block; on cell spaces one op per kept edge, with DARTS nodes keeping 2 inputs as the derived
-architecture does, so the paths trained are exactly the candidates searched later) and runs only that path
-(see :class:`~pflnas.strategies.subnet_eval.PathSelector`). The loop's weight step therefore trains one
-single path; :meth:`arch_grads` returns nothing and the architecture weights are never touched (the loop
-logs their uniform probabilities). The per-epoch validation accuracy the loop logs is that of random
-paths, one per batch (the same paths every epoch). The draws come from a generator seeded from the run's
-seed, kept in ``state_dict()`` so a resumed search draws the same paths.
-
-After training (:meth:`after_training`), candidates are scored by the loop's
-:class:`~pflnas.strategies.subnet_eval.SubnetEvaluator` (BatchNorm recalibrated on training batches, accuracy
-on held-out batches): ``spos`` runs regularized evolution (``spos.population``, ``spos.sample_size``,
-``spos.cycles``); ``spos_random`` scores ``population + cycles`` uniformly random candidates, the same
-budget. found.json is the best candidate; every scored candidate is a row of evolution.jsonl.
+Training one uniformly drawn path per forward, never the architecture weights, decouples supernet training
+from the search, so the paths trained are exactly the candidates searched later (:class:`SPOS`). After
+training, candidates are scored with inherited weights by the loop's
+:class:`~pflnas.strategies.subnet_eval.SubnetEvaluator` (:meth:`SPOS.after_training`).
 """
 
 from __future__ import annotations
@@ -47,6 +37,16 @@ def _path_seed(seed: int) -> int:
 
 
 class SPOS(Strategy):
+    """Supernet training: every forward of the search draws one architecture uniformly from the space (one
+    op per block; on cell spaces one op per kept edge, with DARTS nodes keeping 2 inputs as the derived
+    architecture does) and runs only that path (see :class:`~pflnas.strategies.subnet_eval.PathSelector`).
+    The loop's weight step therefore trains one single path; :meth:`arch_grads` returns nothing and the
+    architecture weights are never touched (the loop logs their uniform probabilities). The per-epoch
+    validation accuracy the loop logs is that of random paths, one per batch (the same paths every epoch).
+    The draws come from a generator seeded from the run's seed, kept in ``state_dict()`` so a resumed
+    search draws the same paths.
+    """
+
     name = "spos"
     updates_alphas = False
     dynamic_path = True
@@ -105,6 +105,11 @@ class SPOS(Strategy):
 
     # --- after training: search with inherited weights ---------------------------------------------
     def after_training(self, evaluate: SubnetEvaluator) -> list[dict[str, Any]] | None:
+        """Score candidates with ``evaluate`` (BatchNorm recalibrated on training batches, accuracy on
+        held-out batches): ``spos`` runs regularized evolution (``spos.population``, ``spos.sample_size``,
+        ``spos.cycles``); ``spos_random`` scores ``population + cycles`` uniformly random candidates, the
+        same budget. found.json is the best candidate; every scored candidate is a row of evolution.jsonl.
+        """
         assert self.genomes is not None, "attach() first"
         if self.selector is not None:  # training is over: the evaluator chooses the paths from now on
             self.selector.remove()

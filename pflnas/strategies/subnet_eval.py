@@ -1,16 +1,9 @@
 """Run one discrete candidate in a supernet, and score candidates with inherited weights.
 
-:class:`PathSelector` makes every forward of a supernet compute exactly one candidate: each choice runs
-only its chosen op with mixing weight 1 (the single-path forward GDAS uses), and a DARTS edge the candidate
-does not keep gets mixing weight 0, so it contributes exact zeros (it runs its cheapest op, ``none`` where
-the space has it, else a parameter-free one, times 0). The mixing weights of each alpha group come from the
-selection, not from the alphas, which stay untouched.
-
-:class:`SubnetEvaluator` is what the search loop hands a one-shot strategy after training
-(:meth:`pflnas.strategies.Strategy.after_training`): for a candidate it selects the path, recalibrates
-every BatchNorm's running statistics on ``bn_batches`` training batches (statistics reset, cumulative
-average, train mode, no gradients), then returns the accuracy on ``eval_batches`` held-out batches in eval
-mode. The supernet's BatchNorm statistics, mixing and mode are restored when the evaluator is closed.
+Single-path strategies and the search after training need the supernet to compute exactly one candidate
+without touching the alphas (:class:`PathSelector`), and a candidate's score is only meaningful once its
+BatchNorm statistics match its own path (:class:`SubnetEvaluator` recalibrates them). Everything the
+evaluator changes in the supernet is restored when it is closed.
 """
 
 from __future__ import annotations
@@ -64,6 +57,11 @@ def idle_index(space: SpaceConfig, ops: tuple[str, ...], stride: int) -> int:
 
 class PathSelector:
     """Makes ``supernet`` compute one candidate (a genome of :class:`GenomeSpace`) per forward.
+
+    Each choice runs only its chosen op with mixing weight 1 (the single-path forward GDAS uses), and a
+    DARTS edge the candidate does not keep gets mixing weight 0, so it contributes exact zeros (it runs
+    :func:`idle_index`'s op times 0). The mixing weights of each alpha group come from the selection, not
+    from the alphas, which stay untouched.
 
     :meth:`install` sets the supernet's mixing and a forward pre-hook; :meth:`select` chooses the
     candidate; ``before_forward`` (if set) runs first in every forward, e.g. to select a new random path.
@@ -185,7 +183,13 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Batch], autocast: 
 
 
 class SubnetEvaluator:
-    """Scores candidates of a trained supernet with inherited weights (see the module docstring).
+    """Scores candidates of a trained supernet with inherited weights.
+
+    What the search loop hands a one-shot strategy after training
+    (:meth:`pflnas.strategies.Strategy.after_training`): for a candidate it selects the path, recalibrates
+    every BatchNorm's running statistics on ``bn_batches`` training batches (statistics reset, cumulative
+    average, train mode, no gradients), then returns the accuracy on ``eval_batches`` held-out batches in
+    eval mode. The supernet's BatchNorm statistics, mixing and mode are restored by :meth:`close`.
 
     ``train_batches`` / ``eval_batches``: iterables of device batches (the loop's training loader and its
     held-out loader); the first ``config.bn_batches`` / ``config.eval_batches`` (None: all) are read once

@@ -1,21 +1,10 @@
 """The layer-level study (Han et al., ICLR 2022, Sec. 3): retrain homogeneous networks -- every edge or
 block using one op -- with a short recipe, profile them, and set accuracy against measured latency and params.
 
-A layer-study file has ``kind: layer``::
-
-    kind: layer
-    name: layer_study
-    retrain: {recipe: quick, set: {schedule.epochs: 2}}       # what every retrain shares
-    profile: {batch_size: 32, warmup: 3, repeats: 10}          # pflnas profile settings (latency, memory)
-    grid:
-      spaces: [cell_v1]
-      ops: [conv_3x3, dw_conv_3x3, max_pool_3x3, avg_pool_3x3, skip_connect]
-      reduce_op: null        # op for reduction cells / downsampling blocks (needed for identity in blocks)
-      seeds: [0]
-
-Each run ``{space}-{op}-s{seed}`` gets ``runs/<id>/arch.json`` (the homogeneous record), ``retrain/`` (a
-``pflnas retrain`` run directory) and ``profile.json`` (``pflnas profile --json``). Complete runs are skipped,
-interrupted retrains resumed. :func:`layer_results` turns the study directory into one table.
+Homogeneous networks isolate what one op costs and buys, independent of any search. Every run is an
+ordinary ``pflnas retrain`` + ``pflnas profile`` directory, so complete runs are skipped and interrupted
+retrains resumed, and :func:`layer_results` reads the study from the run directories alone. The file
+format is on :func:`load_layer_study`, the run layout on :func:`run_layer_study`.
 """
 
 from __future__ import annotations
@@ -92,7 +81,20 @@ class LayerRun:
 
 
 def load_layer_study(data: dict[str, Any], origin: str) -> LayerStudy:
-    """Check a ``kind: layer`` study mapping; every problem is one ConfigError line."""
+    """Check a ``kind: layer`` study mapping; every problem is one ConfigError line.
+
+    The format::
+
+        kind: layer
+        name: layer_study
+        retrain: {recipe: quick, set: {schedule.epochs: 2}}       # what every retrain shares
+        profile: {batch_size: 32, warmup: 3, repeats: 10}          # pflnas profile settings (latency, memory)
+        grid:
+          spaces: [cell_v1]
+          ops: [conv_3x3, dw_conv_3x3, max_pool_3x3, avg_pool_3x3, skip_connect]
+          reduce_op: null  # op for reduction cells / downsampling blocks (needed for identity in blocks)
+          seeds: [0]
+    """
     study = from_dict(LayerStudy, data)
     if study.kind != "layer":
         raise ConfigError(f"{origin}: kind must be 'layer' here, got {study.kind!r}")
@@ -116,7 +118,11 @@ def run_layer_study(
     dry_run: bool = False,
     overwrite: bool = False,
 ) -> int:
-    """Run (or with ``dry_run`` list) every retrain + profile of the study; returns the exit code."""
+    """Run (or with ``dry_run`` list) every retrain + profile of the study; returns the exit code.
+
+    Each run ``{space}-{op}-s{seed}`` gets ``runs/<id>/arch.json`` (the homogeneous record), ``retrain/``
+    (a ``pflnas retrain`` run directory) and ``profile.json`` (``pflnas profile --json``). Complete runs are
+    skipped, interrupted retrains resumed."""
     extra = (("--data-dir", data_dir) if data_dir else ()) + (("--device", device) if device else ())
     if not dry_run:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,24 +1,10 @@
 """The swap study: retrain found architectures beside single-choice counterfactuals, paired by seed.
 
 "A parameter-free op wins" in a found.json means it had the largest α. This study tests the pick by
-accuracy: for chosen kept edges or blocks it flips the op between the parameter-free and the trainable
-family (:mod:`pflnas.arch.counterfactual`: the replacement is the most probable op of the other family at
-that stride, never chosen by the accuracy reported), and retrains the original and every counterfactual
-with the same recipe and the same seeds. A ``kind: swap`` file::
-
-    kind: swap
-    name: swap_quick
-    archs: [../archs/quick_cell_v1_s0.json]   # found.json files or globs, relative to this file;
-                                              # each is named by its stem (found.json: by its folder)
-    swaps: all            # all | param_free | trainable: which picks to flip
-    max_swaps: 3          # per architecture, evenly spaced in network order (null: every one)
-    seeds: [0, 1, 2]      # the unit of replication: original and counterfactuals share each seed
-    jobs: 2               # retrains at a time (profiles run one at a time afterwards)
-    retrain: {recipe: quick, set: {schedule.epochs: 1}}
-    profile: {batch_size: 8, warmup: 2, repeats: 5}
-
-Run ``{arch}-orig-s{seed}`` and ``{arch}-{swap}-s{seed}`` directories, seed by seed (so an interrupted study
-holds whole seeds), are retrain-and-profile runs (:mod:`pflnas.study.retrains`).
+accuracy: it flips chosen picks between the parameter-free and the trainable family
+(:mod:`pflnas.arch.counterfactual`, never by the accuracy reported) and retrains the original and every
+counterfactual with the same recipe and the same seeds, so differences are paired. Runs go seed by seed,
+so an interrupted study holds whole seeds. The file format is on :func:`load_swap_study`.
 """
 
 from __future__ import annotations
@@ -90,7 +76,11 @@ class SwapPlan:
     archs: tuple[SwapArch, ...]
 
     def jobs(self) -> list[RetrainJob]:
-        """Every retrain, seed by seed: per architecture the original, then its counterfactuals."""
+        """Every retrain, seed by seed: per architecture the original, then its counterfactuals.
+
+        Run directories ``{arch}-orig-s{seed}`` and ``{arch}-{swap}-s{seed}`` are retrain-and-profile runs
+        (:mod:`pflnas.study.retrains`).
+        """
         out = []
         for seed in self.study.seeds:
             for a in self.archs:
@@ -157,7 +147,24 @@ def _load_arch(path: Path, study: SwapStudy, origin: str) -> SwapArch:
 
 
 def load_swap_study(data: dict[str, Any], origin: str) -> SwapPlan:
-    """Check a ``kind: swap`` study mapping and build its swaps; every problem is one ConfigError line."""
+    """Check a ``kind: swap`` study mapping and build its swaps; every problem is one ConfigError line.
+
+    The format::
+
+        kind: swap
+        name: swap_quick
+        archs: [../archs/quick_cell_v1_s0.json]   # found.json files or globs, relative to this file;
+                                                  # each is named by its stem (found.json: by its folder)
+        swaps: all            # all | param_free | trainable: which picks to flip
+        max_swaps: 3          # per architecture, evenly spaced in network order (null: every one)
+        seeds: [0, 1, 2]      # the unit of replication: original and counterfactuals share each seed
+        jobs: 2               # retrains at a time (profiles run one at a time afterwards)
+        retrain: {recipe: quick, set: {schedule.epochs: 1}}
+        profile: {batch_size: 8, warmup: 2, repeats: 5}
+
+    The replacement op is the most probable op of the other family at that stride
+    (:func:`pflnas.arch.counterfactual.best_replacement`).
+    """
     try:
         study = from_dict(SwapStudy, data)
     except ConfigError as exc:
