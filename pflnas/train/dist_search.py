@@ -4,23 +4,9 @@ statistics, rank-0-only decisions and an agreement check on the export.
 Every method is a no-op (or the identity) in a single process, so the loop calls them unconditionally.
 Every method that communicates is a collective: all ranks must call it in the same order, and every
 check raises on *all* ranks at once (the verdict comes from reduced values every rank sees), so a
-mismatch is an error on every process rather than a hang.
-
-Choices, documented once here:
-
-* **Gradients** are averaged over ranks with one flat all-reduce per dtype (the weight step: one per
-  step). A gradient that is ``None`` on some ranks only (a single-path strategy whose ranks drew different
-  paths) counts as zeros there, so the result is the gradient of the global-batch mean loss; one that is
-  ``None`` on every rank stays ``None`` (the optimizer skips it, as a single process would).
-* **BatchNorm** normalises with per-rank batch statistics during training (standard DDP; SyncBatchNorm is
-  GPU-only and would tie every one of the supernet's many BN layers to a collective per forward). The
-  running statistics are averaged over ranks before every evaluation (so before every checkpoint and the
-  export too): every rank evaluates, saves and exports the same model. For the running mean this is exactly
-  the single-process value (the running average is linear); the running variance misses the spread of the
-  per-rank means, and the per-rank batch statistics in training are why a multi-process search matches a
-  single-process one with the same global batch closely but not bitwise.
-* **Evaluation** is sharded over ranks (each rank a disjoint slice of the held-out split) and the sums are
-  all-reduced.
+mismatch is an error on every process rather than a hang. The choices for gradients, BatchNorm and
+evaluation are documented on :meth:`SearchSync.reduce_grads`, :meth:`SearchSync.average_bn_statistics` and
+:meth:`SearchSync.sum_counts`.
 """
 
 from __future__ import annotations
@@ -76,6 +62,10 @@ class SearchSync:
         One ``cat`` and one all-reduce per dtype; the averaged gradients become views of the reduced
         buffer (no copies back). A presence flag per parameter travels in the same buffer; the host reads
         it only on a rank that lacks some gradient (single-path strategies), so dense steps never sync.
+
+        A gradient that is ``None`` on some ranks only (a single-path strategy whose ranks drew different
+        paths) counts as zeros there, so the result is the gradient of the global-batch mean loss; one that
+        is ``None`` on every rank stays ``None`` (the optimizer skips it, as a single process would).
         """
         if not self.distributed:
             return
@@ -121,7 +111,16 @@ class SearchSync:
 
     # --- BatchNorm -----------------------------------------------------------------------------------
     def average_bn_statistics(self, model: nn.Module) -> None:
-        """Average BatchNorm running means and variances over ranks (one all-reduce)."""
+        """Average BatchNorm running means and variances over ranks (one all-reduce).
+
+        BatchNorm normalises with per-rank batch statistics during training (standard DDP; SyncBatchNorm is
+        GPU-only and would tie every one of the supernet's many BN layers to a collective per forward). The
+        running statistics are averaged before every evaluation (so before every checkpoint and the export
+        too): every rank evaluates, saves and exports the same model. For the running mean this is exactly
+        the single-process value (the running average is linear); the running variance misses the spread
+        of the per-rank means, and the per-rank batch statistics in training are why a multi-process search
+        matches a single-process one with the same global batch closely but not bitwise.
+        """
         if not self.distributed:
             return
         buffers = _bn_buffers(model)
@@ -186,7 +185,10 @@ class SearchSync:
         self.verify(parts, where)
 
     def sum_counts(self, sums: dict[str, Tensor], seen: int) -> int:
-        """All-reduce (sum) a loop's running sums in place, in one collective; returns the global count."""
+        """All-reduce (sum) a loop's running sums in place, in one collective; returns the global count.
+
+        Evaluation is sharded over ranks (each rank a disjoint slice of the held-out split), so its sums
+        are combined here."""
         if not self.distributed:
             return seen
         keys = list(sums)

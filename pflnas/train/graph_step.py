@@ -1,24 +1,11 @@
 """Replay the whole search step as one CUDA graph (``run.cuda_graph``).
 
 A supernet step launches tens of thousands of small kernels (every candidate op of every edge, forward and
-backward, for the architecture step and again for the weight step). At the DARTS settings (C=16, batch 64)
-a fast GPU finishes each kernel in microseconds, so the step is bound by Python and kernel-launch overhead,
-not by the GPU. Capturing the step once and replaying it removes that overhead: one launch per step.
-
-What makes the capture valid (and what :func:`check_cuda_graph` refuses otherwise):
-
-* the step body (:class:`pflnas.train.search_step.SearchStep`) reads no tensor on the host, and the
-  strategy's forward has a fixed path (not GDAS/SPOS, whose path changes every step on the host);
-* the optimizers update inside the graph: Adam runs with ``capturable=True`` (its step count on the GPU);
-  SGD needs nothing; the learning rate is a Python number baked into the graph, so the graph is captured
-  again whenever the loop says the step changed (every epoch: the LR schedule, warm-up end);
-* the batch shape is fixed: batches are copied into static input tensors; a smaller last batch runs
-  eagerly; autocast runs with its weight-cast cache off (cached casts would be stale on replay);
-* the first capture follows a few eager warm-up steps on a side stream (cuDNN autotuning, lazy optimizer
-  state), as the PyTorch CUDA-graph guide requires. Warm-up steps are real steps on real batches.
-
-Every batch is still used exactly once and in order, so the run follows the eager run's arithmetic (up to
-kernel choices), and the random streams are untouched (the body draws no random numbers).
+backward, for both steps); at the DARTS settings (C=16, batch 64) a fast GPU finishes each in microseconds,
+so the step is bound by Python and launch overhead. Capturing the step once and replaying it makes it one
+launch. The conditions that keep the capture valid are listed on :class:`GraphedStep`. Every batch is
+still used exactly once and in order, so the run follows the eager run's arithmetic (up to kernel
+choices), and the random streams are untouched (the body draws no random numbers).
 """
 
 from __future__ import annotations
@@ -51,7 +38,22 @@ def make_capturable(optimizers: Sequence[torch.optim.Optimizer]) -> None:
 class GraphedStep:
     """Call like the step body: ``graphed(train_batch, arch_batch)``; returns the body's device tensors
     (for replayed steps these are the graph's static outputs, overwritten by the next replay: read or
-    accumulate them before calling again). ``reset()`` drops the graph so the next call captures anew."""
+    accumulate them before calling again). ``reset()`` drops the graph so the next call captures anew.
+
+    What makes the capture valid (the search loop, :class:`pflnas.train.search.SearchRun`, refuses
+    ``run.cuda_graph`` otherwise):
+
+    * the step body (:class:`pflnas.train.search_step.SearchStep`) reads no tensor on the host, and the
+      strategy's forward has a fixed path (not GDAS/SPOS, whose path changes every step on the host);
+    * the optimizers update inside the graph: Adam runs with ``capturable=True`` (its step count on the
+      GPU); SGD needs nothing; the learning rate is a Python number baked into the graph, so the graph is
+      captured again whenever the loop says the step changed (every epoch: the LR schedule, warm-up end);
+    * the batch shape is fixed: batches are copied into static input tensors; a smaller last batch runs
+      eagerly; autocast runs with its weight-cast cache off (cached casts would be stale on replay);
+    * the first capture follows a few eager warm-up steps on a side stream (cuDNN autotuning, lazy
+      optimizer state), as the PyTorch CUDA-graph guide requires. Warm-up steps are real steps on real
+      batches.
+    """
 
     def __init__(
         self,

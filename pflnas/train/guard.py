@@ -1,22 +1,10 @@
 """Numerical safety for the training loops: NaN/Inf in a loss, the weight gradients or the architecture
 parameters (values or gradients) is caught in the step that produced it.
 
-``run.nonfinite=stop`` (the default) raises :class:`NonFiniteError` naming the epoch, the step and the tensor;
-the loop has not stepped the optimizer with it and writes no checkpoint after it, so the last good checkpoint
-is what ``--resume`` continues from. ``run.nonfinite=skip`` drops the batch instead (gradients discarded, no
-optimizer step), counts it, and stops anyway once more than ``run.nonfinite_max_skips`` batches were skipped.
-
-Where the verdicts come from, and what they cost. On the CPU (and in skip mode) the guard reads each verdict
-at once -- a host read costs nothing on the CPU -- so a bad step is refused before any optimizer applies it,
-and the culprit is named: the gradients are checked per tensor (one ``foreach`` norm kernel) before clipping,
-which would spread one NaN over all of them. On a GPU a host read per step would stall the launch queue, so
-in stop mode each verdict is ``isfinite`` of a scalar the loop already has (the losses, the total norm that
-gradient clipping computes anyway, one fused norm over the small architecture tensors), kept on the device
-and read every :data:`GPU_CHECK_EVERY` steps and always before a checkpoint or an epoch record is written
-(:meth:`FiniteGuard.flush`): about ten tiny kernels per step and no sync; the run stops at most that many
-steps late, names the first bad step and the kind of tensor, and never saves a poisoned checkpoint. Skip
-mode has to decide before each optimizer step, so on a GPU it reads one scalar per step: the price of
-opting in.
+A bad step must never reach an optimizer step or a checkpoint, so ``--resume`` can continue from the last
+good one; but on a GPU a host read per step would stall the launch queue. So verdicts are read at once
+where that is free (CPU, or ``run.nonfinite=skip``) and deferred on a GPU in stop mode. The modes and
+their costs are described on :class:`FiniteGuard`.
 """
 
 from __future__ import annotations
@@ -58,7 +46,24 @@ def total_norm(tensors: Iterable[Tensor]) -> Tensor | None:
 
 
 class FiniteGuard:
-    """Collects per-step "is finite" verdicts and acts on them (see the module docstring).
+    """Collects per-step "is finite" verdicts and acts on them.
+
+    ``run.nonfinite=stop`` (the default) raises :class:`NonFiniteError` naming the epoch, the step and the
+    tensor; the loop has not stepped the optimizer with it and writes no checkpoint after it, so the last
+    good checkpoint is what ``--resume`` continues from. ``run.nonfinite=skip`` drops the batch instead
+    (gradients discarded, no optimizer step), counts it, and stops anyway once more than
+    ``run.nonfinite_max_skips`` batches were skipped.
+
+    On the CPU (and in skip mode) each verdict is read at once -- a host read costs nothing on the CPU --
+    so a bad step is refused before any optimizer applies it, and the culprit is named: the gradients are
+    checked per tensor (one ``foreach`` norm kernel) before clipping, which would spread one NaN over all
+    of them. On a GPU in stop mode each verdict is ``isfinite`` of a scalar the loop already has (the
+    losses, the total norm that gradient clipping computes anyway, one fused norm over the small
+    architecture tensors), kept on the device and read every :data:`GPU_CHECK_EVERY` steps and always
+    before a checkpoint or an epoch record is written (:meth:`flush`): about ten tiny kernels per step and
+    no sync; the run stops at most that many steps late, names the first bad step and the kind of tensor,
+    and never saves a poisoned checkpoint. Skip mode has to decide before each optimizer step, so on a GPU
+    it reads one scalar per step: the price of opting in.
 
     ``watch(what, value, named)`` records whether the scalar ``value`` is finite; ``named`` are the
     ``(name, tensor)`` pairs ``value`` summarises, searched for the culprit when the verdict is read at once.
