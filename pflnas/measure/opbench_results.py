@@ -23,7 +23,7 @@ class OpMeasurement:
     param_free: bool  # the op's spatial / token-mixing operation has no parameters at this stride
     params: int
     macs: int  # one image's forward (conv/linear/matmul only)
-    traffic_bytes: int  # minimum forward memory traffic at the batch (see the module doc)
+    traffic_bytes: int  # minimum forward memory traffic at the batch (see opbench._traffic_bytes)
     output_shape: tuple[int, ...]
     forward: TimingStats
     forward_backward: TimingStats
