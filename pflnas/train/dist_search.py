@@ -2,11 +2,10 @@
 statistics, rank-0-only decisions and an agreement check on the export.
 
 Every method is a no-op (or the identity) in a single process, so the loop calls them unconditionally.
-Every method that communicates is a collective: all ranks must call it in the same order, and every
-check raises on *all* ranks at once (the verdict comes from reduced values every rank sees), so a
-mismatch is an error on every process rather than a hang. The choices for gradients, BatchNorm and
-evaluation are documented on :meth:`SearchSync.reduce_grads`, :meth:`SearchSync.average_bn_statistics` and
-:meth:`SearchSync.sum_counts`.
+Every method that communicates is a collective: all ranks must call it in the same order, and every check
+raises on *all* ranks at once (the verdict comes from reduced values every rank sees), so a mismatch is an
+error on every process rather than a hang. The choices for gradients, BatchNorm and evaluation are on
+:meth:`SearchSync.reduce_grads`, :meth:`SearchSync.average_bn_statistics` and :meth:`SearchSync.sum_counts`.
 """
 
 from __future__ import annotations
