@@ -74,6 +74,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default: {d.run.device})")
     p.add_argument("--amp", action="store_const", const=True, help="bf16 autocast")
     p.add_argument("--channels-last", action="store_const", const=True, help="channels-last memory format")
+    _add_latency_and_trial_flags(p, d)
+    _add_run_flags(p)
+    p.set_defaults(run=run)
+
+
+def _add_latency_and_trial_flags(p: argparse.ArgumentParser, d: SearchConfig) -> None:
     p.add_argument(
         "--latency-weight",
         type=float,
@@ -101,6 +107,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="multi-trial strategies: study name (default: <space>-<strategy>-seed<seed>)",
     )
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Where the run goes and what it is built from: --out, --config, --set, --preset, --resume."""
     p.add_argument(
         "--out", metavar="DIR", help="run directory (default: runs/search-<space>-<strategy>-<time>)"
     )
@@ -126,7 +136,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint (default: none)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace the pflnas run already in --out")
-    p.set_defaults(run=run)
 
 
 def flags_given(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, object]:

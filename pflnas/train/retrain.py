@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pflnas.arch.record import Architecture
 from pflnas.config.loader import to_dict
-from pflnas.data.retrain import RetrainData, retrain_loaders
+from pflnas.data.retrain import retrain_loaders
 from pflnas.device import (
     build_within_memory,
     rng_state,
@@ -33,7 +33,7 @@ from pflnas.device import (
     set_rng_state,
 )
 from pflnas.errors import ConfigError, DataError, PflnasError
-from pflnas.models import AuxOutput, NetworkConfig, build_from_config, resolve_network_config
+from pflnas.models import AuxOutput, build_from_config
 from pflnas.rundir import hold
 from pflnas.train.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint
 from pflnas.train.distributed import DistInfo, all_reduce_sum, gather_object
@@ -43,46 +43,9 @@ from pflnas.train.metrics import MetricsLog
 from pflnas.train.progress import Say, quiet, startup_lines
 from pflnas.train.recipe import RetrainConfig
 from pflnas.train.retrain_eval import Sums, evaluate
+from pflnas.train.retrain_setup import amp_dtype, network_config, scaled_lr, split_batch
 from pflnas.train.signals import StopSignals, stop_after_saving
 from pflnas.utils_io import atomic_write_json, atomic_write_text
-
-
-def amp_dtype(cfg: RetrainConfig, device: torch.device) -> torch.dtype | None:
-    mode = cfg.run.amp or ("bf16" if device.type == "cuda" else "none")
-    if mode == "fp16" and device.type != "cuda":
-        raise ConfigError("run.amp=fp16 needs a CUDA device; use bf16 or none on CPU")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
-
-
-def split_batch(cfg: RetrainConfig, info: DistInfo) -> int:
-    """Per-process micro-batch: global batch / (processes x accumulation steps), which must divide."""
-    parts = info.world_size * cfg.run.accumulation
-    if cfg.data.batch_size % parts:
-        raise ConfigError(
-            f"data.batch_size {cfg.data.batch_size} is not divisible by processes x accumulation ({parts}); "
-            "the batch size is global"
-        )
-    return cfg.data.batch_size // parts
-
-
-def scaled_lr(cfg: RetrainConfig) -> float:
-    base = cfg.optim.lr_base_batch
-    return cfg.optim.lr * cfg.data.batch_size / base if base else cfg.optim.lr
-
-
-def network_config(cfg: RetrainConfig, arch: Architecture, data: RetrainData) -> NetworkConfig:
-    m = cfg.model
-    return resolve_network_config(
-        arch,
-        dataset=cfg.data.dataset,
-        num_classes=data.num_classes,
-        in_channels=data.in_channels,
-        init_channels=m.init_channels,
-        layers=m.layers,
-        auxiliary=m.auxiliary,
-        drop_path=m.drop_path,
-        image_size=data.image_size,  # block networks (ViT/PiT positional embeddings) are built for it
-    )
 
 
 class RetrainRun:
