@@ -36,3 +36,7 @@ EXPORTERS = ("auto", "dynamo", "torchscript")
 
 # pflnas.measure.context.SpeedConfig: batch of the throughput run, untimed and timed passes
 SPEED_BATCH_SIZE, SPEED_WARMUP, SPEED_REPEATS = 64, 10, 30
+
+# Supernet layouts (``space.layout``): every candidate on every edge as its own module (DARTS), parameter-free
+# ops computed once per source node, or trainable ops of one kind on all edges leaving a node as one wider op.
+SUPERNET_LAYOUTS = ("per_edge", "per_source", "batched")

@@ -12,7 +12,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SpaceSection:
-    """Which search space, and overrides of its defaults (``None`` keeps the space's value)."""
+    """Which search space, and overrides of its defaults (``None`` keeps the space's value); ``layout`` is how
+    the supernet holds it, not part of the space."""
 
     name: str = "cell_v1"
     alpha_mode: str | None = None
@@ -21,6 +22,7 @@ class SpaceSection:
     nodes: int | None = None
     ops: tuple[str, ...] | None = None
     skeleton: dict[str, Any] | None = None  # block spaces: merged over the space's skeleton
+    layout: str | None = None  # per_edge | per_source | batched (None: from run.share_param_free)
 
 
 @dataclass(frozen=True)

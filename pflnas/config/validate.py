@@ -11,6 +11,7 @@ from pflnas.config.limits import threads_check
 from pflnas.config.redact import redact_url
 from pflnas.config.search import DataConfig, LatencyConfig, SearchConfig, SposConfig, TrialsConfig
 from pflnas.errors import ConfigError
+from pflnas.options import SUPERNET_LAYOUTS
 
 # a database scheme followed by anything but "://": read as a journal path, it would split the study silently
 _BROKEN_URL = re.compile(
@@ -60,6 +61,10 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (
             cfg.strategy.warmup_epochs is None or 0 <= cfg.strategy.warmup_epochs < cfg.run.epochs,
             f"strategy.warmup_epochs must be in [0, run.epochs), got {cfg.strategy.warmup_epochs}",
+        ),
+        (
+            cfg.space.layout is None or cfg.space.layout in SUPERNET_LAYOUTS,
+            f"space.layout must be one of {', '.join(SUPERNET_LAYOUTS)}; got {cfg.space.layout!r}",
         ),
         (
             cfg.collapse.max_skip_per_cell >= 0,

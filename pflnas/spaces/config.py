@@ -318,5 +318,6 @@ def resolve_space(section: Any) -> SpaceConfig:
     ``section`` is the config's space dataclass (``name`` plus overridable :class:`SpaceConfig` fields).
     """
     space = load_space(section.name)
-    overrides = {k: v for k, v in dataclasses.asdict(section).items() if k != "name" and v is not None}
+    skip = ("name", "layout")  # layout: how the supernet holds the space (pflnas.supernet), not the space
+    overrides = {k: v for k, v in dataclasses.asdict(section).items() if k not in skip and v is not None}
     return space.replace(**overrides) if overrides else space

@@ -146,6 +146,8 @@ class Strategy(ABC):
         """Keyword arguments the loop passes to ``build_supernet`` (e.g. PC-DARTS' partial channels)."""
         return {}
 
+    layouts: tuple[str, ...] = ("per_edge", "per_source")  # the supernet layouts (space.layout) it runs on
+
     def default_warmup_epochs(self, epochs: int) -> int:
         """Epochs of weight training before the first architecture step when the config does not say."""
         return 0

@@ -22,6 +22,7 @@ from pflnas.supernet.network import Supernet, softmax_mixing
 
 class DARTS(Strategy):
     name = "darts"
+    layouts = ("per_edge", "per_source", "batched")  # dense softmax mixing: every layout
 
     def __init__(self, arch_optim: ArchOptimConfig, unrolled: bool = False):
         super().__init__(arch_optim)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from pflnas.ops.primitives import FactorizedReduce, ReLUConvBN
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.labels import edge_key
+from pflnas.supernet.batched import BatchedNodes
 from pflnas.supernet.mixed import MixedEdge, SourceOps, split_ops
 
 
@@ -16,24 +17,40 @@ class SearchCell(nn.Module):
 
     ``forward_nodes(inputs, weights)`` runs the DAG: ``weights`` is ``[num_edges, num_ops]`` in
     ``space.edges()`` order. Parameter-free outputs are computed once per source node when ``share``.
+    ``batched`` (implies ``share``): no per-edge modules; the trainable candidates of all edges leaving a
+    node run as wide ops (:class:`~pflnas.supernet.batched.BatchedNodes`).
     """
 
-    def __init__(self, space: SpaceConfig, channels: int, reduction: bool, share: bool, partial: int = 1):
+    def __init__(
+        self,
+        space: SpaceConfig,
+        channels: int,
+        reduction: bool,
+        share: bool,
+        partial: int = 1,
+        batched: bool = False,
+    ):
         super().__init__()
         self.space = space
-        self.share = share
+        self.share = share = share or batched
         self.part = channels // partial  # PC-DARTS partial channels: the ops see the first 1/partial
         cell_type = "reduce" if reduction else "normal"
         self.edge_list = space.edges()
+        sources = sorted({src for _, src in self.edge_list})
+        self.batched: BatchedNodes | None = None
+        if batched:
+            strides = {src: space.edge_stride(cell_type, src) for src in sources}
+            self.batched = BatchedNodes(
+                space.ops, self.edge_list, space.node_ids(), channels, strides, space.pool_bn
+            )
         self.edges = nn.ModuleDict(
             {
                 edge_key(node, src): MixedEdge(
                     space.ops, channels, space.edge_stride(cell_type, src), space.pool_bn, share, partial
                 )
-                for node, src in self.edge_list
+                for node, src in ([] if batched else self.edge_list)
             }
         )
-        sources = sorted({src for _, src in self.edge_list})
         self.source_ops = nn.ModuleDict()
         if share:
             for src in sources:
@@ -44,6 +61,10 @@ class SearchCell(nn.Module):
     active: list[int] | None = None  # single path: the op index of every edge (set by the supernet)
 
     def forward_nodes(self, inputs: list[Tensor], weights: Tensor) -> list[Tensor]:
+        if self.batched is not None:
+            if self.active is not None:
+                raise NotImplementedError("the batched layout has no single-path forward")
+            return self.batched(inputs, weights, self.source_ops)
         states = list(inputs)
         free: dict[int, dict[str, Tensor]] = {}
         index = 0
@@ -82,8 +103,9 @@ class DartsSearchCell(SearchCell):
         reduction_prev: bool,
         share: bool,
         partial: int = 1,
+        batched: bool = False,
     ):
-        super().__init__(space, channels, reduction, share, partial)
+        super().__init__(space, channels, reduction, share, partial, batched)
         self.reduction = reduction
         self.preprocess0 = (
             FactorizedReduce(c_prev_prev, channels, affine=False)

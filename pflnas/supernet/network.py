@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from pflnas.errors import ConfigError
 from pflnas.ops.blocks import ResNetBasicBlock
+from pflnas.options import SUPERNET_LAYOUTS
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.kinds import BlockKind
 from pflnas.spaces.labels import edge_key
@@ -35,14 +36,27 @@ class Supernet(nn.Module):
     Subclasses build the body and implement ``forward_body(x, weights)`` where ``weights`` maps each
     alpha group to its ``[num_edges, num_ops]`` mixing weights.
     Every subclass takes ``(space, num_classes, in_channels, share_param_free, *, image_size,
-    partial_channels, edge_norm)``; an option its kind has no use for keeps its default (cell supernets
-    ignore ``image_size``), so :func:`build_supernet` builds any kind's class the same way.
+    partial_channels, edge_norm, layout)``; an option its kind has no use for keeps its default (cell
+    supernets ignore ``image_size``), so :func:`build_supernet` builds any kind's class the same way.
+    ``layout`` (:data:`~pflnas.options.SUPERNET_LAYOUTS`, None: from ``share_param_free``) overrides
+    ``share_param_free``; ``batched`` is for classes with ``batched_layout``.
     """
 
-    def __init__(self, space: SpaceConfig, share_param_free: bool = True, edge_norm: bool = False):
+    batched_layout = False  # the class builds the batched layout (see pflnas.supernet.batched)
+
+    def __init__(
+        self,
+        space: SpaceConfig,
+        share_param_free: bool = True,
+        edge_norm: bool = False,
+        layout: str | None = None,
+    ):
         super().__init__()
         self.space = space
-        self.share_param_free = share_param_free
+        self.layout = resolve_layout(share_param_free, layout)
+        if self.layout == "batched" and not self.batched_layout:
+            raise ConfigError(f"space.layout=batched is not available for {space.kind} spaces yet")
+        self.share_param_free = self.layout != "per_edge"
         # PC-DARTS edge normalisation: per node, weights over its incoming edges (``cell3.node2``)
         self.edge_norm: nn.ModuleDict | None = None
         if edge_norm:
@@ -144,6 +158,8 @@ class Supernet(nn.Module):
         gradients) and only the selected op of every edge or block runs, as in GDAS; this costs one
         host sync per forward to read the selection.
         """
+        if single_path and self.layout == "batched":
+            raise ConfigError("single-path strategies do not run on space.layout=batched yet")
         self.mixing = mixing
         self.single_path = single_path
         if not single_path:
@@ -187,8 +203,10 @@ class DartsSupernet(CellSupernet):
     """DARTS ``model_search.Network``: stem, ``layers`` cells with reductions at 1/3 and 2/3, classifier.
 
     ``partial_channels`` > 1 and ``edge_norm`` give PC-DARTS' supernet (partial channel connections with
-    channel shuffle, edge normalisation).
+    channel shuffle, edge normalisation). ``layout="batched"``: see :mod:`pflnas.supernet.batched`.
     """
+
+    batched_layout = True
 
     def __init__(
         self,
@@ -200,8 +218,9 @@ class DartsSupernet(CellSupernet):
         image_size: int = 32,
         partial_channels: int = 1,
         edge_norm: bool = False,
+        layout: str | None = None,
     ):
-        super().__init__(space, share_param_free, edge_norm)
+        super().__init__(space, share_param_free, edge_norm, layout)
         _check_partial(space, partial_channels)
         c = space.init_channels
         c_stem = space.stem_multiplier * c
@@ -219,7 +238,15 @@ class DartsSupernet(CellSupernet):
                 c_cur *= 2
             self.cells.append(
                 DartsSearchCell(
-                    space, c_pp, c_p, c_cur, reduction, reduction_prev, share_param_free, partial_channels
+                    space,
+                    c_pp,
+                    c_p,
+                    c_cur,
+                    reduction,
+                    reduction_prev,
+                    self.share_param_free,
+                    partial_channels,
+                    batched=self.layout == "batched",
                 )
             )
             self.groups.append(space.group_of_cell(i))
@@ -249,8 +276,9 @@ class NB201Supernet(CellSupernet):
         image_size: int = 32,
         partial_channels: int = 1,
         edge_norm: bool = False,
+        layout: str | None = None,
     ):
-        super().__init__(space, share_param_free, edge_norm)
+        super().__init__(space, share_param_free, edge_norm, layout)
         _check_partial(space, partial_channels)
         c = space.init_channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
@@ -263,7 +291,7 @@ class NB201Supernet(CellSupernet):
                 self.cells.append(ResNetBasicBlock(c_prev, c_stage, 2))
                 self.groups.append(None)
             for _ in range(space.layers):
-                self.cells.append(NB201SearchCell(space, c_stage, share_param_free, partial_channels))
+                self.cells.append(NB201SearchCell(space, c_stage, self.share_param_free, partial_channels))
                 self.groups.append(space.group_of_cell(index))
                 index += 1
             c_prev = c_stage
@@ -292,9 +320,10 @@ class BlockSupernet(Supernet):
         image_size: int = 32,
         partial_channels: int = 1,
         edge_norm: bool = False,
+        layout: str | None = None,
     ):
-        check_supernet_options(space, partial_channels, edge_norm)
-        super().__init__(space, share_param_free, edge_norm)
+        check_supernet_options(space, partial_channels, edge_norm, layout)
+        super().__init__(space, share_param_free, edge_norm, layout)
         self.block_groups = [space.group_of_block(s.index) for s in space.sites()]
 
         def slot(site: BlockSite, channels: int, heads: int) -> nn.Module:
@@ -321,8 +350,28 @@ def _check_partial(space: SpaceConfig, partial: int) -> None:
         )
 
 
-def check_supernet_options(space: SpaceConfig, partial_channels: int = 1, edge_norm: bool = False) -> None:
+def resolve_layout(share_param_free: bool = True, layout: str | None = None) -> str:
+    """The supernet layout: ``layout`` if given (checked), else ``per_source`` / ``per_edge``."""
+    if layout is None:
+        return "per_source" if share_param_free else "per_edge"
+    if layout not in SUPERNET_LAYOUTS:
+        raise ConfigError(f"space.layout must be one of {', '.join(SUPERNET_LAYOUTS)}; got {layout!r}")
+    if not share_param_free and layout != "per_edge":
+        raise ConfigError(f"run.share_param_free=false contradicts space.layout={layout}; drop one")
+    return layout
+
+
+def check_supernet_options(
+    space: SpaceConfig, partial_channels: int = 1, edge_norm: bool = False, layout: str | None = None
+) -> None:
     """Raise ConfigError unless ``space`` takes these supernet options (cheap: run it before the data)."""
+    if resolve_layout(True, layout) == "batched":
+        if space.kind != "darts_cell":
+            raise ConfigError(
+                f"space.layout=batched is for DARTS cell spaces yet; {space.name!r} is {space.kind}"
+            )
+        if partial_channels != 1 or edge_norm:
+            raise ConfigError("space.layout=batched does not take partial channels / edge normalisation yet")
     if space.is_block and (partial_channels != 1 or edge_norm):
         raise ConfigError(
             "partial channels and edge normalisation (PC-DARTS) are for cell spaces; "
@@ -340,14 +389,15 @@ def build_supernet(
     image_size: int = 32,
     partial_channels: int = 1,
     edge_norm: bool = False,
+    layout: str | None = None,
 ) -> Supernet:
     """The supernet of ``space``; ``image_size`` picks a block space's stem (cell spaces ignore it).
 
     ``partial_channels`` / ``edge_norm``: PC-DARTS' supernet (cell spaces only). Checks the options first;
     a caller that checked them itself (before loading data) builds with :func:`construct_supernet`."""
-    check_supernet_options(space, partial_channels, edge_norm)
+    check_supernet_options(space, partial_channels, edge_norm, layout)
     return construct_supernet(
-        space, num_classes, in_channels, share_param_free, image_size, partial_channels, edge_norm
+        space, num_classes, in_channels, share_param_free, image_size, partial_channels, edge_norm, layout
     )
 
 
@@ -359,6 +409,7 @@ def construct_supernet(
     image_size: int = 32,
     partial_channels: int = 1,
     edge_norm: bool = False,
+    layout: str | None = None,
 ) -> Supernet:
     """:func:`build_supernet` for options already passed through :func:`check_supernet_options`."""
     cls = space.kind_spec.supernet_class()
@@ -370,4 +421,5 @@ def construct_supernet(
         image_size=image_size,
         partial_channels=partial_channels,
         edge_norm=edge_norm,
+        layout=layout,
     )

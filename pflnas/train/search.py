@@ -35,7 +35,7 @@ from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.strategies.subnet_eval import SubnetEvaluator
 from pflnas.supernet import Supernet
-from pflnas.supernet.network import check_supernet_options, construct_supernet
+from pflnas.supernet.network import check_supernet_options, construct_supernet, resolve_layout
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.dist_search import AlphaDump, SearchSync, check_global_batch
 from pflnas.train.distributed import DistInfo
@@ -86,7 +86,13 @@ class SearchRun:
         set_determinism(self.device, cfg.run.deterministic)
         self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
         self.supernet_options = self.strategy.supernet_options()
-        check_supernet_options(self.space, **self.supernet_options)  # before the data loads
+        self.layout = resolve_layout(cfg.run.share_param_free, cfg.space.layout)
+        if self.layout not in self.strategy.layouts:
+            raise ConfigError(
+                f"strategy {self.strategy.name!r} does not run on space.layout={self.layout} yet; "
+                f"use one of {', '.join(self.strategy.layouts)}"
+            )
+        check_supernet_options(self.space, **self.supernet_options, layout=self.layout)  # before the data
         if cfg.run.compile and self.strategy.dynamic_path:
             raise ConfigError(
                 f"run.compile does not suit {self.strategy.name!r}: its forward changes path every step, so "
@@ -133,6 +139,7 @@ class SearchRun:
                 loaders.in_channels,
                 cfg.run.share_param_free,
                 image_size=loaders.image_size,
+                layout=self.layout,
                 **self.supernet_options,
             ),
             self.device,

@@ -64,6 +64,7 @@ class SearchCheckpoint:
             # inside an epoch the ranks' BatchNorm statistics differ (they are averaged at its end)
             "buffers_ranks": self.sync.gather(self._buffers()) if inside and distributed else None,
             "nonfinite_skipped": at.skipped,
+            "layout": self.model.layout,  # the model's state_dict keys depend on it
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -84,6 +85,12 @@ class SearchCheckpoint:
         state = self.sync.load_checkpoint_from_main(path, device)
         if state.get("space") != self.space.to_dict():
             raise PflnasError(f"checkpoint in {run_dir} is for another search space; start a new run")
+        saved = state.get("layout") or _old_layout(state)
+        if saved != self.model.layout:
+            raise PflnasError(
+                f"checkpoint in {run_dir} holds a space.layout={saved} supernet, this run builds "
+                f"{self.model.layout}; resume with space.layout={saved}"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -111,3 +118,10 @@ class SearchCheckpoint:
                     for name, buf in self.model.named_buffers():
                         buf.copy_(mine[name])
         return at
+
+
+def _old_layout(state: dict[str, Any]) -> str:
+    """The layout of a checkpoint saved before checkpoints recorded it (run.share_param_free decided it)."""
+    return (
+        "per_source" if state.get("config", {}).get("run", {}).get("share_param_free", True) else "per_edge"
+    )

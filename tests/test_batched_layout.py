@@ -1,0 +1,183 @@
+"""The batched supernet layout computes exactly what the per-edge layout computes (float64, 1e-10): outputs,
+weight and alpha gradients, three first-order DARTS steps; the converters; what refuses it; resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+from _spaces import tiny
+from _tiny_runs import Launcher, search_argv, tiny_archive
+
+from pflnas.arch.derive import derive_architecture
+from pflnas.config.build import build_search_config
+from pflnas.config.search import ArchOptimConfig
+from pflnas.errors import ConfigError
+from pflnas.strategies import StepContext, create_strategy
+from pflnas.supernet import build_supernet
+from pflnas.supernet.cells import DartsSearchCell
+from pflnas.supernet.layouts import from_batched, to_batched
+from pflnas.train.search_step import SearchStep, sgd_virtual_step
+
+TOL = 1e-10
+SPACES = ["cell_v1", "darts"]
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def _pair(name: str, layout: str = "per_edge"):
+    """A ``layout`` supernet and a batched one holding the same numbers (the reference seeds both)."""
+    space = tiny(name)
+    torch.manual_seed(0)
+    ref = build_supernet(space, 10, layout=layout)
+    torch.manual_seed(1)
+    batched = build_supernet(space, 10, layout="batched")
+    batched.load_state_dict(to_batched(ref.state_dict(), batched))
+    return ref, batched
+
+
+def _gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert set(a) == set(b)
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a) if a else 0.0
+
+
+def _grads(net) -> dict[str, torch.Tensor]:
+    """The state_dict with every parameter replaced by its gradient (so the converters apply)."""
+    return {**net.state_dict(), **{k: p.grad for k, p in net.named_parameters()}}
+
+
+@pytest.mark.parametrize("layout", ["per_edge", "per_source"])
+@pytest.mark.parametrize("name", SPACES)
+def test_outputs_and_gradients_agree(name, layout):
+    ref, batched = _pair(name, layout)
+    assert any(c.reduction for c in batched.cells) and any(not c.reduction for c in batched.cells)
+    x = torch.randn(4, 3, 16, 16)
+    y_ref, y_bat = ref(x), batched(x)
+    assert (y_ref - y_bat).abs().max() < TOL
+    y_ref.square().sum().backward()
+    y_bat.square().sum().backward()
+    for a, b in zip(ref.arch_parameters(), batched.arch_parameters()):
+        assert (a.grad - b.grad).abs().max() < TOL
+    assert _gap(to_batched(_grads(ref), batched), _grads(batched)) < TOL
+    # the BatchNorm running statistics of the forward pass
+    assert _gap(to_batched(ref.state_dict(), batched), batched.state_dict()) < TOL
+
+
+@pytest.mark.parametrize("reduction", [False, True])
+def test_one_cell_at_stride_one_and_two(reduction):
+    space = tiny("darts")
+    torch.manual_seed(0)
+    cell = DartsSearchCell(space, 6, 6, 4, reduction, False, share=False)
+    batched = DartsSearchCell(space, 6, 6, 4, reduction, False, share=True, batched=True)
+    state = {f"cells.0.{k}": v for k, v in cell.state_dict().items()}
+    wrap = torch.nn.Module()
+    wrap.cells = torch.nn.ModuleList([batched])
+    wrap.layout = "batched"
+    converted = to_batched(state, wrap)  # type: ignore[arg-type]
+    batched.load_state_dict({k.removeprefix("cells.0."): v for k, v in converted.items()})
+    s0, s1 = torch.randn(2, 6, 8, 8, requires_grad=True), torch.randn(2, 6, 8, 8)
+    w = torch.softmax(torch.randn(len(space.edges()), len(space.ops)), -1).requires_grad_()
+    y1, y2 = cell(s0, s1, w), batched(s0, s1, w)
+    assert y1.shape == y2.shape == (2, 4 * space.nodes, 4 if reduction else 8, 4 if reduction else 8)
+    assert (y1 - y2).abs().max() < TOL
+    g1 = torch.autograd.grad(y1.square().sum(), [w, s0])
+    g2 = torch.autograd.grad(y2.square().sum(), [w, s0])
+    assert all((a - b).abs().max() < TOL for a, b in zip(g1, g2))
+
+
+def test_converters_round_trip():
+    ref, batched = _pair("darts")
+    for layout in ("per_edge", "per_source"):
+        other = build_supernet(tiny("darts"), 10, layout=layout)
+        other.load_state_dict(from_batched(batched.state_dict(), batched, layout))  # strict: every key
+    back = from_batched(batched.state_dict(), batched, "per_edge")
+    assert _gap(back, ref.state_dict()) == 0.0
+    with pytest.raises(ConfigError, match="batched layout"):
+        to_batched(ref.state_dict(), ref)
+
+
+def _darts_steps(net, batches, steps: int = 3):
+    strategy = create_strategy("darts", ArchOptimConfig())
+    strategy.attach(net)
+    weights = net.weight_parameters()
+    opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
+    body = SearchStep(net, strategy, opt, weights, grad_clip=5.0)
+    ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(opt), lr=0.025)
+    for train, val in batches[:steps]:
+        body(train, val, ctx, True)
+    return strategy
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_three_darts_steps_agree(name):
+    ref, batched = _pair(name)
+    torch.manual_seed(5)
+    batches = [
+        tuple((torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))) for _ in range(2)) for _ in range(3)
+    ]
+    _darts_steps(ref, batches)
+    _darts_steps(batched, batches)
+    # weights, alphas and BatchNorm running statistics (all in the state_dict)
+    assert _gap(to_batched(ref.state_dict(), batched), batched.state_dict()) < TOL
+    space = tiny(name)
+    found_ref = derive_architecture(space, ref.probabilities()).to_dict()
+    found_bat = derive_architecture(space, batched.probabilities()).to_dict()
+    assert found_ref["cells"] == found_bat["cells"]
+
+
+@pytest.mark.parametrize("strategy", ["gdas", "pcdarts", "spos"])
+def test_other_strategies_refuse_batched_with_one_line(strategy, tmp_path):
+    from pflnas.train.search import SearchRun
+
+    cfg = build_search_config(sets=["space.layout=batched", f"strategy.name={strategy}", "run.device=cpu"])
+    with pytest.raises(ConfigError, match="does not run on space.layout=batched") as err:
+        SearchRun(cfg, tmp_path)._setup()
+    assert "\n" not in str(err.value)
+
+
+def test_bad_layouts_fail_in_one_line():
+    with pytest.raises(ConfigError, match="space.layout must be one of per_edge, per_source, batched"):
+        build_search_config(sets=["space.layout=wide"])
+    with pytest.raises(ConfigError, match="for DARTS cell spaces"):
+        build_supernet(tiny("nb201"), 10, layout="batched")
+    with pytest.raises(ConfigError, match="partial channels"):
+        build_supernet(tiny("darts"), 10, layout="batched", partial_channels=2, edge_norm=True)
+    with pytest.raises(ConfigError, match="contradicts"):
+        build_supernet(tiny("darts"), 10, share_param_free=False, layout="batched")
+    net = build_supernet(tiny("darts"), 10, layout="batched")
+    with pytest.raises(ConfigError, match="single-path"):
+        net.set_mixing(lambda a: a, single_path=True)
+
+
+def test_default_layout_is_per_source():
+    assert build_supernet(tiny("darts"), 10).layout == "per_source"
+    assert build_supernet(tiny("darts"), 10, share_param_free=False).layout == "per_edge"
+
+
+@pytest.mark.slow
+def test_batched_search_resumes_exactly(tmp_path, session_cache):
+    """A batched search stopped after its first epoch and resumed ends as the uninterrupted one."""
+    source = tiny_archive(tmp_path / "data")
+    launcher, env = Launcher(), {"PFLNAS_CACHE": session_cache, "OMP_NUM_THREADS": "1"}
+    sets = ("space.layout=batched", "data.subset=32")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    for argv, kw, code in [
+        (search_argv(source, full, 2, *sets), {}, 0),
+        (search_argv(source, cut, 2, *sets), {"signal_at": (signal.SIGTERM, 1, 0)}, 143),
+        (["search", "--resume", str(cut)], {}, 0),
+    ]:
+        proc = launcher.start(argv, env, tmp_path / "log", **kw)
+        proc.join(300)
+        assert proc.exitcode == code, (tmp_path / "log").read_text()
+    assert torch.load(cut / "checkpoint.pt", weights_only=True)["layout"] == "batched"
+    found = [json.loads((run / "found.json").read_text()) for run in (full, cut)]
+    assert found[0]["cells"] == found[1]["cells"]
+    assert found[0]["probabilities"] == found[1]["probabilities"]
