@@ -1,13 +1,18 @@
 """Search-step benchmark: time per step (DARTS first and second order, GDAS, PC-DARTS) and peak memory of
-the cell_v1 supernet at the DARTS settings (C=16, 8 cells, batch 64, 32x32), with and without computing the
-parameter-free ops once per source node; "vs darts" compares with first-order DARTS of the same layout.
-Each configuration runs in a fresh process so peak memory is its own.
+the cell_v1 supernet at the DARTS settings (C=16, 8 cells, batch 64, 32x32) in the supernet layouts
+(``space.layout``: per_edge, per_source, batched); "vs darts" compares with first-order DARTS of the same
+layout. Each configuration runs in a fresh process so peak memory is its own.
 
     python benchmarks/search_step.py [--device cpu|cuda] [--batch-size 64] [--repeats 3] [--json OUT]
+        [--configs darts:batched,darts:per_source,darts:per_edge]
+
+``--configs`` takes strategy:layout pairs; the older strategy:1 / strategy:0 mean per_source / per_edge.
 
 A "step" is what the search loop does per batch: one architecture step on a held-out batch, then one weight
 step (forward, backward, clip, SGD) on a training batch. Peak memory: CUDA max_memory_allocated on GPU; on CPU
-the process's peak resident set size (ru_maxrss) minus its size after building the model.
+the process's peak resident set size (ru_maxrss) minus its size after building the model. ``aten_ops``: the
+ATen operator calls (nested ones included) torch.profiler records in one extra step, a machine-independent
+figure of launch overhead.
 """
 
 from __future__ import annotations
@@ -20,16 +25,35 @@ import subprocess
 import sys
 import time
 
+LAYOUTS = ("per_edge", "per_source", "batched")
 CONFIGS = [
-    ("darts", True),
-    ("darts", False),
-    ("darts2", True),
-    ("darts2", False),
-    ("gdas", True),
-    ("gdas", False),
-    ("pcdarts", True),
-    ("pcdarts", False),
+    (strategy, layout)
+    for strategy in ("darts", "darts2", "gdas", "pcdarts")
+    for layout in ("per_source", "per_edge")
 ]
+
+
+def parse_configs(text: str) -> list[tuple[str, str]]:
+    """``darts:batched,darts:1`` -> ``[("darts", "batched"), ("darts", "per_source")]``."""
+    out = []
+    for item in text.split(","):
+        strategy, _, layout = item.partition(":")
+        layout = {"1": "per_source", "0": "per_edge"}.get(layout, layout)
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"--configs: {item!r} is not strategy:layout (layouts: {', '.join(LAYOUTS)}, 1, 0)"
+            )
+        out.append((strategy, layout))
+    return out
+
+
+def count_aten_ops(step) -> int:
+    """ATen operator calls in one call of ``step`` (torch.profiler, CPU-side events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::"))
 
 
 def _rss_mb() -> float:
@@ -53,7 +77,8 @@ def worker(args: argparse.Namespace) -> dict:
     space = load_space(getattr(args, "space", "cell_v1"))  # benchmarks/nni_darts.py passes another space
     space = space.replace(init_channels=args.init_channels, layers=args.layers)
     strategy = create_strategy(args.strategy, ArchOptimConfig())
-    net = build_supernet(space, 10, share_param_free=args.share, **strategy.supernet_options()).to(device)
+    layout = getattr(args, "layout", None) or ("per_source" if args.share else "per_edge")
+    net = build_supernet(space, 10, layout=layout, **strategy.supernet_options()).to(device)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
     strategy.attach(net)
@@ -102,12 +127,15 @@ def worker(args: argparse.Namespace) -> dict:
         sync()
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb() - base_rss
+    aten_ops = count_aten_ops(lambda: (step(), sync()))
     return {
         "strategy": args.strategy,
-        "share": args.share,
+        "layout": layout,
+        "share": layout != "per_edge",
         "step_s": statistics.median(times),
         "step_s_min": min(times),
         "peak_mb": peak,
+        "aten_ops": aten_ops,
         "threads": torch.get_num_threads(),
         "compile": bool(args.compile),
         "cuda_graph": bool(args.cuda_graph),
@@ -140,12 +168,15 @@ def main() -> None:
     )
     p.add_argument(
         "--configs",
-        help="comma-separated strategy:share pairs to run, e.g. darts:1,darts2:1 (default: all eight)",
+        help="comma-separated strategy:layout pairs, layouts per_edge, per_source, batched (or 1 / 0 for "
+        "per_source / per_edge), e.g. darts:batched,darts:per_source "
+        "(default: darts, darts2, gdas, pcdarts x per_source, per_edge)",
     )
     p.add_argument("--json", help="also write the rows as JSON to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--strategy", default="darts", help=argparse.SUPPRESS)
     p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--layout", choices=LAYOUTS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.compare and not args.cuda_graph:
         p.error("--compare compares eager with --cuda-graph steps; add --cuda-graph")
@@ -160,55 +191,63 @@ def main() -> None:
     ] + ["--amp"] * args.amp + ["--channels-last"] * args.channels_last  # fmt: skip
     common += ["--compile"] * args.compile
     graph_modes = [False, True] if args.compare else [bool(args.cuda_graph)]
-    configs = CONFIGS
-    if args.configs:
-        configs = [(c.split(":")[0], bool(int(c.split(":")[1]))) for c in args.configs.split(",")]
+    try:
+        configs = parse_configs(args.configs) if args.configs else CONFIGS
+    except ValueError as exc:
+        p.error(str(exc))
     rows = []
-    for strategy, share in configs:
+    for strategy, layout in configs:
         for graph in graph_modes:
-            cmd = [sys.executable, __file__, "--worker", "--strategy", strategy, "--share", str(int(share))]
+            cmd = [sys.executable, __file__, "--worker", "--strategy", strategy, "--layout", layout]
             cmd += common + ["--cuda-graph"] * graph
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(
-                f"  measured {strategy} share={share} graph={graph}: {rows[-1]['step_s']:.4f} s",
+                f"  measured {strategy} {layout} graph={graph}: {rows[-1]['step_s']:.4f} s, "
+                f"{rows[-1]['aten_ops']} ATen ops",
                 file=sys.stderr,
             )
+    print_table(rows, args)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"settings": vars(args), "rows": rows}, fh, indent=2)
+
+
+def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print(
         f"\ncell_v1 supernet, C={args.init_channels}, {args.layers} cells, batch {args.batch_size}, 32x32, "
         f"device {rows[0]['device']}, threads {rows[0]['threads']}, amp {args.amp}, "
         f"median of {args.repeats}\n"
     )
     header = (
-        f"{'strategy':<8} {'param-free ops':<16} {'graph':<6} {'step (s)':>9} {'vs eager':>9} "
-        f"{'vs per-edge':>12} {'vs darts':>9} {'peak MB':>9} {'vs per-edge':>12} {'vs darts':>9}"
+        f"{'strategy':<8} {'layout':<11} {'graph':<6} {'step (s)':>9} {'vs eager':>9} "
+        f"{'vs per-edge':>12} {'vs darts':>9} {'peak MB':>9} {'vs per-edge':>12} {'vs darts':>9} "
+        f"{'ATen ops':>9} {'vs per-src':>11}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         same = [r for r in rows if r["cuda_graph"] == row["cuda_graph"]]
-        base = next((r for r in same if r["strategy"] == row["strategy"] and not r["share"]), row)
-        darts = next((r for r in same if r["strategy"] == "darts" and r["share"] == row["share"]), row)
+        base = next((r for r in same if (r["strategy"], r["layout"]) == (row["strategy"], "per_edge")), row)
+        src = next((r for r in same if (r["strategy"], r["layout"]) == (row["strategy"], "per_source")), row)
+        darts = next((r for r in same if r["strategy"] == "darts" and r["layout"] == row["layout"]), row)
         eager = next(
             (
                 r
                 for r in rows
-                if (r["strategy"], r["share"], r["cuda_graph"]) == (row["strategy"], row["share"], False)
+                if (r["strategy"], r["layout"], r["cuda_graph"]) == (row["strategy"], row["layout"], False)
             ),
             row,
         )
-        mode = "per source node" if row["share"] else "per edge (DARTS)"
         print(
-            f"{row['strategy']:<8} {mode:<16} {'yes' if row['cuda_graph'] else 'no':<6} "
+            f"{row['strategy']:<8} {row['layout']:<11} {'yes' if row['cuda_graph'] else 'no':<6} "
             f"{row['step_s']:>9.4f} "
             f"{row['step_s'] / eager['step_s']:>8.3f}x "
             f"{row['step_s'] / base['step_s']:>11.2f}x {row['step_s'] / darts['step_s']:>8.2f}x "
             f"{row['peak_mb']:>9.0f} {row['peak_mb'] / max(base['peak_mb'], 1e-9):>11.2f}x "
-            f"{row['peak_mb'] / max(darts['peak_mb'], 1e-9):>8.2f}x"
+            f"{row['peak_mb'] / max(darts['peak_mb'], 1e-9):>8.2f}x "
+            f"{row['aten_ops']:>9} {row['aten_ops'] / max(src['aten_ops'], 1):>10.2f}x"
         )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"settings": vars(args), "rows": rows}, fh, indent=2)
 
 
 def _cuda() -> bool:
