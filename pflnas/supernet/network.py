@@ -366,7 +366,7 @@ def check_supernet_options(
 ) -> None:
     """Raise ConfigError unless ``space`` takes these supernet options (cheap: run it before the data)."""
     if resolve_layout(True, layout) == "batched":
-        if space.kind != "darts_cell":
+        if not space.kind_spec.supernet_class().batched_layout:  # the kind's supernet says
             raise ConfigError(
                 f"space.layout=batched is for DARTS cell spaces yet; {space.name!r} is {space.kind}"
             )
