@@ -48,33 +48,26 @@ def make_loaders(cfg: SearchConfig, device: torch.device, info: DistInfo | None 
     images, labels = data.train_x, data.train_y
     if device.type == "cuda":
         images, labels = images.to(device), labels.to(device)
+
+    def shuffled(indices: Any, stream: int) -> BatchLoader:
+        """An augmented, shuffled, full-batch loader; weights and α draw separate streams."""
+        return BatchLoader(
+            images,
+            labels,
+            indices,
+            batch_size,
+            augment=True,
+            shuffle=True,
+            drop_last=True,
+            seed=seed * 2 + stream,
+            rank=rank,
+            world_size=world,
+            **common,
+        )
+
     return SearchLoaders(
-        train=BatchLoader(
-            images,
-            labels,
-            train_idx,
-            batch_size,
-            augment=True,
-            shuffle=True,
-            drop_last=True,
-            seed=seed * 2 + 1,
-            rank=rank,
-            world_size=world,
-            **common,
-        ),
-        arch=BatchLoader(
-            images,
-            labels,
-            arch_idx,
-            batch_size,
-            augment=True,
-            shuffle=True,
-            drop_last=True,
-            seed=seed * 2 + 2,
-            rank=rank,
-            world_size=world,
-            **common,
-        ),
+        train=shuffled(train_idx, 1),
+        arch=shuffled(arch_idx, 2),
         evaluate=BatchLoader(
             images,
             labels,
