@@ -20,13 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from pflnas.errors import ConfigError
-from pflnas.ops import get_op
 from pflnas.ops.primitives import DilConv, FactorizedReduce, ReLUConvBN, SepConv
 from pflnas.supernet.mixed import candidate, split_ops
 
 # How a wide tensor is made of the per-edge ones (a rule of :attr:`WideOp.rules`).
 CAT = "cat"  # concatenated along dim 0 (edge-major output channels)
-INTERLEAVE = "interleave"  # depthwise conv with channel multiplier m: row c*m + j is edge j's channel c
 FIRST = "first"  # one value equal on every edge (BatchNorm's num_batches_tracked)
 
 Rules = dict[str, tuple[str, str]]
@@ -68,29 +66,33 @@ class WideConvBN(WideOp):
 
 
 class WideDilConv(WideOp):
-    """m ``DilConv``. ``fan_in``: the input is the shared C-channel source (depthwise with channel
-    multiplier m, then reordered edge-major); otherwise it is already m·C edge-major channels."""
+    """m ``DilConv``. ``fan_in``: the input is the shared C-channel source, repeated once per edge;
+    otherwise it is already m·C edge-major channels. The depthwise conv then runs on m·C channels (a plain
+    depthwise conv, fast everywhere, where a channel multiplier is slow on CPU), and the pointwise conv as one
+    batched matrix product over the edges (a grouped 1x1 conv is slow on CPU, and a GEMM on GPU)."""
 
     def __init__(self, proto: DilConv, m: int, fan_in: bool, edge: str = ""):
         super().__init__()
         dw, pw = proto[1], proto[2]
         c = dw.in_channels
         self.m, self.fan_in = m, fan_in
-        self.dw = _conv(dw, c if fan_in else m * c, m * c, c if fan_in else m * c)
-        self.pw = nn.Conv2d(m * c, m * pw.out_channels, 1, groups=m, bias=False)
+        self.dw = _conv(dw, m * c, m * c, m * c)
+        self.pw = nn.Conv2d(m * c, m * pw.out_channels, 1, groups=m, bias=False)  # its weight; see forward
         self.bn, bn_rules = _bn(proto[3], m, "bn", f"{edge}3")
         self.rules = {
-            "dw.weight": (f"{edge}1.weight", INTERLEAVE if fan_in else CAT),
+            "dw.weight": (f"{edge}1.weight", CAT),
             "pw.weight": (f"{edge}2.weight", CAT),
             **bn_rules,
         }
 
     def forward(self, r: Tensor) -> Tensor:
+        if self.fan_in and self.m > 1:
+            r = r.repeat(1, self.m, 1, 1)
         y = self.dw(r)
-        if self.fan_in and self.m > 1:  # channel-major (c, edge) -> edge-major (edge, c)
-            b, _, h, w = y.shape
-            y = y.view(b, -1, self.m, h, w).transpose(1, 2).reshape(b, -1, h, w)
-        return self.bn(self.pw(y))
+        b, c, h, w = y.shape
+        weight = self.pw.weight.view(self.m, -1, c // self.m)  # [m, C_out, C_in]: edge j's 1x1 conv
+        y = torch.matmul(weight, y.reshape(b, self.m, c // self.m, h * w))
+        return self.bn(y.view(b, -1, h, w))
 
 
 class WideSepConv(WideOp):
@@ -165,22 +167,25 @@ class SourceFan(nn.Module):
 
 
 def mix_source(
-    ops: Sequence[str], wide: dict[str, Tensor], free: dict[str, Tensor], weights: Tensor
+    ops: Sequence[str], wide: dict[str, Tensor], free: dict[str, Tensor], weights: Tensor, free_cols: Tensor
 ) -> Tensor:
     """``[B, m, C, H, W]``: each edge's weighted sum over the candidates. ``weights``: ``[m, num_ops]``
-    rows of the source's edges; ``free`` outputs are shared by every edge (broadcast)."""
+    rows of the source's edges; ``free`` outputs are shared by every edge, so they mix as one matrix
+    product (``[m, F] @ [B, F, C*H*W]``, F parameter-free ops, columns ``free_cols`` of ``weights``)
+    instead of F broadcast products: fewer kernels and one pass over memory."""
     m = weights.shape[0]
     out: Tensor | None = None
+    if free:
+        z = torch.stack(list(free.values()), 1)  # [B, F, C, H, W], F in op order
+        b = z.shape[0]
+        out = torch.matmul(weights.index_select(1, free_cols), z.view(b, z.shape[1], -1))
+        out = out.view(b, m, *z.shape[2:])
     for i, name in enumerate(ops):
-        if get_op(name).is_zero:
-            continue
         if name in wide:
             y = wide[name]
             y = y.view(y.shape[0], m, -1, *y.shape[2:])
-        else:
-            y = free[name].unsqueeze(1)
-        w = weights[:, i].view(1, m, 1, 1, 1)
-        out = y * w if out is None else torch.addcmul(out, y, w)
+            w = weights[:, i].view(1, m, 1, 1, 1)
+            out = y * w if out is None else torch.addcmul(out, y, w)
     assert out is not None, "a mixed edge needs at least one op other than 'none'"
     return out
 
@@ -208,6 +213,10 @@ class BatchedNodes(nn.Module):
         )
         order = [i for s in sorted(self.out_edges) for i in self.out_edges[s]]
         self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
+        for s, stride in strides.items():
+            free = split_ops(ops, stride)[1]
+            cols = torch.tensor([self.ops.index(n) for n in free], dtype=torch.long)
+            self.register_buffer(f"free_cols_{s}", cols, persistent=False)
 
     def forward(self, inputs: list[Tensor], weights: Tensor, free_ops: nn.ModuleDict) -> list[Tensor]:
         states = list(inputs)
@@ -215,19 +224,20 @@ class BatchedNodes(nn.Module):
         rows, start = {}, 0
         for s in sorted(self.out_edges):
             rows[s], start = by_source[start : start + len(self.out_edges[s])], start + len(self.out_edges[s])
-        mixed: dict[int, Tensor] = {}
+        parts: dict[int, tuple[Tensor, ...]] = {}  # per source: its edges' outputs, in slot order
 
         def expand(s: int) -> None:
             if s in self.out_edges:
-                x = states[s]
-                mixed[s] = mix_source(self.ops, self.fans[str(s)](x), free_ops[str(s)](x), rows[s])
+                x, cols = states[s], getattr(self, f"free_cols_{s}")
+                mixed = mix_source(self.ops, self.fans[str(s)](x), free_ops[str(s)](x), rows[s], cols)
+                parts[s] = mixed.unbind(1)  # one op (its backward one stack), not a select per edge
 
         for s in range(len(inputs)):
             expand(s)
         for node in self.nodes:
             total: Tensor | None = None
             for src in range(node):
-                y = mixed[src][:, self.slot[(node, src)]]
+                y = parts[src][self.slot[(node, src)]]
                 total = y if total is None else total + y
             assert total is not None
             states.append(total)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from pflnas.errors import ConfigError
 from pflnas.spaces.labels import edge_key
-from pflnas.supernet.batched import CAT, FIRST, INTERLEAVE, BatchedNodes
+from pflnas.supernet.batched import CAT, FIRST, BatchedNodes
 from pflnas.supernet.cells import SearchCell
 from pflnas.supernet.network import Supernet
 
@@ -36,8 +36,6 @@ def _batched_cells(net: Supernet) -> Iterator[tuple[str, SearchCell, BatchedNode
 def _join(parts: list[Tensor], rule: str) -> Tensor:
     if rule == CAT:
         return torch.cat(parts, 0)
-    if rule == INTERLEAVE:
-        return torch.stack(parts, 1).flatten(0, 1)
     assert rule == FIRST
     return parts[0].clone()
 
@@ -45,9 +43,6 @@ def _join(parts: list[Tensor], rule: str) -> Tensor:
 def _split(wide: Tensor, rule: str, m: int) -> list[Tensor]:
     if rule == CAT:
         return [t.clone() for t in wide.chunk(m, 0)]
-    if rule == INTERLEAVE:
-        rows = wide.view(-1, m, *wide.shape[1:])
-        return [rows[:, j].clone() for j in range(m)]
     assert rule == FIRST
     return [wide.clone() for _ in range(m)]
 
