@@ -23,7 +23,7 @@ WARMUP_SHARE = 15 / 50
 
 class PCDARTS(DARTS):
     name = "pcdarts"
-    layouts = ("per_edge", "per_source")  # partial channels are not batched yet
+    layouts = ("per_edge", "per_source", "batched")  # the batched layout runs partial channels per source
 
     def __init__(self, arch_optim: ArchOptimConfig, partial_channels: int = PARTIAL_CHANNELS):
         super().__init__(arch_optim, unrolled=False)

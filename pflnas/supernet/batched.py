@@ -10,6 +10,10 @@ the parameters between the two. Parameter-free ops are computed once per source,
 
 Wide tensors are edge-major: channels ``[j*C, (j+1)*C)`` belong to the j-th edge leaving the node (edges in
 ``space.edges()`` order).
+
+PC-DARTS' partial channels batch too: every edge leaving a node sees the same first C/K channels, so the wide
+and parameter-free ops run on them once, and the untouched channels, which every such edge passes through
+alike, are pooled and shuffled in once for all the node's edges (:func:`reassemble`).
 """
 
 from __future__ import annotations
@@ -166,6 +170,22 @@ class SourceFan(nn.Module):
         return {name: op(r) for name, op in self.wide.items()}
 
 
+def reassemble(x: Tensor, mixed: Tensor, partial: int, stride: int) -> Tensor:
+    """PC-DARTS' channel reassembly (``MixedEdge`` does it per edge) of all ``m`` edges leaving ``x`` at once.
+
+    ``mixed``: ``[B, m, C/K, H, W]`` from :func:`mix_source`; the bypassed channels ``x[:, C/K:]`` (max-pooled
+    2x2 at stride 2) are the same for every edge, so they are pooled once and broadcast, then one channel
+    shuffle with ``partial`` groups runs over every edge's channel axis. Returns ``[B, m, C, H, W]``.
+    """
+    rest = x[:, mixed.shape[2] :]
+    if stride == 2:
+        rest = nn.functional.max_pool2d(rest, 2, 2, ceil_mode=True)
+    b, m = mixed.shape[:2]
+    out = torch.cat([mixed, rest.unsqueeze(1).expand(b, m, *rest.shape[1:])], dim=2)
+    c, h, w = out.shape[2:]
+    return out.view(b, m, partial, c // partial, h, w).transpose(2, 3).reshape(b, m, c, h, w)
+
+
 def mix_source(
     ops: Sequence[str], wide: dict[str, Tensor], free: dict[str, Tensor], weights: Tensor, free_cols: Tensor
 ) -> Tensor:
@@ -193,7 +213,7 @@ def mix_source(
 class BatchedNodes(nn.Module):
     """The DAG of one cell in the batched layout: a :class:`SourceFan` per source node; the cell's
     per-source parameter-free ops come in ``forward``. Every node sums its incoming edges' slices of the
-    sources' mixes."""
+    sources' mixes. ``partial`` > 1: PC-DARTS' partial channels (the ops see ``channels // partial``)."""
 
     def __init__(
         self,
@@ -203,13 +223,18 @@ class BatchedNodes(nn.Module):
         channels: int,
         strides: dict[int, int],
         pool_bn: bool,
+        partial: int = 1,
     ):
         super().__init__()
+        if partial < 1 or channels % partial:
+            raise ValueError(f"partial channels: {channels} channels do not split into {partial} parts")
         self.ops, self.nodes = list(ops), list(nodes)
+        self.partial, self.strides = partial, dict(strides)
         self.out_edges = {s: [i for i, (_, src) in enumerate(edges) if src == s] for s in strides}
         self.slot = {(n, s): self.out_edges[s].index(i) for i, (n, s) in enumerate(edges)}
+        part = channels // partial  # PC-DARTS: the ops see the first 1/partial of the channels
         self.fans = nn.ModuleDict(
-            {str(s): SourceFan(ops, channels, strides[s], pool_bn, len(e)) for s, e in self.out_edges.items()}
+            {str(s): SourceFan(ops, part, strides[s], pool_bn, len(e)) for s, e in self.out_edges.items()}
         )
         order = [i for s in sorted(self.out_edges) for i in self.out_edges[s]]
         self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
@@ -228,8 +253,7 @@ class BatchedNodes(nn.Module):
 
         def expand(s: int) -> None:
             if s in self.out_edges:
-                x, cols = states[s], getattr(self, f"free_cols_{s}")
-                mixed = mix_source(self.ops, self.fans[str(s)](x), free_ops[str(s)](x), rows[s], cols)
+                mixed = self.source_mix(s, states[s], rows[s], free_ops)
                 parts[s] = mixed.unbind(1)  # one op (its backward one stack), not a select per edge
 
         for s in range(len(inputs)):
@@ -243,3 +267,11 @@ class BatchedNodes(nn.Module):
             states.append(total)
             expand(node)
         return states
+
+    def source_mix(self, s: int, x: Tensor, rows: Tensor, free_ops: nn.ModuleDict) -> Tensor:
+        """``[B, m, C, H, W]``: the mixes of every edge leaving source ``s`` (input ``x``); with partial
+        channels the ops run on ``x``'s first ``C/partial`` channels and :func:`reassemble` adds the rest."""
+        part = x[:, : x.shape[1] // self.partial] if self.partial > 1 else x
+        cols = getattr(self, f"free_cols_{s}")
+        y = mix_source(self.ops, self.fans[str(s)](part), free_ops[str(s)](part), rows, cols)
+        return reassemble(x, y, self.partial, self.strides[s]) if self.partial > 1 else y

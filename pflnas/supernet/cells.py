@@ -41,7 +41,7 @@ class SearchCell(nn.Module):
         if batched:
             strides = {src: space.edge_stride(cell_type, src) for src in sources}
             self.batched = BatchedNodes(
-                space.ops, self.edge_list, space.node_ids(), channels, strides, space.pool_bn
+                space.ops, self.edge_list, space.node_ids(), channels, strides, space.pool_bn, partial
             )
         self.edges = nn.ModuleDict(
             {

@@ -4,7 +4,9 @@ The layouts hold the same numbers in other places: a wide op of the batched layo
 (:mod:`pflnas.supernet.batched`) is its edges' tensors joined by the rule each of its tensors declares, and
 a parameter-free op's BatchNorm statistics, kept once per source node in the ``per_source`` and ``batched``
 layouts, are equal on every edge of the ``per_edge`` layout (the same op on the same input). Every other
-entry (stem, preprocessing, classifier, alphas) is the same in all layouts.
+entry (stem, preprocessing, classifier, alphas, PC-DARTS' edge-normalisation weights) is the same in all
+layouts. With PC-DARTS' partial channels the ops are narrower but the keys are the same, and the bypass
+max-pool has no state, so the same conversion applies.
 """
 
 from __future__ import annotations

@@ -365,13 +365,11 @@ def check_supernet_options(
     space: SpaceConfig, partial_channels: int = 1, edge_norm: bool = False, layout: str | None = None
 ) -> None:
     """Raise ConfigError unless ``space`` takes these supernet options (cheap: run it before the data)."""
-    if resolve_layout(True, layout) == "batched":
-        if not space.kind_spec.supernet_class().batched_layout:  # the kind's supernet says
-            raise ConfigError(
-                f"space.layout=batched is for DARTS cell spaces yet; {space.name!r} is {space.kind}"
-            )
-        if partial_channels != 1 or edge_norm:
-            raise ConfigError("space.layout=batched does not take partial channels / edge normalisation yet")
+    batched = resolve_layout(True, layout) == "batched"
+    if batched and not space.kind_spec.supernet_class().batched_layout:  # the kind's supernet says
+        raise ConfigError(
+            f"space.layout=batched is for DARTS cell spaces yet; {space.name!r} is {space.kind}"
+        )
     if space.is_block and (partial_channels != 1 or edge_norm):
         raise ConfigError(
             "partial channels and edge normalisation (PC-DARTS) are for cell spaces; "
