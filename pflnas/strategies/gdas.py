@@ -26,6 +26,7 @@ TAU_MAX, TAU_MIN = 10.0, 0.1
 class GDAS(Strategy):
     name = "gdas"
     dynamic_path = True
+    layouts = ("per_edge", "per_source", "batched")  # batched: each edge runs its slice of the wide ops
 
     def __init__(self, arch_optim: ArchOptimConfig, tau_max: float = TAU_MAX, tau_min: float = TAU_MIN):
         super().__init__(arch_optim)

@@ -50,6 +50,7 @@ class SPOS(Strategy):
     name = "spos"
     updates_alphas = False
     dynamic_path = True
+    layouts = ("per_edge", "per_source", "batched")  # batched: each edge runs its slice of the wide ops
 
     def __init__(self, arch_optim: ArchOptimConfig, search: str = "evolution"):
         super().__init__(arch_optim)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from pflnas.errors import ConfigError
 from pflnas.ops import get_op
@@ -46,11 +47,46 @@ def _bn(proto: nn.BatchNorm2d, m: int, wide: str, edge: str) -> tuple[nn.BatchNo
     return nn.BatchNorm2d(m * proto.num_features, affine=False), rules
 
 
+def _rows(t: Tensor, j: int, m: int) -> Tensor:
+    """Edge ``j``'s block of a CAT tensor (a view)."""
+    n = t.shape[0] // m
+    return t[j * n : (j + 1) * n]
+
+
+def _bn_edges(bn: nn.BatchNorm2d, ys: Sequence[Tensor], slots: Sequence[int], m: int) -> list[Tensor]:
+    """``bn`` on some of its edges, each output ``ys[i]`` with edge ``slots[i]``'s slice of the running
+    statistics, updated in place as that edge's own BatchNorm would be. The batch is counted once
+    (``num_batches_tracked``, rule FIRST) however many edges run: with a momentum set the count does not
+    change any result; with momentum None (a cumulative average) a slice's factor is ``1/count``, equal
+    to its own BatchNorm's as long as its edge ran in every counted forward (a fixed path)."""
+    factor = 0.0  # as torch's _BatchNorm.forward
+    if bn.training and bn.track_running_stats:
+        assert bn.num_batches_tracked is not None
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch = bn.training or bn.running_mean is None
+    out = []
+    for y, j in zip(ys, slots):
+        mean = None if bn.running_mean is None else _rows(bn.running_mean, j, m)
+        var = None if bn.running_var is None else _rows(bn.running_var, j, m)
+        out.append(F.batch_norm(y, mean, var, None, None, use_batch, factor, bn.eps))
+    return out
+
+
+def _conv_edge(conv: nn.Conv2d, x: Tensor, weight: Tensor, groups: int) -> Tensor:
+    return F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, groups)
+
+
 class WideOp(nn.Module):
     """One op kind on ``m`` edges; ``forward`` takes the ReLU'd source. ``rules`` maps each wide
-    state_dict suffix to ``(per-edge suffix, rule)``."""
+    state_dict suffix to ``(per-edge suffix, rule)``. ``forward_edges(r, slots)`` (single path) runs
+    only the edges ``slots``, each with its own slice of the parameters and running statistics."""
 
     rules: Rules
+    m: int
+
+    def forward_edges(self, r: Tensor, slots: Sequence[int]) -> list[Tensor]:
+        raise NotImplementedError
 
 
 class WideConvBN(WideOp):
@@ -59,12 +95,18 @@ class WideConvBN(WideOp):
     def __init__(self, proto: ReLUConvBN, m: int):
         super().__init__()
         conv = proto[1]
+        self.m = m
         self.conv = _conv(conv, conv.in_channels, m * conv.out_channels, 1)
         self.bn, bn_rules = _bn(proto[2], m, "bn", "2")
         self.rules = {"conv.weight": ("1.weight", CAT), **bn_rules}
 
     def forward(self, r: Tensor) -> Tensor:
         return self.bn(self.conv(r))
+
+    def forward_edges(self, r: Tensor, slots: Sequence[int]) -> list[Tensor]:
+        w = self.conv.weight
+        ys = [_conv_edge(self.conv, r, _rows(w, j, self.m), 1) for j in slots]
+        return _bn_edges(self.bn, ys, slots, self.m)
 
 
 class WideDilConv(WideOp):
@@ -92,12 +134,27 @@ class WideDilConv(WideOp):
             y = y.view(b, -1, self.m, h, w).transpose(1, 2).reshape(b, -1, h, w)
         return self.bn(self.pw(y))
 
+    def forward_edges(self, r: Tensor, slots: Sequence[int]) -> list[Tensor]:
+        return self.edges_of([r] * len(slots), slots)
+
+    def edges_of(self, xs: Sequence[Tensor], slots: Sequence[int]) -> list[Tensor]:
+        """Edge ``slots[i]`` on ``xs[i]`` (its C-channel input)."""
+        m, w = self.m, self.dw.weight
+        c = w.shape[0] // m
+        ys = []
+        for x, j in zip(xs, slots):
+            dw = w.view(c, m, *w.shape[1:])[:, j] if self.fan_in else _rows(w, j, m)
+            y = _conv_edge(self.dw, x, dw, c)
+            ys.append(F.conv2d(y, _rows(self.pw.weight, j, m)))
+        return _bn_edges(self.bn, ys, slots, m)
+
 
 class WideSepConv(WideOp):
     """m ``SepConv``: a fan-in ``WideDilConv``, ReLU, then a wide one on the m·C channels."""
 
     def __init__(self, proto: SepConv, m: int):
         super().__init__()
+        self.m = m
         self.first = WideDilConv(proto[0], m, fan_in=True, edge="0.")
         self.second = WideDilConv(proto[1], m, fan_in=False, edge="1.")
         self.rules = {
@@ -107,6 +164,9 @@ class WideSepConv(WideOp):
 
     def forward(self, r: Tensor) -> Tensor:
         return self.second(torch.relu(self.first(r)))
+
+    def forward_edges(self, r: Tensor, slots: Sequence[int]) -> list[Tensor]:
+        return self.second.edges_of([torch.relu(y) for y in self.first.forward_edges(r, slots)], slots)
 
 
 class WideFactorizedReduce(WideOp):
@@ -131,6 +191,20 @@ class WideFactorizedReduce(WideOp):
         n, _, h, w = a.shape
         y = torch.stack([a.view(n, self.m, -1, h, w), b.view(n, self.m, -1, h, w)], dim=2)
         return self.bn(y.reshape(n, -1, h, w))
+
+    def forward_edges(self, r: Tensor, slots: Sequence[int]) -> list[Tensor]:
+        shifted = nn.functional.pad(r, (0, 1, 0, 1))[:, :, 1:, 1:]
+        ys = [
+            torch.cat(
+                [
+                    _conv_edge(self.conv_1, r, _rows(self.conv_1.weight, j, self.m), 1),
+                    _conv_edge(self.conv_2, shifted, _rows(self.conv_2.weight, j, self.m), 1),
+                ],
+                dim=1,
+            )
+            for j in slots
+        ]
+        return _bn_edges(self.bn, ys, slots, self.m)
 
 
 def widen(name: str, proto: nn.Module, m: int) -> WideOp:

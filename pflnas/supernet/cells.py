@@ -9,6 +9,7 @@ from pflnas.ops.primitives import FactorizedReduce, ReLUConvBN
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.labels import edge_key
 from pflnas.supernet.batched import BatchedNodes
+from pflnas.supernet.batched_single import single_path_nodes
 from pflnas.supernet.mixed import MixedEdge, SourceOps, split_ops
 
 
@@ -18,7 +19,8 @@ class SearchCell(nn.Module):
     ``forward_nodes(inputs, weights)`` runs the DAG: ``weights`` is ``[num_edges, num_ops]`` in
     ``space.edges()`` order. Parameter-free outputs are computed once per source node when ``share``.
     ``batched`` (implies ``share``): no per-edge modules; the trainable candidates of all edges leaving a
-    node run as wide ops (:class:`~pflnas.supernet.batched.BatchedNodes`).
+    node run as wide ops (:class:`~pflnas.supernet.batched.BatchedNodes`); a single path (``active``) runs
+    through :func:`~pflnas.supernet.batched_single.single_path_nodes`.
     """
 
     def __init__(
@@ -38,8 +40,8 @@ class SearchCell(nn.Module):
         self.edge_list = space.edges()
         sources = sorted({src for _, src in self.edge_list})
         self.batched: BatchedNodes | None = None
+        self.strides = strides = {src: space.edge_stride(cell_type, src) for src in sources}
         if batched:
-            strides = {src: space.edge_stride(cell_type, src) for src in sources}
             self.batched = BatchedNodes(
                 space.ops, self.edge_list, space.node_ids(), channels, strides, space.pool_bn
             )
@@ -63,7 +65,9 @@ class SearchCell(nn.Module):
     def forward_nodes(self, inputs: list[Tensor], weights: Tensor) -> list[Tensor]:
         if self.batched is not None:
             if self.active is not None:
-                raise NotImplementedError("the batched layout has no single-path forward")
+                return single_path_nodes(
+                    self.batched, inputs, weights, self.active, self.source_ops, self.strides
+                )
             return self.batched(inputs, weights, self.source_ops)
         states = list(inputs)
         free: dict[int, dict[str, Tensor]] = {}
@@ -122,8 +126,10 @@ class DartsSearchCell(SearchCell):
 class NB201SearchCell(SearchCell):
     """NAS-Bench-201 search cell: one input, output is the last node."""
 
-    def __init__(self, space: SpaceConfig, channels: int, share: bool, partial: int = 1):
-        super().__init__(space, channels, reduction=False, share=share, partial=partial)
+    def __init__(
+        self, space: SpaceConfig, channels: int, share: bool, partial: int = 1, batched: bool = False
+    ):
+        super().__init__(space, channels, reduction=False, share=share, partial=partial, batched=batched)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         return self.forward_nodes([x], weights)[-1]

@@ -156,10 +156,9 @@ class Supernet(nn.Module):
 
         ``single_path``: the mixing returns hard one-hot weights (valued 0/1, with straight-through
         gradients) and only the selected op of every edge or block runs, as in GDAS; this costs one
-        host sync per forward to read the selection.
+        host sync per forward to read the selection. In the batched layout every edge runs its own slice
+        of the wide ops (:mod:`pflnas.supernet.batched_single`).
         """
-        if single_path and self.layout == "batched":
-            raise ConfigError("single-path strategies do not run on space.layout=batched yet")
         self.mixing = mixing
         self.single_path = single_path
         if not single_path:
@@ -264,7 +263,10 @@ class DartsSupernet(CellSupernet):
 
 class NB201Supernet(CellSupernet):
     """The NAS-Bench-201 skeleton: stem, 3 stages of ``layers`` cells (C, 2C, 4C) joined by residual
-    reduction blocks, BN-ReLU, global pool, classifier."""
+    reduction blocks, BN-ReLU, global pool, classifier. ``layout="batched"``: see
+    :mod:`pflnas.supernet.batched` (every NB201 candidate that has parameters is a ReLU-Conv-BN)."""
+
+    batched_layout = True
 
     def __init__(
         self,
@@ -291,7 +293,11 @@ class NB201Supernet(CellSupernet):
                 self.cells.append(ResNetBasicBlock(c_prev, c_stage, 2))
                 self.groups.append(None)
             for _ in range(space.layers):
-                self.cells.append(NB201SearchCell(space, c_stage, self.share_param_free, partial_channels))
+                self.cells.append(
+                    NB201SearchCell(
+                        space, c_stage, self.share_param_free, partial_channels, self.layout == "batched"
+                    )
+                )
                 self.groups.append(space.group_of_cell(index))
                 index += 1
             c_prev = c_stage
@@ -368,7 +374,8 @@ def check_supernet_options(
     if resolve_layout(True, layout) == "batched":
         if not space.kind_spec.supernet_class().batched_layout:  # the kind's supernet says
             raise ConfigError(
-                f"space.layout=batched is for DARTS cell spaces yet; {space.name!r} is {space.kind}"
+                f"space.layout=batched is for cell spaces (DARTS and NAS-Bench-201 cells); {space.name!r} "
+                f"is a {space.kind} space"
             )
         if partial_channels != 1 or edge_norm:
             raise ConfigError("space.layout=batched does not take partial channels / edge normalisation yet")
