@@ -45,20 +45,27 @@ def gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], skip: str | None
 
 
 def grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state_dict with every parameter replaced by its gradient (so the converters apply)."""
-    return {**net.state_dict(), **{k: p.grad for k, p in net.named_parameters()}}
+    """The state_dict with every parameter replaced by its gradient (so the converters apply); a parameter
+    no path reached has zeros (a wide op's unused slices get zeros, unused per-edge modules None)."""
+    return {
+        **net.state_dict(),
+        **{k: torch.zeros_like(p) if p.grad is None else p.grad for k, p in net.named_parameters()},
+    }
 
 
-def search_steps(net: Supernet, batches, strategy_name: str, seed: int = 7, epochs: int = 1) -> Strategy:
+def search_steps(
+    net: Supernet, batches, strategy_name: str, seed: int = 7, momentum: float = 0.9, decay: float = 3e-4
+) -> Strategy:
     """``strategy_name``'s search steps on ``batches`` (``(train, held-out)`` pairs), torch seeded with
-    ``seed`` first so that sampling strategies draw alike in every layout."""
+    ``seed`` first so that sampling strategies draw alike in every layout; SGD with ``momentum`` and weight
+    ``decay``."""
     torch.manual_seed(seed)
     strategy = create_strategy(strategy_name, ArchOptimConfig())
     strategy.attach(net)
     weights = net.weight_parameters()
-    opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
+    opt = torch.optim.SGD(weights, lr=0.025, momentum=momentum, weight_decay=decay)
     body = SearchStep(net, strategy, opt, weights, grad_clip=5.0)
-    ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(opt), lr=0.025, epochs=epochs)
+    ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(opt), lr=0.025)
     for train, val in batches:
         body(train, val, ctx, True)
     return strategy

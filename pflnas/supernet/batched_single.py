@@ -8,6 +8,11 @@ edges of one source that selected the same trainable kind go to one ``forward_ed
 BatchNorm counts the batch once (see :func:`pflnas.supernet.batched._bn_edges` for what that means for
 ``num_batches_tracked``). The result of edge ``i`` with op ``k`` is ``w[i,k]*y + (w[i].sum() - w[i,k])``,
 the straight-through form of ``forward_single``.
+
+One difference remains, in the optimizer rather than the forward: a per-edge module off the path gets no
+gradient, so torch's optimizers skip it, while a wide parameter one of whose edges ran has a gradient on
+every slice (zeros off the path), so weight decay and momentum also move the slices of edges that did not
+run. Without momentum and weight decay the layouts agree exactly (tests/test_batched_single_path.py).
 """
 
 from __future__ import annotations
