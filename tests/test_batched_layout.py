@@ -15,7 +15,7 @@ from pflnas.arch.derive import derive_architecture
 from pflnas.config.build import build_search_config
 from pflnas.config.search import ArchOptimConfig
 from pflnas.errors import ConfigError
-from pflnas.strategies import StepContext, create_strategy
+from pflnas.strategies import StepContext, create_strategy, list_strategies
 from pflnas.supernet import build_supernet
 from pflnas.supernet.cells import DartsSearchCell
 from pflnas.supernet.layouts import from_batched, to_batched
@@ -136,26 +136,37 @@ def test_darts_steps_agree(name, strategy, steps):
     assert found_ref["cells"] == found_bat["cells"]
 
 
-@pytest.mark.parametrize("strategy", ["gdas", "spos"])
-def test_other_strategies_refuse_batched_with_one_line(strategy, tmp_path):
-    from pflnas.train.search import SearchRun
+@pytest.mark.parametrize("name", list_strategies())
+def test_every_strategy_runs_some_layout_for_batched(name):
+    """Dense strategies run batched; single-path ones (one op per edge: nothing to batch) run per source,
+    which keeps their optimizer exact (an edge off the path is not stepped)."""
+    strategy = create_strategy(name, ArchOptimConfig())
+    layout = strategy.layout_for("batched")
+    assert layout in strategy.layouts
+    assert layout == ("per_source" if strategy.dynamic_path else "batched")
+    assert strategy.layout_for("per_edge") == "per_edge"
 
-    cfg = build_search_config(sets=["space.layout=batched", f"strategy.name={strategy}", "run.device=cpu"])
-    with pytest.raises(ConfigError, match="does not run on space.layout=batched") as err:
-        SearchRun(cfg, tmp_path)._setup()
-    assert "\n" not in str(err.value)
+
+@pytest.mark.slow
+def test_gdas_on_batched_runs_per_source(tmp_path, session_cache):
+    source = tiny_archive(tmp_path / "data")
+    launcher, env = Launcher(), {"PFLNAS_CACHE": session_cache, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    argv = search_argv(source, run, 1, "space.layout=batched", "strategy.name=gdas", "data.subset=32")
+    proc = launcher.start(argv, env, tmp_path / "log")
+    proc.join(300)
+    assert proc.exitcode == 0, (tmp_path / "log").read_text()
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["layout"] == "per_source"
+    assert json.loads((run / "found.json").read_text())["cells"]
 
 
 def test_bad_layouts_fail_in_one_line():
     with pytest.raises(ConfigError, match="space.layout must be one of per_edge, per_source, batched"):
         build_search_config(sets=["space.layout=wide"])
-    with pytest.raises(ConfigError, match="for DARTS cell spaces"):
-        build_supernet(tiny("nb201"), 10, layout="batched")
+    with pytest.raises(ConfigError, match="for cell spaces"):
+        build_supernet(tiny("resnet50_block"), 10, layout="batched")
     with pytest.raises(ConfigError, match="contradicts"):
         build_supernet(tiny("darts"), 10, share_param_free=False, layout="batched")
-    net = build_supernet(tiny("darts"), 10, layout="batched")
-    with pytest.raises(ConfigError, match="single-path"):
-        net.set_mixing(lambda a: a, single_path=True)
 
 
 def test_default_layout_is_per_source():

@@ -21,6 +21,7 @@ from torch import Tensor
 from pflnas.arch.derive import derive_architecture
 from pflnas.arch.record import Architecture
 from pflnas.config.search import ArchOptimConfig
+from pflnas.errors import ConfigError
 from pflnas.supernet.network import Supernet
 
 if TYPE_CHECKING:
@@ -70,6 +71,12 @@ class ArchGrads:
 
     def to_logs(self) -> dict[str, Tensor]:
         return {"arch_loss": self.loss.detach(), **self.logs}
+
+
+# Single-path strategies (GDAS, SPOS) asked for the batched layout run per source: a sampled path runs one op
+# per edge, so there is nothing to batch, and per-edge parameters keep the optimizer exact (an edge off the
+# path has no gradient and is not stepped; a slice of a wide tensor would still decay and move by momentum).
+SINGLE_PATH_FALLBACK = {"batched": "per_source"}
 
 
 class Strategy(ABC):
@@ -147,6 +154,17 @@ class Strategy(ABC):
         return {}
 
     layouts: tuple[str, ...] = ("per_edge", "per_source")  # the supernet layouts (space.layout) it runs on
+    layout_fallback: ClassVar[dict[str, str]] = {}  # requested -> run layout (SINGLE_PATH_FALLBACK)
+
+    def layout_for(self, layout: str) -> str:
+        """The supernet layout this strategy runs for a requested ``space.layout`` (ConfigError if none)."""
+        run = self.layout_fallback.get(layout, layout)
+        if run not in self.layouts:
+            raise ConfigError(
+                f"strategy {self.name!r} does not run on space.layout={layout} yet; "
+                f"use one of {', '.join(self.layouts)}"
+            )
+        return run
 
     def default_warmup_epochs(self, epochs: int) -> int:
         """Epochs of weight training before the first architecture step when the config does not say."""

@@ -122,8 +122,10 @@ class DartsSearchCell(SearchCell):
 class NB201SearchCell(SearchCell):
     """NAS-Bench-201 search cell: one input, output is the last node."""
 
-    def __init__(self, space: SpaceConfig, channels: int, share: bool, partial: int = 1):
-        super().__init__(space, channels, reduction=False, share=share, partial=partial)
+    def __init__(
+        self, space: SpaceConfig, channels: int, share: bool, partial: int = 1, batched: bool = False
+    ):
+        super().__init__(space, channels, reduction=False, share=share, partial=partial, batched=batched)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         return self.forward_nodes([x], weights)[-1]

@@ -1,4 +1,4 @@
-"""Converting a DARTS cell supernet's state_dict between the per-edge and batched layouts.
+"""Converting a cell supernet's state_dict (DARTS or NB201 cells) between the per-edge and batched layouts.
 
 The layouts hold the same numbers in other places: a wide op of the batched layout
 (:mod:`pflnas.supernet.batched`) is its edges' tensors joined by the rule each of its tensors declares, and

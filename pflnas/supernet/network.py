@@ -159,7 +159,7 @@ class Supernet(nn.Module):
         host sync per forward to read the selection.
         """
         if single_path and self.layout == "batched":
-            raise ConfigError("single-path strategies do not run on space.layout=batched yet")
+            raise ConfigError("single-path strategies do not run on space.layout=batched; use per_source")
         self.mixing = mixing
         self.single_path = single_path
         if not single_path:
@@ -264,7 +264,10 @@ class DartsSupernet(CellSupernet):
 
 class NB201Supernet(CellSupernet):
     """The NAS-Bench-201 skeleton: stem, 3 stages of ``layers`` cells (C, 2C, 4C) joined by residual
-    reduction blocks, BN-ReLU, global pool, classifier."""
+    reduction blocks, BN-ReLU, global pool, classifier. ``layout="batched"``: see
+    :mod:`pflnas.supernet.batched` (every NB201 candidate that has parameters is a ReLU-Conv-BN)."""
+
+    batched_layout = True
 
     def __init__(
         self,
@@ -291,7 +294,11 @@ class NB201Supernet(CellSupernet):
                 self.cells.append(ResNetBasicBlock(c_prev, c_stage, 2))
                 self.groups.append(None)
             for _ in range(space.layers):
-                self.cells.append(NB201SearchCell(space, c_stage, self.share_param_free, partial_channels))
+                self.cells.append(
+                    NB201SearchCell(
+                        space, c_stage, self.share_param_free, partial_channels, self.layout == "batched"
+                    )
+                )
                 self.groups.append(space.group_of_cell(index))
                 index += 1
             c_prev = c_stage
@@ -368,7 +375,8 @@ def check_supernet_options(
     batched = resolve_layout(True, layout) == "batched"
     if batched and not space.kind_spec.supernet_class().batched_layout:  # the kind's supernet says
         raise ConfigError(
-            f"space.layout=batched is for DARTS cell spaces yet; {space.name!r} is {space.kind}"
+            f"space.layout=batched is for cell spaces (DARTS and NAS-Bench-201 cells); {space.name!r} "
+            f"is a {space.kind} space"
         )
     if space.is_block and (partial_channels != 1 or edge_norm):
         raise ConfigError(

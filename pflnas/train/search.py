@@ -86,12 +86,7 @@ class SearchRun:
         set_determinism(self.device, cfg.run.deterministic)
         self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
         self.supernet_options = self.strategy.supernet_options()
-        self.layout = resolve_layout(cfg.run.share_param_free, cfg.space.layout)
-        if self.layout not in self.strategy.layouts:
-            raise ConfigError(
-                f"strategy {self.strategy.name!r} does not run on space.layout={self.layout} yet; "
-                f"use one of {', '.join(self.strategy.layouts)}"
-            )
+        self.layout = self.strategy.layout_for(resolve_layout(cfg.run.share_param_free, cfg.space.layout))
         check_supernet_options(self.space, **self.supernet_options, layout=self.layout)  # before the data
         if cfg.run.compile and self.strategy.dynamic_path:
             raise ConfigError(
