@@ -189,7 +189,17 @@ def test_batched_search_resumes_exactly(tmp_path, session_cache):
         proc = launcher.start(argv, env, tmp_path / "log", **kw)
         proc.join(300)
         assert proc.exitcode == code, (tmp_path / "log").read_text()
-    assert torch.load(cut / "checkpoint.pt", weights_only=True)["layout"] == "batched"
+    saved = torch.load(cut / "checkpoint.pt", weights_only=True)
+    assert saved["layout"] == "batched"
     found = [json.loads((run / "found.json").read_text()) for run in (full, cut)]
     assert found[0]["cells"] == found[1]["cells"]
     assert found[0]["probabilities"] == found[1]["probabilities"]
+    # a checkpoint of the first batched engine (interleaved depthwise weights) is refused in one line
+    saved["batched_format"] = 1
+    saved["epoch"] = 0
+    torch.save(saved, cut / "checkpoint.pt")
+    proc = launcher.start(["search", "--resume", str(cut)], env, tmp_path / "log2")
+    proc.join(300)
+    assert proc.exitcode == 2
+    assert "older batched layout" in (tmp_path / "log2").read_text()
+    assert "Traceback" not in (tmp_path / "log2").read_text()

@@ -27,6 +27,9 @@ from pflnas.errors import ConfigError
 from pflnas.ops.primitives import DilConv, FactorizedReduce, ReLUConvBN, SepConv
 from pflnas.supernet.mixed import candidate, split_ops
 
+# Checkpoints record it: 2 since depthwise weights are edge-major (CAT), 1 had them interleaved.
+BATCHED_FORMAT = 2
+
 # How a wide tensor is made of the per-edge ones (a rule of :attr:`WideOp.rules`).
 CAT = "cat"  # concatenated along dim 0 (edge-major output channels)
 FIRST = "first"  # one value equal on every edge (BatchNorm's num_batches_tracked)

@@ -22,6 +22,7 @@ from pflnas.errors import PflnasError
 from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import Strategy
 from pflnas.supernet import Supernet
+from pflnas.supernet.batched import BATCHED_FORMAT
 from pflnas.train.dist_search import SearchSync
 
 FORMAT = "pflnas-search-checkpoint-1"
@@ -65,6 +66,7 @@ class SearchCheckpoint:
             "buffers_ranks": self.sync.gather(self._buffers()) if inside and distributed else None,
             "nonfinite_skipped": at.skipped,
             "layout": self.model.layout,  # the model's state_dict keys depend on it
+            "batched_format": BATCHED_FORMAT,  # how wide tensors order their edges' slices
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -90,6 +92,11 @@ class SearchCheckpoint:
             raise PflnasError(
                 f"checkpoint in {run_dir} holds a space.layout={saved} supernet, this run builds "
                 f"{self.model.layout}; resume with space.layout={saved}"
+            )
+        if saved == "batched" and state.get("batched_format") != BATCHED_FORMAT:
+            raise PflnasError(
+                f"checkpoint in {run_dir} was written by an older batched layout (its depthwise weights are "
+                "ordered differently); start a new run"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
