@@ -93,12 +93,15 @@ class WideDilConv(WideOp):
         }
 
     def forward(self, r: Tensor) -> Tensor:
-        if self.fan_in and self.m > 1:
-            r = r.repeat(1, self.m, 1, 1)
+        b, c, h, w = r.shape
+        if self.fan_in and self.m > 1:  # edge-major copies of the source (expand: one copy kernel)
+            c *= self.m
+            r = r.unsqueeze(1).expand(b, self.m, *r.shape[1:]).reshape(b, c, h, w)
         y = self.dw(r)
-        b, c, h, w = y.shape
+        h, w = y.shape[2:]
         weight = self.pw.weight.view(self.m, -1, c // self.m)  # [m, C_out, C_in]: edge j's 1x1 conv
-        y = torch.matmul(weight, y.reshape(b, self.m, c // self.m, h * w))
+        weight = weight.expand(b, *weight.shape).reshape(b * self.m, *weight.shape[1:])
+        y = torch.bmm(weight, y.reshape(b * self.m, c // self.m, h * w))
         return self.bn(y.view(b, -1, h, w))
 
 

@@ -105,7 +105,7 @@ class SearchStep:
         with self.autocast():
             logits = self.forward(x)
         loss = F.cross_entropy(logits.float(), y)
-        loss.backward()
+        loss.backward(inputs=self.weights)  # no alpha gradients: this half never uses them (DARTS' code does)
         self.reduce_grads(self.weights)  # torchrun: one all-reduce, before clipping
         if self.check_weights is not None and not self.check_weights(loss):
             return self._drop()
