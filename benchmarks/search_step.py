@@ -170,8 +170,8 @@ def main() -> None:
         nargs="?",
         const="forward",
         choices=["forward", "cells"],
-        help="torch.compile the whole supernet forward (as run.compile; the default) or each cell on its own; "
-        "with --cuda-graph the compiled code is captured in the step graph (inductor's own CUDA graphs off)",
+        help="torch.compile the whole supernet forward (as run.compile; the default) or each cell on its "
+        "own; with --cuda-graph the compiled code is captured in the step graph (inductor's CUDA graphs off)",
     )
     p.add_argument(
         "--cuda-graph",

@@ -143,7 +143,10 @@ def test_step_body_reads_nothing_on_the_host(strategy, layout, monkeypatch):
     monkeypatch.setattr(adam_module, "_get_value", lambda x: float(x.detach().numpy()))
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
-    for name in ("tensor", "as_tensor"):  # a tensor made from host values in the step is a host-to-device copy
+    for name in (
+        "tensor",
+        "as_tensor",
+    ):  # a tensor made from host values in the step is a host-to-device copy
         monkeypatch.setattr(torch, name, forbidden)
     out = body(batch, batch, ctx, True)
     monkeypatch.undo()
