@@ -6,7 +6,8 @@
 #   * bf16 + channels_last batched graphed;
 #   * 3 real search epochs (`pflnas search`) of the batched layout under run.cuda_graph on $PFLNAS_DATA, and
 #     the projected 50-epoch search time from their epoch_time (metrics.jsonl);
-#   * last (compiling is slow): graphed + torch.compile (run.compile) in every layout, as time allows.
+#   * last (compiling is slow): graphed + torch.compile in every layout, as time allows: the whole forward
+#     (run.compile) and, for batched, each cell compiled on its own (search_step.py --compile cells).
 # Every stage runs under `timeout`, capped by what is left of BUDGET_S (default 450 s); a failing or skipped
 # stage prints one line and the script goes on. OUT_DIR gets three files: rows.json (every row, tagged with
 # its stage; the darts2/darts ratio; the projection; the failed stages), log.txt (every stage's output) and
@@ -14,7 +15,8 @@
 # Usage: PFLNAS_DATA=path/to/cifar10 benchmarks/gpu_search_speed.sh [OUT_DIR]
 #        benchmarks/gpu_search_speed.sh --dry-run [OUT_DIR]   (or SMOKE=1): on the CPU with tiny settings
 #        (no graphs: they need CUDA; the compile stage of the batched layout only), to test the script.
-#        COMPILE_LAYOUTS="batched ..." picks the compiled stages ("" for none).
+#        COMPILE_STAGES="batched:forward batched:cells ..." picks the compiled stages ("" for none),
+#        COMPILE_CAP their time limit each (default 150 s; inductor on a few CPU cores needs minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 smoke=${SMOKE:-0}
@@ -44,13 +46,13 @@ if [[ $smoke == 1 ]]; then
   graph=()  # CUDA graphs need a GPU: the smoke run measures the same stages eagerly
   search_sets=(space.init_channels=4 space.layers=3 data.subset=64 data.batch_size=8 data.eval_limit=16
     run.threads=1)
-  compile_layouts=${COMPILE_LAYOUTS-batched}
+  compile_stages=${COMPILE_STAGES-batched:forward}
 else
   device=cuda
   shape=(--batch-size 64 --init-channels 16 --layers 8 --repeats 10 --warmup 3)
   graph=(--cuda-graph)
   search_sets=(run.cuda_graph=true)
-  compile_layouts=${COMPILE_LAYOUTS-batched per_source per_edge}
+  compile_stages=${COMPILE_STAGES-batched:forward batched:cells per_source:forward per_edge:forward}
   : "${PFLNAS_DATA:?set PFLNAS_DATA to the CIFAR-10 archive or folder}"
 fi
 $py -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" \
@@ -102,8 +104,10 @@ if [[ -f $work/search/metrics.jsonl ]]; then
   cp "$work/search/metrics.jsonl" "$out/search_metrics.jsonl"
 fi
 
-for layout in $compile_layouts; do
-  step "darts_${layout}_graphed_compiled" 150 --configs "darts:$layout" "${graph[@]}" --compile
+for item in $compile_stages; do  # layout:forward (run.compile) or layout:cells (each cell compiled)
+  layout=${item%%:*} how=${item#*:} name=darts_${item%%:*}_graphed_compiled
+  if [[ $how == cells ]]; then name+=_cells; fi
+  step "$name" "${COMPILE_CAP:-150}" --configs "darts:$layout" "${graph[@]}" --compile "$how"
 done
 
 $py - "$work" "$out" "$smoke" "$budget" "$SECONDS" <<'EOF'

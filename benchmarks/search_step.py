@@ -91,8 +91,10 @@ def worker(args: argparse.Namespace) -> dict:
         if cells is None:
             raise SystemExit(f"--compile cells: the {space.name} supernet has no cells")
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(cells))
+        # static shapes: the cells share one forward's code, and automatic dynamic shapes would turn the
+        # second cell's shapes into a symbolic recompile (which inductor 2.14 fails on for these cells)
         for cell in cells:  # in place: the module tree (and its parameters) stays as it is
-            cell.compile(**compile_options(bool(args.cuda_graph)))
+            cell.compile(**{**compile_options(bool(args.cuda_graph)), "dynamic": False})
     weights = net.weight_parameters()
     opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
 

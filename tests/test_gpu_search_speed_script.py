@@ -42,7 +42,7 @@ def test_smoke_mode_writes_every_row(tmp_path):
     out = tmp_path / "out"
     data = tiny_archive(tmp_path / "data")
     # the compile stage is left out here (inductor on 2 shared cores takes minutes); run it by hand
-    done = _run(tmp_path, "--dry-run", str(out), PFLNAS_DATA=data, COMPILE_LAYOUTS="")
+    done = _run(tmp_path, "--dry-run", str(out), PFLNAS_DATA=data, COMPILE_STAGES="")
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "rows.json", "search_metrics.jsonl"]
     result = json.loads((out / "rows.json").read_text())
