@@ -13,6 +13,10 @@
 # its stage; the darts2/darts ratio; the projection; the failed stages), log.txt (every stage's output) and
 # search_metrics.jsonl; scratch files go to a temporary folder.
 # Usage: PFLNAS_DATA=path/to/cifar10 benchmarks/gpu_search_speed.sh [OUT_DIR]
+#        On the lent machine (only the repo travels): copy the archive into an ignored folder of the checkout
+#        (`mkdir -p .gpu-data && cp "$PFLNAS_DATA" .gpu-data/ && echo /.gpu-data/ >>.git/info/exclude`), carry
+#        .gpu-data, and run `PFLNAS_DATA=.gpu-data/cifar10-jpeg.tar.gz benchmarks/gpu_search_speed.sh $OUT`
+#        with timeout_s 480 (the three files in OUT_DIR come back).
 #        benchmarks/gpu_search_speed.sh --dry-run [OUT_DIR]   (or SMOKE=1): on the CPU with tiny settings
 #        (no graphs: they need CUDA; the compile stage of the batched layout only), to test the script.
 #        COMPILE_STAGES="batched:forward batched:cells ..." picks the compiled stages ("" for none),
@@ -53,10 +57,19 @@ else
   graph=(--cuda-graph)
   search_sets=(run.cuda_graph=true)
   compile_stages=${COMPILE_STAGES-batched:forward batched:cells per_source:forward per_edge:forward}
-  : "${PFLNAS_DATA:?set PFLNAS_DATA to the CIFAR-10 archive or folder}"
+  if [[ -z ${PFLNAS_DATA:-} ]]; then
+    echo "gpu_search_speed.sh: set PFLNAS_DATA to the CIFAR-10 archive or folder" >&2
+    exit 2
+  fi
 fi
-$py -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" \
-  | tee -a "$log"
+if ! $py - "$device" <<'EOF' | tee -a "$log"; then
+import sys, torch
+if sys.argv[1] == "cuda" and not torch.cuda.is_available():
+    sys.exit("gpu_search_speed.sh: no CUDA device visible (on a CPU: --dry-run)")
+print("torch", torch.__version__, torch.cuda.get_device_name() if sys.argv[1] == "cuda" else "cpu")
+EOF
+  exit 2
+fi
 
 # stage NAME CAP COMMAND...: run COMMAND under timeout (CAP seconds, at most what the budget has left),
 # its output into the log; on failure one line, and the script goes on.
@@ -90,7 +103,7 @@ step() {
 }
 
 for layout in per_edge per_source batched; do
-  step "darts_${layout}_eager_graphed" 70 --configs "darts:$layout" "${graph[@]}" ${graph[@]:+--compare}
+  step "darts_${layout}_eager_graphed" 90 --configs "darts:$layout" "${graph[@]}" ${graph[@]:+--compare}
 done
 step darts2_batched_graphed 60 --configs darts2:batched "${graph[@]}"
 step darts_batched_bf16_channels_last_graphed 45 --configs darts:batched --amp --channels-last "${graph[@]}"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _tiny_runs import tiny_archive
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "gpu_search_speed.sh"
@@ -88,3 +89,18 @@ def test_stages_past_the_budget_are_skipped_in_one_line_each(tmp_path):
 def test_unknown_option_is_one_line_and_exit_code_2(tmp_path):
     done = _run(tmp_path, "--bogus")
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "--bogus" in done.stderr
+
+
+def test_gpu_mode_without_data_or_gpu_is_one_line_and_exit_code_2(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if k != "PFLNAS_DATA"}
+    done = subprocess.run(
+        ["bash", str(SCRIPT), str(tmp_path / "a")], capture_output=True, text=True, env=environ
+    )
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "gpu_search_speed.sh: set PFLNAS_DATA to the CIFAR-10 archive or folder"
+    )
+    if not torch.cuda.is_available():
+        done = _run(tmp_path, str(tmp_path / "b"), PFLNAS_DATA=str(tmp_path))
+        assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+            "gpu_search_speed.sh: no CUDA device visible (on a CPU: --dry-run)"
+        ]
