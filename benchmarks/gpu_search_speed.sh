@@ -42,6 +42,7 @@ py=${PYTHON:-python3}
 budget=${BUDGET_S:-450}
 log=$out/log.txt
 : >"$log"
+rm -f "$out/rows.json" "$out/search_metrics.jsonl"  # nothing stale from an earlier run
 : >"$work/failed.txt"
 
 if [[ $smoke == 1 ]]; then
