@@ -64,6 +64,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from pflnas.config.search import ArchOptimConfig
+    from pflnas.errors import ConfigError
     from pflnas.spaces import load_space
     from pflnas.strategies import StepContext, create_strategy
     from pflnas.supernet import build_supernet
@@ -89,7 +90,7 @@ def worker(args: argparse.Namespace) -> dict:
     elif how == "cells":  # each cell on its own: smaller graphs, cells of one shape share compiled code
         cells = getattr(net, "cells", None)
         if cells is None:
-            raise SystemExit(f"--compile cells: the {space.name} supernet has no cells")
+            raise ConfigError(f"--compile cells: the {space.name} supernet has no cells")
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(cells))
         # static shapes: the cells share one forward's code, and automatic dynamic shapes would turn the
         # second cell's shapes into a symbolic recompile (which inductor 2.14 fails on for these cells)
