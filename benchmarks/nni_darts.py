@@ -13,8 +13,10 @@ step (forward, backward, gradient clipping at 5, SGD with momentum 0.9 and weigh
 DARTS with Adam(3e-4, betas (0.5, 0.999), wd 1e-3) on the alphas, in fp32:
 
 * pflnas: ``pflnas.strategies`` ``darts`` / ``darts2`` and the weight step of benchmarks/search_step.py (its
-  worker is reused), with the parameter-free ops computed once per source node (pflnas' default) or per
-  edge (DARTS' layout).
+  worker is reused) in the supernet layouts (``space.layout``): ``per_source`` (pflnas' default: the
+  parameter-free ops once per source node), ``batched`` (also each trainable op kind once per source node,
+  as one wide op over its edges) and ``per_edge`` (DARTS' layout). The pflnas darts rows carry their
+  ratios to each NNI row (step time and peak memory), all measured in the same run.
 * NNI: ``nni.nas.strategy.DARTS`` running in NNI's in-process engine (its Lightning loop, as a user runs it)
   on the space built by ``pflnas.bridges.nni`` from the very same pflnas candidate modules, in NNI's own
   DARTS ``Cell`` layout (every edge mixes the candidates plus NNI's implicit "no edge") and in the edge
@@ -46,12 +48,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # (label, kind, options): kind "pflnas" -> search_step's worker, "nni" -> NNI's DARTS through the bridge
+# ("supernet": pflnas' space.layout; "layout": NNI's)
 CONFIGS = [
-    ("pflnas darts, per source node", "pflnas", {"strategy": "darts", "share": 1}),
-    ("pflnas darts, per edge", "pflnas", {"strategy": "darts", "share": 0}),
+    ("pflnas darts, per source node", "pflnas", {"strategy": "darts", "supernet": "per_source"}),
+    ("pflnas darts, batched", "pflnas", {"strategy": "darts", "supernet": "batched"}),
+    ("pflnas darts, per edge", "pflnas", {"strategy": "darts", "supernet": "per_edge"}),
     ("NNI DARTS, NNI Cell", "nni", {"layout": "cell"}),
     ("NNI DARTS, edge LayerChoices", "nni", {"layout": "edges"}),
-    ("pflnas darts2 (2nd order), per source node", "pflnas", {"strategy": "darts2", "share": 1}),
+    (
+        "pflnas darts2 (2nd order), per source node",
+        "pflnas",
+        {"strategy": "darts2", "supernet": "per_source"},
+    ),
+    ("pflnas darts2 (2nd order), batched", "pflnas", {"strategy": "darts2", "supernet": "batched"}),
 ]
 NNI_NO_SECOND_ORDER = "NNI 3.0 has no second-order DARTS"
 
@@ -90,7 +99,7 @@ def pflnas_worker(args: argparse.Namespace) -> dict:
         channels_last=False,
         compile=False,
         strategy=args.strategy,
-        share=bool(args.share),
+        layout=args.supernet,
         space=args.space,
     )
     row = search_step.worker(ns)
@@ -234,7 +243,12 @@ def main() -> None:
     p.add_argument("--json", help="also write the settings and rows as JSON to this file")
     p.add_argument("--worker", choices=["pflnas", "nni"], help=argparse.SUPPRESS)
     p.add_argument("--strategy", default="darts", help=argparse.SUPPRESS)
-    p.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--supernet",
+        choices=["per_edge", "per_source", "batched"],
+        default="per_source",
+        help=argparse.SUPPRESS,
+    )
     p.add_argument("--layout", default="cell", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.device is None:
@@ -331,7 +345,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             settings = {
-                k: v for k, v in vars(args).items() if k not in ("worker", "strategy", "share", "layout")
+                k: v for k, v in vars(args).items() if k not in ("worker", "strategy", "supernet", "layout")
             }
             json.dump(
                 {

@@ -64,10 +64,11 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from pflnas.config.search import ArchOptimConfig
+    from pflnas.errors import ConfigError
     from pflnas.spaces import load_space
     from pflnas.strategies import StepContext, create_strategy
     from pflnas.supernet import build_supernet
-    from pflnas.train.graph_step import GraphedStep
+    from pflnas.train.graph_step import GraphedStep, compile_forward, compile_options
     from pflnas.train.search_step import SearchStep, sgd_virtual_step
 
     device = torch.device(args.device)
@@ -82,7 +83,19 @@ def worker(args: argparse.Namespace) -> dict:
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
     strategy.attach(net)
-    forward = torch.compile(net) if args.compile else net
+    how = "forward" if args.compile is True else args.compile  # benchmarks/nni_darts.py passes a bool
+    forward = net
+    if how == "forward":  # as run.compile: the whole supernet forward
+        forward = compile_forward(net, captured=bool(args.cuda_graph))
+    elif how == "cells":  # each cell on its own: smaller graphs, cells of one shape share compiled code
+        cells = getattr(net, "cells", None)
+        if cells is None:
+            raise ConfigError(f"--compile cells: the {space.name} supernet has no cells")
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(cells))
+        # static shapes: the cells share one forward's code, and automatic dynamic shapes would turn the
+        # second cell's shapes into a symbolic recompile (which inductor 2.14 fails on for these cells)
+        for cell in cells:  # in place: the module tree (and its parameters) stays as it is
+            cell.compile(**{**compile_options(bool(args.cuda_graph)), "dynamic": False})
     weights = net.weight_parameters()
     opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
 
@@ -137,7 +150,7 @@ def worker(args: argparse.Namespace) -> dict:
         "peak_mb": peak,
         "aten_ops": aten_ops,
         "threads": torch.get_num_threads(),
-        "compile": bool(args.compile),
+        "compile": how or False,
         "cuda_graph": bool(args.cuda_graph),
         "amp": bool(args.amp),
         "channels_last": bool(args.channels_last),
@@ -155,7 +168,14 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the supernet forward")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="forward",
+        choices=["forward", "cells"],
+        help="torch.compile the whole supernet forward (as run.compile; the default) or each cell on its "
+        "own; with --cuda-graph the compiled code is captured in the step graph (inductor's CUDA graphs off)",
+    )
     p.add_argument(
         "--cuda-graph",
         action="store_true",
@@ -180,37 +200,59 @@ def main() -> None:
     args = p.parse_args()
     if args.compare and not args.cuda_graph:
         p.error("--compare compares eager with --cuda-graph steps; add --cuda-graph")
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        p.error(f"--cuda-graph needs a CUDA device, not --device {args.device}")
     if args.worker:
+        from pflnas.errors import PflnasError
+
         args.share = bool(args.share)
-        print(json.dumps(worker(args)))
+        try:
+            row = worker(args)
+        except PflnasError as exc:  # a bad setting (e.g. too few layers): one line, exit code 2
+            print(f"search_step.py: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(json.dumps(row))
         return
     common = [
         "--device", args.device, "--batch-size", str(args.batch_size),
         "--init-channels", str(args.init_channels), "--layers", str(args.layers),
         "--repeats", str(args.repeats), "--warmup", str(args.warmup),
     ] + ["--amp"] * args.amp + ["--channels-last"] * args.channels_last  # fmt: skip
-    common += ["--compile"] * args.compile
+    common += ["--compile", args.compile] if args.compile else []
     graph_modes = [False, True] if args.compare else [bool(args.cuda_graph)]
     try:
         configs = parse_configs(args.configs) if args.configs else CONFIGS
     except ValueError as exc:
         p.error(str(exc))
-    rows = []
+    rows, failed = [], 0
     for strategy, layout in configs:
         for graph in graph_modes:
             cmd = [sys.executable, __file__, "--worker", "--strategy", strategy, "--layout", layout]
             cmd += common + ["--cuda-graph"] * graph
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                if done.returncode == 2:  # a bad setting: the same for every configuration
+                    print(last, file=sys.stderr)
+                    raise SystemExit(2)
+                why = "killed (out of memory?)" if done.returncode in (-9, 137) else last
+                print(f"  {strategy} {layout} graph={graph} failed (exit code {done.returncode}): {why}",
+                      file=sys.stderr)  # fmt: skip
+                failed += 1
+                continue
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(
                 f"  measured {strategy} {layout} graph={graph}: {rows[-1]['step_s']:.4f} s, "
                 f"{rows[-1]['aten_ops']} ATen ops",
                 file=sys.stderr,
             )
-    print_table(rows, args)
+    if rows:
+        print_table(rows, args)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"settings": vars(args), "rows": rows}, fh, indent=2)
+    if failed:
+        raise SystemExit(1)
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:

@@ -1,6 +1,7 @@
 """CUDA checks (marker ``gpu``): skipped where no GPU is visible; run on a GPU machine with ``-m gpu``."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_cli_search_on_cuda(tmp_path, cifar_source, session_cache, monkeypatch):
     assert found["provenance"]["device"] != "cpu"
 
 
-def _graph_pair(strategy_name: str, amp: bool):
+def _graph_pair(strategy_name: str, amp: bool, layout: str | None = None):
     """Two identical supernets + strategies + SGD on the GPU, one to step eagerly, one through a graph."""
     from pflnas.config.search import ArchOptimConfig
     from pflnas.strategies import StepContext, create_strategy
@@ -51,7 +52,7 @@ def _graph_pair(strategy_name: str, amp: bool):
     for _ in range(2):
         torch.manual_seed(0)
         strategy = create_strategy(strategy_name, ArchOptimConfig())
-        net = build_supernet(space, 10, **strategy.supernet_options()).cuda()
+        net = build_supernet(space, 10, layout=layout, **strategy.supernet_options()).cuda()
         strategy.attach(net)
         weights = net.weight_parameters()
         opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
@@ -66,9 +67,18 @@ def _graph_pair(strategy_name: str, amp: bool):
 
 
 @pytest.mark.parametrize(
-    "strategy, amp", [("darts", False), ("darts", True), ("darts2", False), ("pcdarts", False)]
+    "strategy, amp, layout",
+    [
+        ("darts", False, None),
+        ("darts", True, None),
+        ("darts2", False, None),
+        ("pcdarts", False, None),
+        ("darts", False, "batched"),
+        ("darts", True, "batched"),
+        ("darts2", False, "batched"),
+    ],
 )
-def test_graphed_steps_match_eager_steps(strategy, amp, monkeypatch):
+def test_graphed_steps_match_eager_steps(strategy, amp, layout, monkeypatch):
     """Eight steps (three eager warm-up, a capture, replays, a smaller last batch run eagerly) and a new
     epoch's re-capture give the same weights, alphas and losses as eight eager steps."""
     from pflnas.train.graph_step import GraphedStep
@@ -78,7 +88,7 @@ def test_graphed_steps_match_eager_steps(strategy, amp, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 convs differ at 1e-3 by algorithm
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     (net_a, strat_a, opt_a, body_a, ctx_a), (net_b, strat_b, opt_b, body_b, ctx_b) = _graph_pair(
-        strategy, amp
+        strategy, amp, layout
     )
     graphed = GraphedStep(
         lambda t, a: body_b(t, a, ctx_b, True), [opt_b, *strat_b.optimizers()], torch.device("cuda")
@@ -133,3 +143,19 @@ def test_cli_search_with_cuda_graph_matches_eager(tmp_path, cifar_source, sessio
     for label, probs in found[False]["probabilities"].items():
         for op, p in probs.items():
             assert abs(found[True]["probabilities"][label][op] - p) < 0.02, (label, op)
+
+
+def test_cli_search_batched_with_cuda_graph_and_compile(tmp_path, cifar_source, session_cache, monkeypatch):
+    """run.compile inside run.cuda_graph on the batched layout: compiled in the eager warm-up steps, captured
+    with the step, two epochs (a second capture), finite losses."""
+    from pflnas.cli.main import main
+
+    monkeypatch.setenv("PFLNAS_CACHE", session_cache)
+    out = tmp_path / "run"
+    sets = ["data.subset=256", "run.progress=false", "run.cuda_graph=true", "run.compile=true",
+            "space.layout=batched", "space.init_channels=8", "space.layers=5"]  # fmt: skip
+    args = ["search", "--space", "cell_v1", "--device", "cuda", "--data-dir", cifar_source, "--out", str(out)]
+    assert main([*args, "--epochs", "2", *(x for s in sets for x in ("--set", s))]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "train_loss" in r]
+    assert len(epochs) == 2 and all(math.isfinite(r["train_loss"]) for r in epochs)

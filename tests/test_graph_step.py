@@ -67,11 +67,31 @@ def test_dynamic_path_strategies_refused_on_a_gpu_device(tmp_path, strategy):
             run._check_cuda_graph()
     else:
         run._check_cuda_graph()
+    # torch.compile runs inside the captured step (compile_forward keeps inductor's own graphs off)
     compiled = build_config(SearchConfig, [], ["run.cuda_graph=true", "run.compile=true"])
     run = SearchRun(compiled, tmp_path, DistInfo(0, 1, 0, torch.device("cuda")))
     run.strategy = create_strategy("darts", cfg.arch)
-    with pytest.raises(ConfigError, match="run.compile is on"):
+    run._check_cuda_graph()
+    nonfinite_skip = build_config(SearchConfig, [], ["run.cuda_graph=true", "run.nonfinite=skip"])
+    run = SearchRun(nonfinite_skip, tmp_path, DistInfo(0, 1, 0, torch.device("cuda")))
+    run.strategy = create_strategy("darts", cfg.arch)
+    with pytest.raises(ConfigError, match="run.nonfinite=skip"):
         run._check_cuda_graph()
+
+
+def test_new_body_gets_eager_warmup_steps_when_asked():
+    """Under run.compile each new body (a new epoch) starts with an eager step, so torch.compile never
+    compiles during a capture; without it only the first body is warmed up."""
+    device = torch.device("cuda")  # a device object only: nothing here touches CUDA
+    plain = GraphedStep(lambda t, a: {}, [], device, warmup_steps=3)
+    compiled = GraphedStep(lambda t, a: {}, [], device, warmup_steps=3, warmup_per_body=1)
+    for graphed in (plain, compiled):
+        graphed.warmup_left = 0  # as after the first epoch's warm-up
+        graphed.set_body(lambda t, a: {})
+    assert plain.warmup_left == 0 and compiled.warmup_left == 1
+    compiled.warmup_left = 3
+    compiled.set_body(lambda t, a: {})
+    assert compiled.warmup_left == 3  # never fewer than still owed
 
 
 def test_graphed_step_needs_cuda():
@@ -94,13 +114,19 @@ def test_make_capturable_flags_adam_and_moves_its_step_counts():
     assert adam.state[p]["step"].item() == 1.0
 
 
-@pytest.mark.parametrize("strategy", [s for s in list_strategies() if s in ("darts", "darts2", "pcdarts")])
-def test_step_body_reads_nothing_on_the_host(strategy, monkeypatch):
+@pytest.mark.parametrize(
+    "strategy, layout",
+    [(s, None) for s in list_strategies() if s in ("darts", "darts2", "pcdarts")]
+    + [("darts", "batched"), ("darts2", "batched"), ("darts", "per_edge")],
+)
+def test_step_body_reads_nothing_on_the_host(strategy, layout, monkeypatch):
     """The body a graph captures must queue work without reading tensors back: Tensor.item, tolist and
-    bool/float conversions of tensors raise here."""
+    bool/float conversions of tensors raise here (the batched layout too: its edge order is a buffer
+    made once, not a tensor built from a list in every forward)."""
     space = load_space("cell_v1").replace(init_channels=4, layers=3)
     strat = create_strategy(strategy, ArchOptimConfig())
-    net = build_supernet(space, 10, **strat.supernet_options())
+    kwargs = strat.supernet_options() | ({"layout": layout} if layout else {})
+    net = build_supernet(space, 10, **kwargs)
     strat.attach(net)
     weights = net.weight_parameters()
     opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
@@ -117,6 +143,11 @@ def test_step_body_reads_nothing_on_the_host(strategy, monkeypatch):
     monkeypatch.setattr(adam_module, "_get_value", lambda x: float(x.detach().numpy()))
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
+    for name in (
+        "tensor",
+        "as_tensor",
+    ):  # a tensor made from host values in the step is a host-to-device copy
+        monkeypatch.setattr(torch, name, forbidden)
     out = body(batch, batch, ctx, True)
     monkeypatch.undo()
     assert set(out) == {"loss", "correct", "arch_loss", "grad_norm"} and torch.isfinite(out["loss"])

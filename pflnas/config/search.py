@@ -65,7 +65,9 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
-    compile: bool = False  # torch.compile the supernet forward (helps dense mixing; see README)
+    # torch.compile the whole supernet forward (not per cell; helps dense mixing; see README); with
+    # run.cuda_graph the compiled forward is captured inside the step graph (pflnas.train.graph_step)
+    compile: bool = False
     cuda_graph: bool = False  # replay each search step as one CUDA graph (fixed-path strategies, one GPU)
     deterministic: bool | None = None  # None: deterministic on CPU (exact resume), cuDNN autotune on GPU
     share_param_free: bool = True  # compute parameter-free ops once per source node

@@ -11,6 +11,7 @@ choices), and the random streams are untouched (the body draws no random numbers
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,6 +36,22 @@ def make_capturable(optimizers: Sequence[torch.optim.Optimizer]) -> None:
                     state["step"] = step.to(device=p.device, dtype=torch.float32)
 
 
+def compile_forward(module: torch.nn.Module, captured: bool) -> Callable[..., Tensor]:
+    """``torch.compile(module)``; ``captured``: for a forward that runs inside :class:`GraphedStep`'s capture
+    (``run.compile`` with ``run.cuda_graph``). Then inductor must not record CUDA graphs of its own inside
+    ours (the default mode records none; ``triton.cudagraphs`` is pinned off in case a global config turned
+    it on) and the shapes are static (``dynamic=False``): a smaller last batch, run eagerly, gets its own
+    compiled entry instead of turning the captured one into a dynamic-shape kernel. Compiling happens in
+    the eager warm-up steps, never during capture (see ``warmup_per_body``). Not ``max-autotune``: its
+    kernel search takes minutes per graph."""
+    return torch.compile(module, **compile_options(captured))
+
+
+def compile_options(captured: bool) -> dict[str, Any]:
+    """The ``torch.compile`` keywords of :func:`compile_forward` (also for ``nn.Module.compile``)."""
+    return {"dynamic": False, "options": {"triton.cudagraphs": False}} if captured else {}
+
+
 class GraphedStep:
     """Call like the step body: ``graphed(train_batch, arch_batch)``; returns the body's device tensors
     (for replayed steps these are the graph's static outputs, overwritten by the next replay: read or
@@ -52,7 +69,9 @@ class GraphedStep:
       eagerly; autocast runs with its weight-cast cache off (cached casts would be stale on replay);
     * the first capture follows a few eager warm-up steps on a side stream (cuDNN autotuning, lazy
       optimizer state), as the PyTorch CUDA-graph guide requires. Warm-up steps are real steps on real
-      batches.
+      batches. ``warmup_per_body`` eager steps also follow every :meth:`set_body` (the search loop uses
+      one under ``run.compile``: a new body may call the compiled forward in a new context, e.g. the first
+      epoch with architecture steps, and torch.compile must compile that outside the capture).
     """
 
     def __init__(
@@ -61,6 +80,7 @@ class GraphedStep:
         optimizers: Sequence[torch.optim.Optimizer],
         device: torch.device,
         warmup_steps: int = 3,
+        warmup_per_body: int = 0,
     ):
         if device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
@@ -68,6 +88,7 @@ class GraphedStep:
         self.optimizers = list(optimizers)
         self.device = device
         self.warmup_left = warmup_steps
+        self.warmup_per_body = warmup_per_body
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_in: list[Tensor] = []
         self.static_out: dict[str, Tensor] = {}
@@ -79,6 +100,7 @@ class GraphedStep:
         """A new body (e.g. a new epoch's step context); the next call captures it."""
         self.body = body
         self.reset()
+        self.warmup_left = max(self.warmup_left, self.warmup_per_body)
 
     def reset(self) -> None:
         self.graph = None

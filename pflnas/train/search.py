@@ -40,7 +40,7 @@ from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.dist_search import AlphaDump, SearchSync, check_global_batch
 from pflnas.train.distributed import DistInfo
 from pflnas.train.epoch_record import EpochSums, epoch_line, epoch_record
-from pflnas.train.graph_step import GraphedStep
+from pflnas.train.graph_step import GraphedStep, compile_forward
 from pflnas.train.guard import FiniteGuard
 from pflnas.train.layout import CHECKPOINT, CONFIG, EVOLUTION, FOUND, METRICS, git_commit
 from pflnas.train.loaders import check_batches, evaluate, make_loaders
@@ -101,7 +101,7 @@ class SearchRun:
         say(f"building the {self.space.name} supernet for {cfg.strategy.name} on {self.device}")
         self.model = self._build_supernet()
         # the compiled forward serves the loss closures; the strategy keeps the plain module
-        self.forward = torch.compile(self.model) if cfg.run.compile else self.model
+        self.forward = compile_forward(self.model, cfg.run.cuda_graph) if cfg.run.compile else self.model
         self.strategy.attach(self.model)
         given = cfg.strategy.warmup_epochs
         self.warmup = self.strategy.default_warmup_epochs(cfg.run.epochs) if given is None else given
@@ -172,7 +172,14 @@ class SearchRun:
         self.graphed: GraphedStep | None = None
         if run.cuda_graph:  # see pflnas.train.graph_step: one launch per step instead of thousands
             optimizers = [self.optimizer, *self.strategy.optimizers()]
-            self.graphed = GraphedStep(self.step_body, optimizers, self.device)  # type: ignore[arg-type]
+            # run.compile: the compiled forward is captured too; each new body gets one eager step first, so
+            # torch.compile compiles a new context (e.g. the first architecture step) outside the capture
+            self.graphed = GraphedStep(
+                self.step_body,  # type: ignore[arg-type]
+                optimizers,
+                self.device,
+                warmup_per_body=1 if run.compile else 0,
+            )
 
     def _check_cuda_graph(self) -> None:
         run = self.cfg.run
@@ -185,8 +192,6 @@ class SearchRun:
             why = f"{self.strategy.name!r} runs another path every step, which a captured graph cannot"
         elif self.info.distributed:
             why = "it runs in a single process for now (not under torchrun)"
-        elif run.compile:
-            why = "run.compile is on (pick one: torch.compile or the captured step)"
         elif run.nonfinite == "skip":
             why = "run.nonfinite=skip must decide before each optimizer step, inside the graph"
         if why:
