@@ -196,16 +196,17 @@ def mix_source(
     ops: Sequence[str], wide: dict[str, Tensor], free: dict[str, Tensor], weights: Tensor, free_cols: Tensor
 ) -> Tensor:
     """``[B, m, C, H, W]``: each edge's weighted sum over the candidates. ``weights``: ``[m, num_ops]``
-    rows of the source's edges; ``free`` outputs are shared by every edge, so they mix as one matrix
-    product (``[m, F] @ [B, F, C*H*W]``, F parameter-free ops, columns ``free_cols`` of ``weights``)
-    instead of F broadcast products: fewer kernels and one pass over memory."""
+    rows of the source's edges; ``free`` outputs are shared by every edge, so they mix as one batched matrix
+    product (``[m, F] @ [F, C*H*W]`` per sample, F parameter-free ops, columns ``free_cols`` of ``weights``)
+    instead of F broadcast products: fewer kernels and one pass over memory (an explicit ``bmm``:
+    ``matmul`` would fold the batch and transpose both sides through copies)."""
     m = weights.shape[0]
     out: Tensor | None = None
     if free:
         z = torch.stack(list(free.values()), 1)  # [B, F, C, H, W], F in op order
-        b = z.shape[0]
-        out = torch.matmul(weights.index_select(1, free_cols), z.view(b, z.shape[1], -1))
-        out = out.view(b, m, *z.shape[2:])
+        b, f = z.shape[:2]
+        wf = weights.index_select(1, free_cols).expand(b, m, f)
+        out = torch.bmm(wf, z.view(b, f, -1)).view(b, m, *z.shape[2:])
     for i, name in enumerate(ops):
         if name in wide:
             y = wide[name]
