@@ -1,0 +1,220 @@
+"""N independent DARTS-cell supernets folded into one grouped network: N seeds' searches, one set of kernels.
+
+N seeds search the same space with separate weights, alphas and batches. Every op of a DARTS cell acts on each
+channel's group alone (a conv with ``groups``, a per-channel BatchNorm, a pool), so the N supernets stack as
+channel groups of one network: tensors are ``[B, N*C, H, W]`` seed-major (channels ``[s*C, (s+1)*C)`` are
+seed s's), a ``C_in -> C_out`` conv with ``g`` groups becomes ``N*C_in -> N*C_out`` with ``N*g`` groups, a
+BatchNorm over C channels one over N*C (per-channel statistics: N separate BatchNorms), and the classifier a
+batched contraction. Each of the supernet's kernels then runs once for all seeds.
+
+Every grouped tensor holds seed s's numbers in the s-th of N equal blocks along dim 0 (:func:`seed_blocks`);
+:mod:`pflnas.supernet.grouped_state` converts states and handles per-seed gradients on that one rule. The
+module names are those of the ``per_source`` :class:`~pflnas.supernet.network.DartsSupernet`, so the
+state_dict keys match it except the classifier and the alphas (one ``[N, num_edges, num_ops]`` per group).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pflnas.errors import ConfigError
+from pflnas.ops import get_op
+from pflnas.ops.primitives import FactorizedReduce
+from pflnas.spaces.config import SpaceConfig
+from pflnas.spaces.labels import edge_key
+from pflnas.supernet.cells import DartsSearchCell
+from pflnas.supernet.mixed import MixedEdge
+from pflnas.supernet.network import DartsSupernet, build_supernet
+
+
+def seed_blocks(t: Tensor, seeds: int) -> Tensor:
+    """``[N, -1]``: row s holds seed s's entries of the grouped tensor ``t`` (dim 0 in N equal blocks)."""
+    return t.reshape(seeds, -1)
+
+
+def _grouped_conv(conv: nn.Conv2d, n: int) -> nn.Conv2d:
+    if conv.bias is not None or conv.padding_mode != "zeros":
+        raise ConfigError("grouped supernets take bias-free, zero-padded convs (DARTS cells' convs)")
+    return nn.Conv2d(
+        n * conv.in_channels,
+        n * conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        conv.stride,  # type: ignore[arg-type]
+        conv.padding,  # type: ignore[arg-type]
+        conv.dilation,  # type: ignore[arg-type]
+        groups=n * conv.groups,
+        bias=False,
+    )
+
+
+def _grouped_bn(bn: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(
+        n * bn.num_features,
+        bn.eps,
+        bn.momentum,
+        bn.affine,
+        bn.track_running_stats,  # type: ignore[arg-type]
+    )
+
+
+class GroupedFactorizedReduce(nn.Module):
+    """N :class:`FactorizedReduce`: each seed's block is its own two halves (``conv_1``'s then ``conv_2``'s),
+    so the halves interleave by seed before the BatchNorm. Same child names as the per-seed module."""
+
+    def __init__(self, proto: FactorizedReduce, n: int):
+        super().__init__()
+        self.n = n
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = _grouped_conv(proto.conv_1, n)
+        self.conv_2 = _grouped_conv(proto.conv_2, n)
+        self.bn = _grouped_bn(proto.bn, n)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(x)
+        shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        a, b = self.conv_1(x), self.conv_2(shifted)
+        batch, _, h, w = a.shape
+        y = torch.cat([a.view(batch, self.n, -1, h, w), b.view(batch, self.n, -1, h, w)], dim=2)
+        return self.bn(y.view(batch, -1, h, w))
+
+
+def group_module(module: nn.Module, n: int) -> nn.Module:
+    """The grouped form of a per-seed module for ``n`` seeds, with the same child names (so the same
+    state_dict keys). Convs and BatchNorms are widened by seed; stateless layers (ReLU, pools, identity)
+    act per channel and are kept; anything else that holds a tensor has no grouped form."""
+    if isinstance(module, nn.Conv2d):
+        return _grouped_conv(module, n)
+    if isinstance(module, nn.BatchNorm2d):
+        return _grouped_bn(module, n)
+    if isinstance(module, FactorizedReduce):
+        return GroupedFactorizedReduce(module, n)
+    own = [k for k, _ in module.named_parameters(recurse=False)]
+    own += [k for k, _ in module.named_buffers(recurse=False)]
+    if own or isinstance(module, nn.Linear):
+        raise ConfigError(f"{type(module).__name__} has no grouped form (it holds {', '.join(own)})")
+    clone = copy.deepcopy(module)  # a container: the same class, its children replaced by grouped ones
+    for name, child in module.named_children():
+        setattr(clone, name, group_module(child, n))
+    return clone
+
+
+class GroupedEdge(nn.Module):
+    """N :class:`MixedEdge` (dense mixing): ``[B, N, C, H, W]``, each seed's weighted sum over the ops."""
+
+    def __init__(self, edge: MixedEdge, n: int):
+        super().__init__()
+        if edge.partial != 1 or edge.own_free is not None:
+            raise ConfigError("grouped supernets need the per_source layout without partial channels")
+        self.n = n
+        self.terms = [(i, name) for i, name in enumerate(edge.names) if not get_op(name).is_zero]
+        self.trainable = nn.ModuleDict({k: group_module(m, n) for k, m in edge.trainable.items()})
+
+    def forward(self, x: Tensor, weights: Tensor, free: dict[str, Tensor]) -> Tensor:
+        """``weights``: ``[N, num_ops]``; ``free``: the source's parameter-free outputs, ``[B, N*C, H, W]``
+        each."""
+        out: Tensor | None = None
+        for i, name in self.terms:
+            y = free[name] if name in free else self.trainable[name](x)
+            y = y.view(y.shape[0], self.n, -1, *y.shape[2:])
+            w = weights[:, i].view(1, self.n, 1, 1, 1)
+            out = y * w if out is None else torch.addcmul(out, y, w)
+        assert out is not None
+        return out
+
+
+class GroupedCell(nn.Module):
+    """N :class:`DartsSearchCell` (per_source): preprocessing, the edges, the parameter-free ops once per
+    source node, and the seed-major concatenation of the output nodes."""
+
+    def __init__(self, cell: DartsSearchCell, n: int):
+        super().__init__()
+        self.n, self.space, self.edge_list = n, cell.space, cell.edge_list
+        self.preprocess0 = group_module(cell.preprocess0, n)
+        self.preprocess1 = group_module(cell.preprocess1, n)
+        self.edges = nn.ModuleDict({k: GroupedEdge(e, n) for k, e in cell.edges.items()})  # type: ignore[arg-type]
+        self.source_ops = group_module(cell.source_ops, n)
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        """``weights``: ``[N, num_edges, num_ops]`` in ``space.edges()`` order."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        free: dict[int, dict[str, Tensor]] = {}
+        index = 0
+        for node in self.space.node_ids():
+            total: Tensor | None = None
+            for src in range(node):
+                if src not in free:
+                    free[src] = self.source_ops[str(src)](states[src])
+                y = self.edges[edge_key(node, src)](states[src], weights[:, index], free[src])
+                total = y if total is None else total + y
+                index += 1
+            assert total is not None
+            states.append(total.flatten(1, 2))
+        b, _, h, w = states[-1].shape
+        out = torch.cat([states[i].view(b, self.n, -1, h, w) for i in self.space.concat()], dim=2)
+        return out.view(b, -1, h, w)
+
+
+class GroupedSupernet(nn.Module):
+    """``seeds`` DARTS-cell supernets of ``space`` (darts_cell kind, dense softmax mixing) as one network.
+
+    ``forward(x)``: ``x`` ``[N, B, C_in, H, W]`` (seed s's batch at ``x[s]``) -> logits ``[N, B, classes]``.
+    Alphas: ``arch[group]`` of shape ``[N, num_choices, num_ops]`` (choices in ``space.choice_keys()``
+    order); optimizers are elementwise, so one optimizer over the grouped parameters steps every seed as
+    its own optimizer would. :mod:`pflnas.supernet.grouped_state` converts to and from per-seed states.
+    """
+
+    def __init__(self, space: SpaceConfig, num_classes: int, seeds: int, in_channels: int = 3):
+        super().__init__()
+        if space.kind != "darts_cell":
+            raise ConfigError(f"grouped supernets are for darts_cell spaces; {space.name!r} is {space.kind}")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise ConfigError(f"a grouped supernet needs a positive whole number of seeds, got {seeds!r}")
+        proto = build_supernet(space, num_classes, in_channels, layout="per_source")
+        assert isinstance(proto, DartsSupernet)
+        self.space, self.seeds, self.groups = space, seeds, list(proto.groups)
+        self.stem = group_module(proto.stem, seeds)
+        self.cells = nn.ModuleList(GroupedCell(c, seeds) for c in proto.cells)  # type: ignore[arg-type]
+        c_final = proto.classifier.in_features
+        bound = 1 / math.sqrt(c_final)  # nn.Linear's default initialisation, per seed
+        self.classifier = nn.ParameterDict(
+            {
+                "weight": nn.Parameter(torch.empty(seeds, num_classes, c_final).uniform_(-bound, bound)),
+                "bias": nn.Parameter(torch.empty(seeds, num_classes).uniform_(-bound, bound)),
+            }
+        )
+        shape = (seeds, len(space.choice_keys()))
+        self.arch = nn.ParameterDict(
+            {
+                g: nn.Parameter(1e-3 * torch.randn(*shape, len(space.group_ops(g))))
+                for g, _ in space.alpha_groups()
+            }
+        )
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.arch.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch_ids = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch_ids]
+
+    def edge_weights(self) -> dict[str, Tensor]:
+        """DARTS' softmax mixing weights per group: ``[N, num_choices, num_ops]``."""
+        return {g: torch.softmax(a, dim=-1) for g, a in self.arch.items()}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5 or x.shape[0] != self.seeds:
+            raise ConfigError(
+                f"a grouped supernet takes [{self.seeds}, B, C, H, W] inputs, got {list(x.shape)}"
+            )
+        n, b = x.shape[:2]
+        weights = self.edge_weights()
+        s0 = s1 = self.stem(x.transpose(0, 1).reshape(b, -1, *x.shape[3:]))
+        for cell, group in zip(self.cells, self.groups):
+            s0, s1 = s1, cell(s0, s1, weights[group])
+        pooled = s1.mean((2, 3)).view(b, n, -1)  # global average pool, per channel
+        logits = torch.einsum("bnc,nkc->nbk", pooled, self.classifier["weight"])
+        return logits + self.classifier["bias"].unsqueeze(1)
