@@ -206,7 +206,7 @@ def mix_source(
         z = torch.stack(list(free.values()), 1)  # [B, F, C, H, W], F in op order
         b, f = z.shape[:2]
         wf = weights.index_select(1, free_cols).expand(b, m, f)
-        out = torch.bmm(wf, z.view(b, f, -1)).view(b, m, *z.shape[2:])
+        out = torch.bmm(wf, z.reshape(b, f, -1)).view(b, m, *z.shape[2:])  # reshape: channels_last copies
     for i, name in enumerate(ops):
         if name in wide:
             y = wide[name]
