@@ -8,6 +8,7 @@ import signal
 
 import pytest
 import torch
+import yaml
 from _spaces import tiny
 from _tiny_runs import Launcher, search_argv, tiny_archive
 
@@ -172,6 +173,9 @@ def test_gdas_on_batched_runs_per_source(tmp_path, session_cache):
     proc.join(300)
     assert proc.exitcode == 0, (tmp_path / "log").read_text()
     assert torch.load(run / "checkpoint.pt", weights_only=True)["layout"] == "per_source"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["resolved_layout"] == "per_source"
+    assert config["space"]["layout"] == "batched"  # what was asked stays
     assert json.loads((run / "found.json").read_text())["cells"]
 
 

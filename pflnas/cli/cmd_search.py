@@ -182,6 +182,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[SearchConfig, Path]:
         )
     data = read_yaml(run_dir / CONFIG)
     data.pop("resolved_space", None)
+    data.pop("resolved_layout", None)  # what the strategy ran; the config's own space.layout stays
     cfg = build_config(SearchConfig, [data])
     validate_search_config(cfg)
     return cfg, run_dir

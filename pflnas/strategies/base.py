@@ -77,6 +77,7 @@ class ArchGrads:
 # per edge, so there is nothing to batch, and per-edge parameters keep the optimizer exact (an edge off the
 # path has no gradient and is not stepped; a slice of a wide tensor would still decay and move by momentum).
 SINGLE_PATH_FALLBACK = {"batched": "per_source"}
+SINGLE_PATH_WHY = "one sampled op per edge leaves nothing to batch"
 
 
 class Strategy(ABC):
@@ -155,6 +156,7 @@ class Strategy(ABC):
 
     layouts: tuple[str, ...] = ("per_edge", "per_source")  # the supernet layouts (space.layout) it runs on
     layout_fallback: ClassVar[dict[str, str]] = {}  # requested -> run layout (SINGLE_PATH_FALLBACK)
+    fallback_why: ClassVar[str] = ""  # the one line a run prints when layout_fallback applies
 
     def layout_for(self, layout: str) -> str:
         """The supernet layout this strategy runs for a requested ``space.layout`` (ConfigError if none)."""

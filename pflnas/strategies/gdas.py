@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pflnas.config.search import ArchOptimConfig
-from pflnas.strategies.base import SINGLE_PATH_FALLBACK, ArchGrads, Batch, StepContext, Strategy
+from pflnas.strategies.base import (
+    SINGLE_PATH_FALLBACK,
+    SINGLE_PATH_WHY,
+    ArchGrads,
+    Batch,
+    StepContext,
+    Strategy,
+)
 from pflnas.supernet.network import Supernet
 
 TAU_MAX, TAU_MIN = 10.0, 0.1
@@ -27,7 +34,8 @@ class GDAS(Strategy):
     name = "gdas"
     dynamic_path = True
     layouts = ("per_edge", "per_source")
-    layout_fallback = SINGLE_PATH_FALLBACK  # batched runs per source: nothing to batch on one path
+    layout_fallback = SINGLE_PATH_FALLBACK
+    fallback_why = SINGLE_PATH_WHY
 
     def __init__(self, arch_optim: ArchOptimConfig, tau_max: float = TAU_MAX, tau_min: float = TAU_MIN):
         super().__init__(arch_optim)

@@ -20,7 +20,14 @@ from tqdm import tqdm
 from pflnas.arch.genome import GenomeSpace, genome_key
 from pflnas.arch.record import Architecture
 from pflnas.config.search import ArchOptimConfig
-from pflnas.strategies.base import SINGLE_PATH_FALLBACK, ArchGrads, Batch, StepContext, Strategy
+from pflnas.strategies.base import (
+    SINGLE_PATH_FALLBACK,
+    SINGLE_PATH_WHY,
+    ArchGrads,
+    Batch,
+    StepContext,
+    Strategy,
+)
 from pflnas.strategies.evolution_core import Individual, RegularizedEvolution, best, random_search
 from pflnas.strategies.subnet_eval import PathSelector
 from pflnas.supernet.network import Supernet
@@ -51,7 +58,8 @@ class SPOS(Strategy):
     updates_alphas = False
     dynamic_path = True
     layouts = ("per_edge", "per_source")
-    layout_fallback = SINGLE_PATH_FALLBACK  # batched runs per source: nothing to batch on one path
+    layout_fallback = SINGLE_PATH_FALLBACK
+    fallback_why = SINGLE_PATH_WHY
 
     def __init__(self, arch_optim: ArchOptimConfig, search: str = "evolution"):
         super().__init__(arch_optim)

@@ -86,7 +86,11 @@ class SearchRun:
         set_determinism(self.device, cfg.run.deterministic)
         self.strategy: Strategy = create_strategy(cfg.strategy.name, cfg.arch)
         self.supernet_options = self.strategy.supernet_options()
-        self.layout = self.strategy.layout_for(resolve_layout(cfg.run.share_param_free, cfg.space.layout))
+        asked = resolve_layout(cfg.run.share_param_free, cfg.space.layout)
+        self.layout = self.strategy.layout_for(asked)  # config.yaml records it as resolved_layout
+        if self.layout != asked:
+            why = self.strategy.fallback_why
+            say(f"{cfg.strategy.name} runs space.layout={self.layout} for {asked}: {why}")
         check_supernet_options(self.space, **self.supernet_options, layout=self.layout)  # before the data
         if cfg.run.compile and self.strategy.dynamic_path:
             raise ConfigError(
@@ -264,7 +268,8 @@ class SearchRun:
 
     def _start_fresh(self) -> None:
         (self.run_dir / FOUND).unlink(missing_ok=True)  # a replaced run's record never outlives it
-        resolved = {**to_dict(self.cfg), "resolved_space": self.space.to_dict()}
+        space, layout = self.space.to_dict(), self.layout
+        resolved = {**to_dict(self.cfg), "resolved_space": space, "resolved_layout": layout}
         atomic_write_text(self.run_dir / CONFIG, yaml.safe_dump(resolved, sort_keys=False))
         self.metrics.truncate_to(0)
 
