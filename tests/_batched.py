@@ -4,6 +4,8 @@ search steps through the loop's :class:`SearchStep`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -26,12 +28,20 @@ def float64():
     torch.set_default_dtype(before)
 
 
-def pair(space: SpaceConfig, layout: str = "per_edge") -> tuple[Supernet, Supernet]:
-    """A ``layout`` supernet and a batched one holding the same numbers (the reference seeds both)."""
+def pair(
+    space: SpaceConfig, layout: str = "per_edge", randomise_arch: bool = False, **options: Any
+) -> tuple[Supernet, Supernet]:
+    """A ``layout`` supernet and a batched one holding the same numbers (the reference seeds both).
+    ``options``: build_supernet's (e.g. PC-DARTS' partial channels); ``randomise_arch`` draws the
+    architecture parameters from N(0, 1) so that they matter (e.g. edge normalisation's)."""
     torch.manual_seed(0)
-    ref = build_supernet(space, 10, layout=layout)
+    ref = build_supernet(space, 10, layout=layout, **options)
+    if randomise_arch:
+        with torch.no_grad():
+            for p in ref.arch_parameters():
+                p.normal_()
     torch.manual_seed(1)
-    batched = build_supernet(space, 10, layout="batched")
+    batched = build_supernet(space, 10, layout="batched", **options)
     batched.load_state_dict(to_batched(ref.state_dict(), batched))
     return ref, batched
 

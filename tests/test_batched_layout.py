@@ -9,6 +9,7 @@ import signal
 import pytest
 import torch
 import yaml
+from _batched import TOL, batches, float64, gap, grads, pair, search_steps
 from _spaces import tiny
 from _tiny_runs import Launcher, search_argv, tiny_archive
 
@@ -16,49 +17,20 @@ from pflnas.arch.derive import derive_architecture
 from pflnas.config.build import build_search_config
 from pflnas.config.search import ArchOptimConfig
 from pflnas.errors import ConfigError
-from pflnas.strategies import StepContext, create_strategy, list_strategies
+from pflnas.strategies import create_strategy, list_strategies
 from pflnas.supernet import build_supernet
 from pflnas.supernet.cells import DartsSearchCell
 from pflnas.supernet.layouts import from_batched, to_batched
-from pflnas.train.search_step import SearchStep, sgd_virtual_step
 
-TOL = 1e-10
 SPACES = ["cell_v1", "darts"]
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
-def _pair(name: str, layout: str = "per_edge"):
-    """A ``layout`` supernet and a batched one holding the same numbers (the reference seeds both)."""
-    space = tiny(name)
-    torch.manual_seed(0)
-    ref = build_supernet(space, 10, layout=layout)
-    torch.manual_seed(1)
-    batched = build_supernet(space, 10, layout="batched")
-    batched.load_state_dict(to_batched(ref.state_dict(), batched))
-    return ref, batched
-
-
-def _gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert set(a) == set(b)
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a) if a else 0.0
-
-
-def _grads(net) -> dict[str, torch.Tensor]:
-    """The state_dict with every parameter replaced by its gradient (so the converters apply)."""
-    return {**net.state_dict(), **{k: p.grad for k, p in net.named_parameters()}}
+pytestmark = pytest.mark.usefixtures(float64.__name__)
 
 
 @pytest.mark.parametrize("layout", ["per_edge", "per_source"])
 @pytest.mark.parametrize("name", SPACES)
 def test_outputs_and_gradients_agree(name, layout):
-    ref, batched = _pair(name, layout)
+    ref, batched = pair(tiny(name), layout)
     assert any(c.reduction for c in batched.cells) and any(not c.reduction for c in batched.cells)
     x = torch.randn(4, 3, 16, 16)
     y_ref, y_bat = ref(x), batched(x)
@@ -67,16 +39,16 @@ def test_outputs_and_gradients_agree(name, layout):
     y_bat.square().sum().backward()
     for a, b in zip(ref.arch_parameters(), batched.arch_parameters()):
         assert (a.grad - b.grad).abs().max() < TOL
-    assert _gap(to_batched(_grads(ref), batched), _grads(batched)) < TOL
+    assert gap(to_batched(grads(ref), batched), grads(batched)) < TOL
     # the BatchNorm running statistics of the forward pass
-    assert _gap(to_batched(ref.state_dict(), batched), batched.state_dict()) < TOL
+    assert gap(to_batched(ref.state_dict(), batched), batched.state_dict()) < TOL
 
 
 @pytest.mark.parametrize("name", SPACES)
 def test_channels_last_agrees(name):
     """channels_last (the GPU path's memory format) reaches the batched reshapes and views: same outputs and
     alpha gradients as the per-edge layout in the default format."""
-    ref, batched = _pair(name)
+    ref, batched = pair(tiny(name))
     batched = batched.to(memory_format=torch.channels_last)
     x = torch.randn(4, 3, 16, 16)
     y_ref, y_bat = ref(x), batched(x.contiguous(memory_format=torch.channels_last))
@@ -110,26 +82,14 @@ def test_one_cell_at_stride_one_and_two(reduction):
 
 
 def test_converters_round_trip():
-    ref, batched = _pair("darts")
+    ref, batched = pair(tiny("darts"))
     for layout in ("per_edge", "per_source"):
         other = build_supernet(tiny("darts"), 10, layout=layout)
         other.load_state_dict(from_batched(batched.state_dict(), batched, layout))  # strict: every key
     back = from_batched(batched.state_dict(), batched, "per_edge")
-    assert _gap(back, ref.state_dict()) == 0.0
+    assert gap(back, ref.state_dict()) == 0.0
     with pytest.raises(ConfigError, match="batched layout"):
         to_batched(ref.state_dict(), ref)
-
-
-def _darts_steps(net, batches, strategy_name: str = "darts"):
-    strategy = create_strategy(strategy_name, ArchOptimConfig())
-    strategy.attach(net)
-    weights = net.weight_parameters()
-    opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    body = SearchStep(net, strategy, opt, weights, grad_clip=5.0)
-    ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(opt), lr=0.025)
-    for train, val in batches:
-        body(train, val, ctx, True)
-    return strategy
 
 
 @pytest.mark.parametrize(
@@ -137,15 +97,12 @@ def _darts_steps(net, batches, strategy_name: str = "darts"):
 )
 def test_darts_steps_agree(name, strategy, steps):
     """Three first-order steps (one second-order: it runs the supernet four times per architecture step)."""
-    ref, batched = _pair(name)
-    torch.manual_seed(5)
-    batches = [
-        tuple((torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))) for _ in range(2)) for _ in range(steps)
-    ]
-    _darts_steps(ref, batches, strategy)
-    _darts_steps(batched, batches, strategy)
+    ref, batched = pair(tiny(name))
+    data = batches(steps)
+    search_steps(ref, data, strategy)
+    search_steps(batched, data, strategy)
     # weights, alphas and BatchNorm running statistics (all in the state_dict)
-    assert _gap(to_batched(ref.state_dict(), batched), batched.state_dict()) < TOL
+    assert gap(to_batched(ref.state_dict(), batched), batched.state_dict()) < TOL
     space = tiny(name)
     found_ref = derive_architecture(space, ref.probabilities()).to_dict()
     found_bat = derive_architecture(space, batched.probabilities()).to_dict()

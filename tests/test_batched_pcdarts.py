@@ -8,54 +8,26 @@ import json
 
 import pytest
 import torch
+from _batched import TOL, batches, float64, gap, grads, pair, search_steps
 from _spaces import tiny
 from _tiny_runs import Launcher, search_argv, tiny_archive
 
-from pflnas.config.search import ArchOptimConfig
 from pflnas.errors import ConfigError
-from pflnas.strategies import StepContext, create_strategy
 from pflnas.supernet import build_supernet
 from pflnas.supernet.batched import reassemble
 from pflnas.supernet.cells import DartsSearchCell
 from pflnas.supernet.layouts import from_batched, to_batched
 from pflnas.supernet.mixed import MixedEdge
-from pflnas.train.search_step import SearchStep, sgd_virtual_step
 
-TOL = 1e-10
 PARTIAL = [2, 4]  # tiny darts: 4 channels; K=4 leaves 1 channel in normal cells, 2 and 4 in reduction cells
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures(float64.__name__)
 
 
 def _pair(partial: int, layout: str = "per_edge"):
-    """A PC-DARTS ``layout`` supernet and a batched one holding the same numbers (the reference seeds both);
-    the edge-normalisation parameters are randomised so that they matter."""
-    space = tiny("darts")
-    torch.manual_seed(0)
-    ref = build_supernet(space, 10, layout=layout, partial_channels=partial, edge_norm=True)
-    with torch.no_grad():
-        for p in ref.arch_parameters():
-            p.normal_()
-    torch.manual_seed(1)
-    batched = build_supernet(space, 10, layout="batched", partial_channels=partial, edge_norm=True)
-    batched.load_state_dict(to_batched(ref.state_dict(), batched))
-    return ref, batched
-
-
-def _gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert set(a) == set(b)
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a) if a else 0.0
-
-
-def _grads(net) -> dict[str, torch.Tensor]:
-    """The state_dict with every parameter replaced by its gradient (so the converters apply)."""
-    return {**net.state_dict(), **{k: p.grad for k, p in net.named_parameters()}}
+    """A PC-DARTS ``layout`` supernet and a batched one holding the same numbers, with random
+    architecture parameters so that edge normalisation matters."""
+    return pair(tiny("darts"), layout, randomise_arch=True, partial_channels=partial, edge_norm=True)
 
 
 @pytest.mark.parametrize(("partial", "layout"), [(2, "per_edge"), (4, "per_edge"), (4, "per_source")])
@@ -72,9 +44,9 @@ def test_outputs_and_gradients_agree(partial, layout):
     assert len(arch_ref) == len(arch_bat) > len(list(ref.named_arch_parameters()))  # alphas and betas
     for a, b in zip(arch_ref, arch_bat):
         assert a.grad.abs().max() > 0 and (a.grad - b.grad).abs().max() < TOL
-    assert _gap(to_batched(_grads(ref), batched), _grads(batched)) < TOL
+    assert gap(to_batched(grads(ref), batched), grads(batched)) < TOL
     # the BatchNorm running statistics of the forward pass
-    assert _gap(to_batched(ref.state_dict(), batched), batched.state_dict()) < TOL
+    assert gap(to_batched(ref.state_dict(), batched), batched.state_dict()) < TOL
 
 
 @pytest.mark.parametrize("partial", PARTIAL)
@@ -112,33 +84,18 @@ def test_reassemble_is_every_edges_reassembly(stride):
         assert torch.equal(together[:, j], edge._reassemble(x, mixed[:, j]))
 
 
-def _pcdarts_steps(net, batches):
-    strategy = create_strategy("pcdarts", ArchOptimConfig())
-    strategy.attach(net)
-    weights = net.weight_parameters()
-    opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    body = SearchStep(net, strategy, opt, weights, grad_clip=5.0)
-    ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(opt), lr=0.025)
-    for train, val in batches:
-        body(train, val, ctx, True)
-    return strategy
-
-
 @pytest.mark.parametrize("partial", PARTIAL)
 def test_pcdarts_steps_agree(partial):
     """Three pcdarts steps (weights and architecture): the same weights, alphas, betas, BatchNorm statistics
     and the same derived cells and edge strengths."""
     ref, batched = _pair(partial)
     before = {k: v.clone() for k, v in batched.state_dict().items()}
-    torch.manual_seed(5)
-    batches = [
-        tuple((torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))) for _ in range(2)) for _ in range(3)
-    ]
-    s_ref = _pcdarts_steps(ref, batches)
-    s_bat = _pcdarts_steps(batched, batches)
+    data = batches(3)
+    s_ref = search_steps(ref, data, "pcdarts")
+    s_bat = search_steps(batched, data, "pcdarts")
     after = batched.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in after if k.startswith(("arch.", "edge_norm.")))
-    assert _gap(to_batched(ref.state_dict(), batched), after) < TOL
+    assert gap(to_batched(ref.state_dict(), batched), after) < TOL
     found_ref, found_bat = s_ref.export().to_dict(), s_bat.export().to_dict()
     assert found_ref["cells"] == found_bat["cells"]
     assert found_ref["provenance"]["edge_normalization"] == found_bat["provenance"]["edge_normalization"]
@@ -150,7 +107,7 @@ def test_converters_round_trip_with_partial_channels():
     for layout in ("per_edge", "per_source"):
         other = build_supernet(tiny("darts"), 10, layout=layout, partial_channels=2, edge_norm=True)
         other.load_state_dict(from_batched(batched.state_dict(), batched, layout))  # strict: every key
-    assert _gap(from_batched(batched.state_dict(), batched, "per_edge"), ref.state_dict()) == 0.0
+    assert gap(from_batched(batched.state_dict(), batched, "per_edge"), ref.state_dict()) == 0.0
 
 
 def test_batched_partial_channels_still_checked_in_one_line():

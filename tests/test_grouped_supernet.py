@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _batched import TOL, float64
 from _spaces import tiny
 from torch import nn
 
@@ -23,16 +24,10 @@ from pflnas.supernet.grouped_state import (
     to_grouped,
 )
 
-TOL = 1e-10
 SPACES = ["cell_v1", "darts"]
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures(float64.__name__)
 
 
 def _nets(name: str, seeds: int = 3):
