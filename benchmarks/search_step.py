@@ -56,7 +56,22 @@ def count_aten_ops(step) -> int:
     return sum(1 for e in prof.events() if e.name.startswith("aten::"))
 
 
-def _rss_mb() -> float:
+def run_worker(cmd: list[str], label: str) -> dict | None:
+    """The JSON row a worker process prints last; None (said on stderr) when it failed. Exit code 2 is a
+    bad setting, the same for every configuration: it ends the benchmark with that one line."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode == 0:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    if done.returncode == 2:
+        print(last, file=sys.stderr)
+        raise SystemExit(2)
+    why = "killed (out of memory?)" if done.returncode in (-9, 137) else last
+    print(f"  {label} failed (exit code {done.returncode}): {why}", file=sys.stderr)
+    return None
+
+
+def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -128,7 +143,7 @@ def worker(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    base_rss = _rss_mb()
+    base_rss = rss_mb()
     for _ in range(max(args.warmup, 5) if args.cuda_graph else args.warmup):  # graph: 3 eager, capture
         step()
     sync()
@@ -140,7 +155,7 @@ def worker(args: argparse.Namespace) -> dict:
         step()
         sync()
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb() - base_rss
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else rss_mb() - base_rss
     aten_ops = count_aten_ops(lambda: (step(), sync()))
     return {
         "strategy": args.strategy,
@@ -161,7 +176,7 @@ def worker(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="cuda" if cuda_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--init-channels", type=int, default=16)
     p.add_argument("--layers", type=int, default=8)
@@ -231,18 +246,11 @@ def main() -> None:
         for graph in graph_modes:
             cmd = [sys.executable, __file__, "--worker", "--strategy", strategy, "--layout", layout]
             cmd += common + ["--cuda-graph"] * graph
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                if done.returncode == 2:  # a bad setting: the same for every configuration
-                    print(last, file=sys.stderr)
-                    raise SystemExit(2)
-                why = "killed (out of memory?)" if done.returncode in (-9, 137) else last
-                print(f"  {strategy} {layout} graph={graph} failed (exit code {done.returncode}): {why}",
-                      file=sys.stderr)  # fmt: skip
+            row = run_worker(cmd, f"{strategy} {layout} graph={graph}")
+            if row is None:
                 failed += 1
                 continue
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rows.append(row)
             print(
                 f"  measured {strategy} {layout} graph={graph}: {rows[-1]['step_s']:.4f} s, "
                 f"{rows[-1]['aten_ops']} ATen ops",
@@ -294,7 +302,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         )
 
 
-def _cuda() -> bool:
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()

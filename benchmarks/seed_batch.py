@@ -30,13 +30,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_step import _rss_mb, count_aten_ops  # noqa: E402
+from search_step import count_aten_ops, cuda_available, rss_mb, run_worker  # noqa: E402
 
 KINDS = ("grouped", "sequential")
 LAYOUTS = ("per_edge", "per_source", "batched")
@@ -151,7 +150,7 @@ def worker(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    base_rss = _rss_mb()
+    base_rss = rss_mb()
     for _ in range(args.warmup):
         step()
     sync()
@@ -163,7 +162,7 @@ def worker(args: argparse.Namespace) -> dict:
         step()
         sync()
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb() - base_rss
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else rss_mb() - base_rss
     aten_ops = count_aten_ops(lambda: (step(), sync()))
     return {
         "kind": args.worker,
@@ -217,8 +216,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[int
     except ValueError as exc:
         p.error(str(exc))
     if args.device is None:  # checked last: it imports torch
-        args.device = "cuda" if _cuda() else "cpu"
-    elif args.device == "cuda" and not _cuda():
+        args.device = "cuda" if cuda_available() else "cpu"
+    elif args.device == "cuda" and not cuda_available():
         p.error("--device cuda: no CUDA device is available")
     return seeds
 
@@ -247,17 +246,11 @@ def main() -> None:
     for i, n in enumerate(seeds):
         for kind in KINDS if i % 2 == 0 else KINDS[::-1]:
             cmd = [sys.executable, __file__, "--worker", kind, "--n", str(n), *common]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                if done.returncode == 2:  # a bad setting: the same for every configuration
-                    print(last, file=sys.stderr)
-                    raise SystemExit(2)
-                why = "killed (out of memory?)" if done.returncode in (-9, 137) else last
-                print(f"  {kind} N={n} failed (exit code {done.returncode}): {why}", file=sys.stderr)
+            row = run_worker(cmd, f"{kind} N={n}")
+            if row is None:
                 failed += 1
                 continue
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rows.append(row)
             print(
                 f"  measured {kind} N={n}: {rows[-1]['step_s']:.4f} s, {rows[-1]['aten_ops']} ATen ops",
                 file=sys.stderr,
@@ -311,12 +304,6 @@ def print_table(rows: list[dict], args: argparse.Namespace, before, after) -> No
             f"{cell(get(g, 'aten_ops'), 'd', 9)} {cell(get(s, 'aten_ops'), 'd', 9)} "
             f"{_ratio(get(g, 'aten_ops'), get(s, 'aten_ops'), '.3f'):>7}"
         )
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":
