@@ -73,9 +73,10 @@ class ArchGrads:
         return {"arch_loss": self.loss.detach(), **self.logs}
 
 
-# Single-path strategies (GDAS, SPOS) asked for the batched layout run per source: a sampled path runs one op
-# per edge, so there is nothing to batch, and per-edge parameters keep the optimizer exact (an edge off the
-# path has no gradient and is not stepped; a slice of a wide tensor would still decay and move by momentum).
+# Single-path strategies (``dynamic_path``: GDAS, SPOS) asked for the batched layout run per source: a
+# sampled path runs one op per edge, so there is nothing to batch, and per-edge parameters keep the optimizer
+# exact (an edge off the path has no gradient and is not stepped; a slice of a wide tensor would still decay
+# and move by momentum).
 SINGLE_PATH_FALLBACK = {"batched": "per_source"}
 SINGLE_PATH_WHY = "one sampled op per edge leaves nothing to batch"
 
@@ -155,12 +156,11 @@ class Strategy(ABC):
         return {}
 
     layouts: tuple[str, ...] = ("per_edge", "per_source")  # the supernet layouts (space.layout) it runs on
-    layout_fallback: ClassVar[dict[str, str]] = {}  # requested -> run layout (SINGLE_PATH_FALLBACK)
-    fallback_why: ClassVar[str] = ""  # the one line a run prints when layout_fallback applies
 
     def layout_for(self, layout: str) -> str:
-        """The supernet layout this strategy runs for a requested ``space.layout`` (ConfigError if none)."""
-        run = self.layout_fallback.get(layout, layout)
+        """The supernet layout this strategy runs for a requested ``space.layout`` (ConfigError if none):
+        single-path strategies swap by :data:`SINGLE_PATH_FALLBACK`."""
+        run = SINGLE_PATH_FALLBACK.get(layout, layout) if self.dynamic_path else layout
         if run not in self.layouts:
             raise ConfigError(
                 f"strategy {self.name!r} does not run on space.layout={layout} yet; "

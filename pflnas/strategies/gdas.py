@@ -17,14 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pflnas.config.search import ArchOptimConfig
-from pflnas.strategies.base import (
-    SINGLE_PATH_FALLBACK,
-    SINGLE_PATH_WHY,
-    ArchGrads,
-    Batch,
-    StepContext,
-    Strategy,
-)
+from pflnas.strategies.base import ArchGrads, Batch, StepContext, Strategy
 from pflnas.supernet.network import Supernet
 
 TAU_MAX, TAU_MIN = 10.0, 0.1
@@ -33,9 +26,6 @@ TAU_MAX, TAU_MIN = 10.0, 0.1
 class GDAS(Strategy):
     name = "gdas"
     dynamic_path = True
-    layouts = ("per_edge", "per_source")
-    layout_fallback = SINGLE_PATH_FALLBACK
-    fallback_why = SINGLE_PATH_WHY
 
     def __init__(self, arch_optim: ArchOptimConfig, tau_max: float = TAU_MAX, tau_min: float = TAU_MIN):
         super().__init__(arch_optim)

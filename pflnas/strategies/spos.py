@@ -20,14 +20,7 @@ from tqdm import tqdm
 from pflnas.arch.genome import GenomeSpace, genome_key
 from pflnas.arch.record import Architecture
 from pflnas.config.search import ArchOptimConfig
-from pflnas.strategies.base import (
-    SINGLE_PATH_FALLBACK,
-    SINGLE_PATH_WHY,
-    ArchGrads,
-    Batch,
-    StepContext,
-    Strategy,
-)
+from pflnas.strategies.base import ArchGrads, Batch, StepContext, Strategy
 from pflnas.strategies.evolution_core import Individual, RegularizedEvolution, best, random_search
 from pflnas.strategies.subnet_eval import PathSelector
 from pflnas.supernet.network import Supernet
@@ -57,9 +50,6 @@ class SPOS(Strategy):
     name = "spos"
     updates_alphas = False
     dynamic_path = True
-    layouts = ("per_edge", "per_source")
-    layout_fallback = SINGLE_PATH_FALLBACK
-    fallback_why = SINGLE_PATH_WHY
 
     def __init__(self, arch_optim: ArchOptimConfig, search: str = "evolution"):
         super().__init__(arch_optim)

@@ -33,6 +33,7 @@ from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
+from pflnas.strategies.base import SINGLE_PATH_WHY
 from pflnas.strategies.subnet_eval import SubnetEvaluator
 from pflnas.supernet import Supernet
 from pflnas.supernet.network import check_supernet_options, construct_supernet, resolve_layout
@@ -89,8 +90,7 @@ class SearchRun:
         asked = resolve_layout(cfg.run.share_param_free, cfg.space.layout)
         self.layout = self.strategy.layout_for(asked)  # config.yaml records it as resolved_layout
         if self.layout != asked:
-            why = self.strategy.fallback_why
-            say(f"{cfg.strategy.name} runs space.layout={self.layout} for {asked}: {why}")
+            say(f"{cfg.strategy.name} runs space.layout={self.layout} for {asked}: {SINGLE_PATH_WHY}")
         check_supernet_options(self.space, **self.supernet_options, layout=self.layout)  # before the data
         if cfg.run.compile and self.strategy.dynamic_path:
             raise ConfigError(
