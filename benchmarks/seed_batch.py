@@ -10,7 +10,7 @@ A "step" for each seed: one architecture step (cross-entropy on a held-out batch
 only, Adam as the darts strategy configures it), then one weight step (cross-entropy on a training batch,
 backward for the weights only, the seed's gradient norm clipped at 5, SGD lr 0.025 momentum 0.9 wd 3e-4).
 Every seed has its own random batches. Grouped: one forward/backward for all N seeds (the loss is the sum of
-the seeds' mean losses, so each seed's gradients are its own), per-seed clipping by ``clip_grouped_``.
+the seeds' mean losses, so each seed's gradients are its own), per-seed clipping by ``GroupedSupernet.clip_weight_grads``.
 Sequential: N ``per_source`` supernets (``--layout``; per_source is the layout the grouped network mirrors
 and a search's default), each stepped in turn with its own Adam, SGD and ``clip_grad_norm_``; one step is all
 N of them.
@@ -66,7 +66,6 @@ def _grouped_step(args, space, device):
 
     from pflnas.config.search import ArchOptimConfig
     from pflnas.supernet.grouped import GroupedSupernet
-    from pflnas.supernet.grouped_state import clip_grouped_
 
     n, b = args.n, args.batch_size
     net = GroupedSupernet(space, 10, n).to(device)
@@ -90,7 +89,7 @@ def _grouped_step(args, space, device):
         adam.step()
         sgd.zero_grad()
         loss(xt, yt).backward(inputs=weights)
-        clip_grouped_(net, GRAD_CLIP)
+        net.clip_weight_grads(GRAD_CLIP)
         sgd.step()
 
     return step

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pflnas.errors import ConfigError, PflnasError
 
@@ -198,3 +198,9 @@ def _cgroup_room() -> int | None:
         if cap.isdigit() and int(cap) < 2**60:  # v1 writes a huge number for "no limit"
             return max(0, int(cap) - used)
     return None
+
+
+def at_least_fp32(t: Tensor) -> Tensor:
+    """``t`` in float32 when it is narrower (bf16 logits under autocast), unchanged when float32 or wider
+    (a float64 run, as the exactness tests use, keeps its precision in the loss)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()

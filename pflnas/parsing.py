@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,26 @@ def parse_json(text: str, origin: str, error: type[PflnasError] = PflnasError) -
 def load_json(path: str | Path, what: str, limit: int, error: type[PflnasError] = PflnasError) -> Any:
     """The strictly parsed JSON of the regular file at ``path`` (see :func:`parse_json`)."""
     return parse_json(read_capped_text(path, what, limit, error), str(path), error)
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """``"0-9"``, ``"0,3,7"`` or ``"0-2,5"`` as distinct seeds in the order given (ConfigError, one line,
+    for anything else)."""
+    seeds: list[int] = []
+    example = f"e.g. {flag} 0-9 or {flag} 0,3,7"
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if not low.strip().isdigit() or (dash and not high.strip().isdigit()):
+            raise ConfigError(
+                f"{flag} {text!r}: {part.strip()!r} is not a seed or a range of seeds; {example}"
+            )
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first or last - first >= 10_000:
+            raise ConfigError(f"{flag} {text!r}: {part.strip()!r} is not an increasing range; {example}")
+        seeds.extend(range(first, last + 1))
+    if any(s >= 2**63 for s in seeds):
+        raise ConfigError(f"{flag} {text!r}: seeds must be < 2**63")
+    repeated = sorted(s for s, count in Counter(seeds).items() if count > 1)
+    if repeated:
+        raise ConfigError(f"{flag} {text!r} names seed {repeated[0]} twice; name each seed once")
+    return seeds

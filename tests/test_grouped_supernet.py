@@ -17,9 +17,7 @@ from pflnas.strategies import create_strategy
 from pflnas.supernet import build_supernet
 from pflnas.supernet.grouped import GroupedSupernet
 from pflnas.supernet.grouped_state import (
-    clip_grouped_,
     from_grouped,
-    grouped_grad_norms,
     seed_probabilities,
     to_grouped,
 )
@@ -110,15 +108,15 @@ def test_per_seed_clipping_equals_clip_grad_norm():
     for loss in separate:
         loss.backward()
     total.backward()
-    norms = grouped_grad_norms(grouped)
+    norms = grouped.weight_grad_norms()
     max_norm = norms.median().item()
     expected = [nn.utils.clip_grad_norm_(n.weight_parameters(), max_norm) for n in nets]
     assert (norms - torch.stack(expected)).abs().max() < TOL
     assert (norms > max_norm).any() and (norms <= max_norm).any()
-    assert (clip_grouped_(grouped, max_norm) - norms).abs().max() == 0.0
+    assert (grouped.clip_weight_grads(max_norm) - norms).abs().max() == 0.0
     assert _per_seed_gap(nets, grouped, _grads(grouped)) < TOL
     with pytest.raises(ConfigError, match="must be positive"):
-        clip_grouped_(grouped, 0.0)
+        grouped.clip_weight_grads(0.0)
 
 
 def _optimizers(net, grouped: bool):
@@ -162,7 +160,7 @@ def test_three_darts_steps_agree(name):
             sgd.step()
         g_sgd.zero_grad()
         total.backward(inputs=grouped.weight_parameters())
-        clip_grouped_(grouped, 5.0)
+        grouped.clip_weight_grads(5.0)
         g_sgd.step()
     assert _per_seed_gap(nets, grouped) < TOL  # weights, alphas and BatchNorm statistics
     space = tiny(name)

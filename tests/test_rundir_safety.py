@@ -58,7 +58,7 @@ def stub_runs(monkeypatch, tmp_path):
     import pflnas.train.retrain as retrain
     import pflnas.train.search as search
 
-    monkeypatch.setattr(search.SearchRun, "_setup", reached)
+    monkeypatch.setattr(search.SearchRun, "setup", reached)
     monkeypatch.setattr(retrain.RetrainRun, "setup", reached)
     monkeypatch.setattr("pflnas.study.run_study", reached)  # pflnas study imports it when it runs
     monkeypatch.setattr(cmd_bench, "_bench_nb201", reached)

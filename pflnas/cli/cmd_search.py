@@ -14,12 +14,14 @@ from pathlib import Path
 
 from pflnas.arch.chance import chance_share
 from pflnas.arch.record import Architecture
+from pflnas.cli.search_group import group_dirs, read_group, run_group
 from pflnas.config.build import build_search_config
 from pflnas.config.loader import build_config, read_yaml
 from pflnas.config.presets import list_presets, preset_path
 from pflnas.config.search import SearchConfig
 from pflnas.config.validate import validate_search_config
 from pflnas.errors import ConfigError
+from pflnas.parsing import parse_seeds
 from pflnas.rundir import check_resume, claim_new, claim_resume
 from pflnas.spaces import list_spaces, resolve_space
 from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies
@@ -71,6 +73,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, metavar="N", help=f"global batch size (default: {d.data.batch_size})"
     )
     p.add_argument("--seed", type=int, metavar="N", help=f"random seed (default: {d.run.seed})")
+    p.add_argument(
+        "--seeds",
+        metavar="LIST",
+        help="several seeds' searches as one grouped network (darts, darts2, pcdarts on cell spaces), e.g. "
+        "0-9 or 0,3,7; each seed gets the run directory --out names with {seed} in it (else OUT/seed<N>) "
+        "and exactly what its --seed run would write (default: one seed, --seed)",
+    )
     p.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default: {d.run.device})")
     p.add_argument("--amp", action="store_const", const=True, help="bf16 autocast")
     p.add_argument("--channels-last", action="store_const", const=True, help="channels-last memory format")
@@ -183,6 +192,7 @@ def _resume_config(args: argparse.Namespace) -> tuple[SearchConfig, Path]:
     data = read_yaml(run_dir / CONFIG)
     data.pop("resolved_space", None)
     data.pop("resolved_layout", None)  # what the strategy ran; the config's own space.layout stays
+    data.pop("resolved_group", None)  # a grouped search's members: read_group
     cfg = build_config(SearchConfig, [data])
     validate_search_config(cfg)
     return cfg, run_dir
@@ -201,11 +211,18 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     else:
         cfg = _config_from_args(args)
     space = resolve_space(cfg.space)  # once: a bad space fails before touching the disk
+    seeds = _seeds(args, cfg)
     if cfg.strategy.name in MULTI_TRIAL_STRATEGIES:
         return _run_multi_trial(args, cfg, run_dir if args.resume else None, held)
     check_strategy(cfg.strategy.name)  # an unknown name: one line with the closest one
     if not args.resume:
         _check_space_named(args)  # the last check of the flags, before torch loads
+    group = read_group(run_dir) if args.resume else None
+    if seeds or group:
+        members = group or (seeds, group_dirs(args.out, cfg, seeds))
+        for arch, run_dir in run_group(cfg, space, members, held, args.resume, args.overwrite):
+            _say_found(arch, run_dir, cfg.strategy.name)
+        return 0
     from pflnas.train.dist_search import SearchSync  # torch loads here, once the flags are checked
     from pflnas.train.distributed import init_distributed, shutdown
     from pflnas.train.search import SearchRun
@@ -220,6 +237,22 @@ def _run(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if info.is_main:
         _say_found(arch, run_dir, cfg.strategy.name)
     return 0
+
+
+def _seeds(args: argparse.Namespace, cfg: SearchConfig) -> list[int] | None:
+    """``--seeds``, checked against the flags it cannot go with (before torch loads)."""
+    if args.seeds is None:
+        return None
+    if args.resume:
+        raise ConfigError("--resume continues a run with its own seeds; drop --seeds")
+    if args.seed is not None:
+        raise ConfigError("--seed and --seeds both name the seeds; give one of them")
+    if cfg.strategy.name in MULTI_TRIAL_STRATEGIES:
+        raise ConfigError(
+            f"--seeds groups differentiable searches; {cfg.strategy.name!r} runs trials: start one search "
+            "per seed with --seed"
+        )
+    return parse_seeds(args.seeds)
 
 
 def _say_found(arch: Architecture, run_dir: Path, strategy: str) -> None:

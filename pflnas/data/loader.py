@@ -51,8 +51,9 @@ class BatchLoader:
     """Iterate over ``(x, y)`` batches of ``images[indices]`` / ``labels[indices]``.
 
     ``images`` is a uint8 N×C×H×W tensor (CPU or already on ``device``), ``labels`` int64 of length N;
-    ``indices`` selects the samples (all when None). Each pass yields ``x`` float32 normalized as
-    ``(pixel / 255 - mean) / std`` on ``device`` (channels_last if asked) and ``y`` int64 on ``device``.
+    ``indices`` selects the samples (all when None). Each pass yields ``x`` in torch's default dtype
+    (float32) normalized as ``(pixel / 255 - mean) / std`` on ``device`` (channels_last if asked) and
+    ``y`` int64 on ``device``.
 
     Contract: the sample order and the augmentation of a pass depend only on ``(seed, epoch)``, never on
     the global RNG, so a run resumed at epoch e reproduces it exactly. The epoch is set with
@@ -123,8 +124,9 @@ class BatchLoader:
         self.rank, self.world_size = rank, world_size
         self._positions = shard_positions(len(self.indices), rank, world_size, drop_last, even_shards)
         shape = (1, channels, 1, 1)
-        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
-        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
+        dtype = torch.get_default_dtype()  # float32, or float64 where a test asks for it
+        self._mean = torch.tensor(mean, dtype=dtype, device=self.device).view(shape)
+        self._std = torch.tensor(std, dtype=dtype, device=self.device).view(shape)
         self._pin = self.device.type == "cuda" and images.device.type == "cpu"
         self.epoch = 0
 
@@ -195,7 +197,7 @@ class BatchLoader:
             y = self._to_device(self.labels.index_select(0, idx.to(self.labels.device)))
             if self.augment:
                 x = crop_flip(x, offsets[batch], flips[batch], self.pad)
-            x = x.float().div_(255).sub_(self._mean).div_(self._std)
+            x = x.to(self._mean.dtype).div_(255).sub_(self._mean).div_(self._std)
             if self.cutout:
                 x = cutout_squares(x, centres[batch], self.cutout)
             if self.channels_last:

@@ -34,8 +34,10 @@ Batch = tuple[Tensor, Tensor]
 class StepContext:
     """What the loop gives a strategy for one architecture step.
 
-    ``loss(batch)`` runs the supernet forward and the criterion under the loop's autocast and returns a
-    scalar; it is the training objective (second-order DARTS calls it on training batches).
+    ``loss(batch)`` runs the supernet forward and the criterion under the loop's autocast and returns the
+    loss per seed: a scalar for one supernet, ``[N]`` for a grouped one (N seeds' searches as one network,
+    :mod:`pflnas.supernet.grouped`); strategies differentiate its sum, which gives each seed its own
+    gradient. It is the training objective (second-order DARTS calls it on training batches).
     ``arch_loss(batch)``, when given, is the architecture objective on the held-out batch (a latency-aware
     search adds ``weight * E[latency]``, see :mod:`pflnas.measure.latency_objective`); strategies call it
     through :meth:`objective`, which falls back to ``loss``. ``virtual_step(params, grads)`` returns, for each
@@ -101,6 +103,9 @@ class Strategy(ABC):
     updates_alphas: ClassVar[bool] = True
     # True where every forward may run another path (GDAS, SPOS): torch.compile would recompile each time
     dynamic_path: ClassVar[bool] = False
+    # True where N seeds' searches can run as one grouped supernet (pflnas.supernet.grouped): dense softmax
+    # mixing with elementwise optimizers (pflnas search --seeds)
+    seed_groups: ClassVar[bool] = False
 
     def __init__(self, arch_optim: ArchOptimConfig):
         self.arch_optim = arch_optim

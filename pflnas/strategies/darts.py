@@ -23,6 +23,7 @@ from pflnas.supernet.network import Supernet, softmax_mixing
 class DARTS(Strategy):
     name = "darts"
     layouts = ("per_edge", "per_source", "batched")  # dense softmax mixing: every layout
+    seed_groups = True
 
     def __init__(self, arch_optim: ArchOptimConfig, unrolled: bool = False):
         super().__init__(arch_optim)
@@ -43,7 +44,7 @@ class DARTS(Strategy):
             loss, grads = self._unrolled_grads(train_batch, val_batch, ctx)
         else:
             loss = ctx.objective(val_batch)
-            grads = list(torch.autograd.grad(loss, self.supernet.arch_parameters()))
+            grads = list(torch.autograd.grad(loss.sum(), self.supernet.arch_parameters()))
         return ArchGrads(loss, grads)
 
     def _unrolled_grads(
@@ -57,31 +58,33 @@ class DARTS(Strategy):
         backup = [w.detach().clone() for w in weights]
         try:
             # w' = w - xi * update(grad_w L_train)
-            train_grads = torch.autograd.grad(ctx.loss(train_batch), weights, allow_unused=True)
+            train_grads = torch.autograd.grad(ctx.loss(train_batch).sum(), weights, allow_unused=True)
             train_grads = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, train_grads)]
             train_grads = ctx.average(train_grads)  # distributed: the global batch's gradient, one w'
             with torch.no_grad():
                 for w, delta in zip(weights, ctx.virtual_step(weights, train_grads)):
                     w.sub_(delta)
             val_loss = ctx.objective(val_batch)
-            grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
+            grads = torch.autograd.grad(val_loss.sum(), alphas + weights, allow_unused=True)
             d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[: len(alphas)])]
             d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(alphas) :])]
             d_w = ctx.average(d_w)  # distributed: one eps and one w+-; d_alpha is averaged with the result
-            # Finite-difference Hessian-vector product around the original weights.
-            eps = 0.01 / torch.cat([g.reshape(-1) for g in d_w]).norm().clamp_min(1e-12)
+            # Finite-difference Hessian-vector product around the original weights; eps per seed (a
+            # grouped supernet's seeds each take the step size of their own search)
+            net = self.supernet
+            eps = 0.01 / net.seed_norms(d_w).clamp_min(1e-12)
             hessian = []
             for sign in (1.0, -1.0):
                 with torch.no_grad():
                     for w, w0, g in zip(weights, backup, d_w):
-                        w.copy_(w0).add_(g * (sign * eps))  # eps stays on the device: no host sync
-                hessian.append(torch.autograd.grad(ctx.loss(train_batch), alphas, allow_unused=True))
+                        w.copy_(w0).add_(g * (sign * net.per_seed(eps, w)))  # on the device: no host sync
+                hessian.append(torch.autograd.grad(ctx.loss(train_batch).sum(), alphas, allow_unused=True))
             xi = ctx.lr
             final = []
             for da, gp, gn, a in zip(d_alpha, hessian[0], hessian[1], alphas):
                 gp = torch.zeros_like(a) if gp is None else gp
                 gn = torch.zeros_like(a) if gn is None else gn
-                final.append(da - xi * (gp - gn) / (2 * eps))
+                final.append(da - xi * (gp - gn) / (2 * net.per_seed(eps, a)))
             return val_loss, final
         finally:
             with torch.no_grad():

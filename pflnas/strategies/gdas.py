@@ -60,7 +60,7 @@ class GDAS(Strategy):
         assert self.supernet is not None and self.optimizer is not None, "attach() first"
         self.tau = self.temperature(ctx.epoch, ctx.epochs)
         loss = ctx.objective(val_batch)
-        grads = list(torch.autograd.grad(loss, self.supernet.arch_parameters()))
+        grads = list(torch.autograd.grad(loss.sum(), self.supernet.arch_parameters()))
         return ArchGrads(loss, grads, {"tau": torch.tensor(self.tau)})
 
     def state_dict(self) -> dict[str, Any]:

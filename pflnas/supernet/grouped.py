@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +29,7 @@ from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.labels import edge_key
 from pflnas.supernet.cells import DartsSearchCell
 from pflnas.supernet.mixed import MixedEdge
-from pflnas.supernet.network import DartsSupernet, build_supernet
+from pflnas.supernet.network import DartsSupernet, Mixing, build_supernet, softmax_mixing
 
 
 def seed_blocks(t: Tensor, seeds: int) -> Tensor:
@@ -218,3 +219,38 @@ class GroupedSupernet(nn.Module):
         pooled = s1.mean((2, 3)).view(b, n, -1)  # global average pool, per channel
         logits = torch.einsum("bnc,nkc->nbk", pooled, self.classifier["weight"])
         return logits + self.classifier["bias"].unsqueeze(1)
+
+    # --- the hooks the step and the strategies use per seed (a plain Supernet holds one seed) -------------
+    def set_mixing(self, mixing: Mixing, single_path: bool = False) -> None:
+        """Only DARTS' dense softmax mixing: the grouped forward computes it (GDAS/SPOS run single seeds)."""
+        if mixing is not softmax_mixing or single_path:
+            raise ConfigError("a grouped supernet mixes with a softmax only (darts, darts2, pcdarts)")
+
+    def seed_norms(self, tensors: Sequence[Tensor]) -> Tensor:
+        """``[N]``: each seed's 2-norm over ``tensors`` (shaped like the weights or alphas)."""
+        squares = [seed_blocks(t, self.seeds).square().sum(1) for t in tensors]
+        return torch.stack(squares).sum(0).sqrt()
+
+    def per_seed(self, values: Tensor, like: Tensor) -> Tensor:
+        """``values`` (``[N]``) expanded over each seed's block of ``like``, broadcastable against it."""
+        rows = values.to(like.dtype).repeat_interleave(like.shape[0] // self.seeds)
+        return rows.view(-1, *([1] * (like.dim() - 1)))
+
+    @torch.no_grad()
+    def weight_grad_norms(self) -> Tensor:
+        """``[N]``: the norm ``clip_grad_norm_`` would compute on each seed's separate supernet."""
+        grads = [p.grad for p in self.weight_parameters() if p.grad is not None]
+        return self.seed_norms(grads) if grads else torch.zeros(self.seeds)
+
+    @torch.no_grad()
+    def clip_weight_grads(self, max_norm: float) -> Tensor:
+        """Scale each seed's weight gradients as ``clip_grad_norm_(max_norm)`` scales its own search's
+        (``min(1, max_norm / (norm + 1e-6))``); returns the ``[N]`` norms before clipping."""
+        if not max_norm > 0:
+            raise ConfigError(f"the gradient clipping norm must be positive, got {max_norm}")
+        norms = self.weight_grad_norms()
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for p in self.weight_parameters():
+            if p.grad is not None:
+                p.grad.mul_(self.per_seed(coef, p.grad))
+        return norms

@@ -1,5 +1,5 @@
 """A grouped supernet's state per seed: converters to and from N ``per_source`` DARTS supernets' states,
-each seed's probabilities (for ``derive_architecture``), and per-seed gradient norms and clipping.
+each seed's probabilities (for ``derive_architecture``) and optimizer states.
 
 A grouped tensor holds seed s's numbers in the s-th of N equal blocks along dim 0
 (:func:`~pflnas.supernet.grouped.seed_blocks`). How each block relates to the per-seed state is one of:
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from pflnas.errors import ConfigError
-from pflnas.supernet.grouped import GroupedSupernet, seed_blocks
+from pflnas.supernet.grouped import GroupedSupernet
 
 CAT, STACK, ALPHAS, FIRST = "cat", "stack", "alphas", "first"
 
@@ -108,30 +108,78 @@ def seed_probabilities(grouped: GroupedSupernet, seed: int) -> dict[str, dict[st
     return out
 
 
-@torch.no_grad()
-def grouped_grad_norms(grouped: GroupedSupernet) -> Tensor:
-    """``[N]``: each seed's total 2-norm of the weight gradients (its blocks of every weight parameter),
-    the norm ``clip_grad_norm_`` would compute on that seed's separate supernet."""
-    squares = [
-        seed_blocks(p.grad, grouped.seeds).square().sum(1)
-        for p in grouped.weight_parameters()
-        if p.grad is not None
-    ]
-    if not squares:
-        return torch.zeros(grouped.seeds)
-    return torch.stack(squares).sum(0).sqrt()
+def _param_entries(grouped: GroupedSupernet) -> dict[str, tuple[list[str], str]]:
+    params = dict(grouped.named_parameters())
+    return {key: (keys, rule) for key, keys, rule in _entries(grouped) if key in params}
 
 
-@torch.no_grad()
-def clip_grouped_(grouped: GroupedSupernet, max_norm: float) -> Tensor:
-    """Scale each seed's weight gradients as ``torch.nn.utils.clip_grad_norm_(max_norm)`` scales that seed's
-    separate supernet (``min(1, max_norm / (norm + 1e-6))``); returns the ``[N]`` norms before clipping."""
-    if not max_norm > 0:
-        raise ConfigError(f"the gradient clipping norm must be positive, got {max_norm}")
-    norms = grouped_grad_norms(grouped)
-    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for p in grouped.weight_parameters():
-        if p.grad is not None:
-            rows = coef.to(p.grad.dtype).repeat_interleave(p.grad.shape[0] // grouped.seeds)
-            p.grad.mul_(rows.view(-1, *([1] * (p.grad.dim() - 1))))
-    return norms
+def split_optimizer(
+    grouped: GroupedSupernet,
+    optimizer: torch.optim.Optimizer,
+    seed_models: list[torch.nn.Module],
+    seed_optimizers: list[torch.optim.Optimizer],
+) -> None:
+    """Set ``seed_optimizers[s]`` (over ``seed_models[s]``'s parameters) to seed s's part of ``optimizer``
+    (over ``grouped``'s): per-parameter tensors shaped like the parameter by its rule, other entries (Adam's
+    step count) copied; the hyper-parameters (the scheduled learning rate) copied too."""
+    names = {id(p): n for n, p in grouped.named_parameters()}
+    entries = _param_entries(grouped)
+    seed_params = [dict(m.named_parameters()) for m in seed_models]
+    for opt in seed_optimizers:
+        opt.state.clear()
+    for p, state in optimizer.state.items():
+        keys, rule = entries[names[id(p)]]
+        for name, value in state.items():
+            if isinstance(value, Tensor) and value.shape == p.shape:
+                parts = _split(value, rule, grouped.seeds)
+            else:
+                parts = [[_copy(value) for _ in keys] for _ in range(grouped.seeds)]
+            for params, opt, values in zip(seed_params, seed_optimizers, parts):
+                for key, v in zip(keys, values):
+                    opt.state[params[key]][name] = v
+    for opt in seed_optimizers:
+        for seed_group, group in zip(opt.param_groups, optimizer.param_groups):
+            seed_group.update({k: v for k, v in group.items() if k != "params"})
+
+
+def join_optimizer(
+    grouped: GroupedSupernet,
+    optimizer: torch.optim.Optimizer,
+    seed_models: list[torch.nn.Module],
+    seed_optimizers: list[torch.optim.Optimizer],
+) -> None:
+    """The inverse of :func:`split_optimizer`: ``optimizer`` (over ``grouped``'s parameters) takes the
+    seeds' states; entries that are not per-parameter tensors must agree between seeds."""
+    entries = _param_entries(grouped)
+    seed_params = [dict(m.named_parameters()) for m in seed_models]
+    optimizer.state.clear()
+    for gname, p in grouped.named_parameters():
+        keys, rule = entries[gname]
+        states = [
+            [opt.state.get(params[k], {}) for k in keys] for params, opt in zip(seed_params, seed_optimizers)
+        ]
+        if not states[0][0]:
+            continue
+        joined = {}
+        for name, value in states[0][0].items():
+            parts = [[st[name] for st in seed] for seed in states]
+            like = seed_params[0][keys[0]]
+            tensor = isinstance(value, Tensor) and value.shape == like.shape
+            joined[name] = _join(parts, rule, name) if tensor else _agreed(parts, name)
+        optimizer.state[p] = joined
+    for group, seed_group in zip(optimizer.param_groups, seed_optimizers[0].param_groups):
+        group.update({k: v for k, v in seed_group.items() if k != "params"})
+
+
+def _copy(value: object) -> object:
+    return value.clone() if isinstance(value, Tensor) else value
+
+
+def _agreed(parts: list[list[object]], name: str) -> object:
+    first = parts[0][0]
+    for seed in parts:
+        for v in seed:
+            same = torch.equal(v, first) if isinstance(v, Tensor) else v == first  # type: ignore[arg-type]
+            if not same:
+                raise ConfigError(f"the seeds' optimizer entries {name!r} differ; resume them separately")
+    return _copy(first)

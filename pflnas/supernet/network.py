@@ -8,7 +8,7 @@ with ``.to(device)`` and are split from the network weights by :meth:`Supernet.a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -126,6 +126,20 @@ class Supernet(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         arch_ids = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch_ids]
+
+    # --- seeds: one here; a grouped supernet (pflnas.supernet.grouped) holds N with the same hooks ---
+    def seed_norms(self, tensors: Sequence[Tensor]) -> Tensor:
+        """The 2-norm over ``tensors`` (one per weight or alpha, shaped like it), per seed the module
+        holds: one seed here, so a 0-d tensor (second-order DARTS' finite-difference step size)."""
+        return torch.cat([t.reshape(-1) for t in tensors]).norm()
+
+    def per_seed(self, values: Tensor, like: Tensor) -> Tensor:
+        """``values`` (one per seed, as :meth:`seed_norms` gives) broadcastable against ``like``."""
+        return values
+
+    def clip_weight_grads(self, max_norm: float) -> Tensor:
+        """Clip the weight gradients as ``clip_grad_norm_`` does, per seed; returns the norms before."""
+        return nn.utils.clip_grad_norm_(self.weight_parameters(), max_norm)
 
     def alpha_matrix(self, group: str) -> Tensor:
         """``[num_choices, num_ops]`` alphas of ``group`` in ``space.choice_keys()`` order."""

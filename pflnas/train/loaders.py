@@ -14,6 +14,7 @@ from torch import nn
 
 from pflnas.config.search import SearchConfig
 from pflnas.data import BatchLoader, load_dataset, search_split
+from pflnas.device import at_least_fp32
 from pflnas.errors import DataError
 from pflnas.train.dist_search import SearchSync
 from pflnas.train.distributed import DistInfo
@@ -113,7 +114,7 @@ def evaluate(
     for x, y in loader:
         with autocast():
             logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        loss_sum += F.cross_entropy(at_least_fp32(logits), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         count += len(y)
     model.train()
@@ -121,3 +122,28 @@ def evaluate(
         totals = sync.sum_(torch.stack([loss_sum, correct, loss_sum.new_tensor(count)]))
         loss_sum, correct, count = totals[0], totals[1], int(totals[2].item())
     return (loss_sum / max(count, 1)).item(), (correct / max(count, 1)).item()
+
+
+@torch.no_grad()
+def evaluate_seeds(model: nn.Module, loaders: list[BatchLoader], autocast: Any) -> list[tuple[float, float]]:
+    """:func:`evaluate` for a grouped supernet of ``len(loaders)`` seeds: seed s's loss and accuracy on
+    its own loader (the seeds' evaluation slices have the same size, so their batches line up)."""
+    model.eval()
+    n = len(loaders)
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros(n, dtype=torch.float64, device=device)
+    correct = torch.zeros_like(loss_sum)
+    count = 0
+    for batches in zip(*loaders):
+        x, y = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+        with autocast():
+            logits = model(x)
+        per_image = F.cross_entropy(at_least_fp32(logits.flatten(0, 1)), y.flatten(), reduction="none")
+        loss_sum += per_image.view(y.shape).sum(-1)
+        correct += (logits.argmax(-1) == y).sum(-1)
+        count += y.shape[-1]
+    model.train()
+    return [
+        (loss / max(count, 1), hits / max(count, 1))
+        for loss, hits in zip(loss_sum.tolist(), correct.tolist())
+    ]

@@ -78,7 +78,7 @@ class SearchRun:
         self.alpha_dump = AlphaDump(self.info.rank)  # PFLNAS_DEBUG_ALPHA_DIR: alphas after every step
 
     # --- setup -------------------------------------------------------------------------------------
-    def _setup(self, say: Say = quiet) -> None:
+    def setup(self, say: Say = quiet) -> None:
         """Everything before the first step; ``say`` announces the slow parts (data, supernet)."""
         cfg = self.cfg
         if cfg.run.threads:
@@ -132,7 +132,7 @@ class SearchRun:
     def _build_supernet(self) -> Supernet:
         cfg, loaders = self.cfg, self.loaders
         model: Supernet = build_within_memory(  # type: ignore[assignment]
-            lambda: construct_supernet(  # options checked in _setup
+            lambda: construct_supernet(  # options checked in setup
                 self.space,
                 loaders.num_classes,
                 loaders.in_channels,
@@ -156,7 +156,7 @@ class SearchRun:
             run.nonfinite,
             run.nonfinite_max_skips,
             self.device,
-            kept=self._kept,
+            kept=self.kept,
             reduce=self.sync.sum_ if self.info.distributed else None,
         )
         self.checks = StepChecks(self.guard, self.model, self.strategy, graphed=run.cuda_graph)
@@ -168,7 +168,7 @@ class SearchRun:
             self.weights,
             self.cfg.weights.grad_clip,
             forward=self.forward,
-            autocast=self._autocast,
+            autocast=self.autocast,
             reduce_grads=self.sync.reduce_grads,  # torchrun: one all-reduce per half, before the checks
             check_arch=None if run.cuda_graph else self.checks.arch,
             check_weights=None if run.cuda_graph else self.checks.weights,
@@ -201,7 +201,7 @@ class SearchRun:
         if why:
             raise ConfigError(f"run.cuda_graph cannot be used: {why}; drop run.cuda_graph")
 
-    def _autocast(self):
+    def autocast(self):
         if not self.cfg.run.amp:
             return contextlib.nullcontext()
         # a captured graph must not reuse autocast's cached weight casts (they would be stale on replay)
@@ -210,7 +210,7 @@ class SearchRun:
         )
 
     # --- checkpoints -------------------------------------------------------------------------------
-    def _state(
+    def state(
         self, epochs_done: int, step: int = 0, partial: dict[str, float] | None = None
     ) -> dict[str, Any]:
         """The checkpoint after ``epochs_done`` epochs (and ``step`` steps of the next, with its running
@@ -237,7 +237,7 @@ class SearchRun:
     def _search(self, resume: bool) -> Architecture:
         main = self.info.is_main
         with startup_lines(self.cfg.run.progress and main) as say:  # on stderr, before the bars
-            self._setup(say)
+            self.setup(say)
         if self.cfg.latency.weight > 0:  # the architecture objective, composed once
             self.latency = latency_term(
                 self.cfg,
@@ -254,7 +254,7 @@ class SearchRun:
         if resume and self.sync.from_main(lambda: os.path.lexists(self.run_dir / CHECKPOINT)):
             self._restore()
         elif main:
-            self._start_fresh()
+            self.start_fresh()
         self.alpha_dump.step(self.start.epoch, -1, self.model.arch_parameters())  # before the first step
         reduce = self.sync.sum_ if self.info.distributed else None
         with StopSignals(reduce, self.device) as self.stop:  # SIGINT/SIGTERM: save, exit
@@ -262,14 +262,14 @@ class SearchRun:
         history = self._after_training()
         if history is not None and main:
             atomic_write_text(self.run_dir / EVOLUTION, "".join(json.dumps(row) + "\n" for row in history))
-        arch = self.strategy.export(self.sync.from_main(self._provenance))  # rank 0's record everywhere
-        self._save_found(arch)
+        arch = self.strategy.export(self.sync.from_main(self.provenance))  # rank 0's record everywhere
+        self.save_found(arch)
         return arch
 
-    def _start_fresh(self) -> None:
+    def start_fresh(self, extra: dict[str, Any] | None = None) -> None:
         (self.run_dir / FOUND).unlink(missing_ok=True)  # a replaced run's record never outlives it
         space, layout = self.space.to_dict(), self.layout
-        resolved = {**to_dict(self.cfg), "resolved_space": space, "resolved_layout": layout}
+        resolved = {**to_dict(self.cfg), "resolved_space": space, "resolved_layout": layout, **(extra or {})}
         atomic_write_text(self.run_dir / CONFIG, yaml.safe_dump(resolved, sort_keys=False))
         self.metrics.truncate_to(0)
 
@@ -283,7 +283,7 @@ class SearchRun:
             self.loaders.evaluate,
             self.cfg.spos,
             seed=self.cfg.run.seed,
-            autocast=self._autocast,
+            autocast=self.autocast,
             progress=self.cfg.run.progress and self.info.is_main,
             sync=self.sync,
         ) as evaluator:
@@ -296,14 +296,14 @@ class SearchRun:
             self.scheduler.step()
             self.elapsed += time.perf_counter() - t0
             record["epoch_time"] = round(time.perf_counter() - t0, 3)
-            state = self._state(epoch + 1)  # on every rank (it gathers their RNG states under torchrun)
+            state = self.state(epoch + 1)  # on every rank (it gathers their RNG states under torchrun)
             if self.info.is_main:
                 self.metrics.append(record)
                 save_checkpoint(state, self.run_dir / CHECKPOINT)
             if self.stop.requested(force=True):  # a signal during the evaluation: saved just now
                 self._stopped(epoch + 1, 0)
 
-    def _save_found(self, arch: Architecture) -> None:
+    def save_found(self, arch: Architecture) -> None:
         """Rank 0 writes found.json once every rank has derived the same one (checked under torchrun:
         everything but the provenance, which may hold a rank's own timings; rank 0's is written)."""
         record = arch.to_dict()
@@ -324,7 +324,7 @@ class SearchRun:
         model = self.model
         self.sync.average_bn_statistics(model)  # every rank evaluates, saves and exports the same model
         self.sync.verify_model(model, f"at the end of epoch {epoch + 1}", buffers=True)
-        validation = evaluate(model, self.loaders.evaluate, self._autocast, self.sync)
+        validation = evaluate(model, self.loaders.evaluate, self.autocast, self.sync)
         record = epoch_record(
             self.cfg,
             self.strategy,
@@ -402,7 +402,7 @@ class SearchRun:
         return self.graphed
 
     # --- stopping -----------------------------------------------------------------------------------
-    def _kept(self) -> str:
+    def kept(self) -> str:
         path = self.run_dir / CHECKPOINT
         if not path.is_file():
             return "no checkpoint was written yet"
@@ -414,7 +414,7 @@ class SearchRun:
         if step:
             self.guard.flush()
             self.elapsed += time.perf_counter() - self._epoch_start
-            state = self._state(epoch, step, partial)  # a collective under torchrun
+            state = self.state(epoch, step, partial)  # a collective under torchrun
             if self.info.is_main:
                 save_checkpoint(state, self.run_dir / CHECKPOINT)
         where = f"epoch {epoch + 1} step {step}" if step else f"the end of epoch {epoch}"
@@ -425,7 +425,7 @@ class SearchRun:
         if self.info.is_main:
             tqdm.write(line)
 
-    def _provenance(self) -> dict[str, Any]:
+    def provenance(self) -> dict[str, Any]:
         from pflnas import __version__
 
         return {

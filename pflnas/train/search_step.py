@@ -19,10 +19,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pflnas.device import at_least_fp32
 from pflnas.strategies import ArchGrads, StepContext, Strategy, set_grads
 from pflnas.supernet import Supernet
 
 Batch = Sequence[Tensor]  # (images, labels)
+
+
+def seed_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy in fp32 (or wider): 0-d for ``[B, classes]`` logits; for a grouped supernet's ``[N, B,
+    classes]`` one mean per seed, ``[N]`` (each seed's loss is its own; gradients are of the sum)."""
+    if logits.dim() == 2:
+        return F.cross_entropy(at_least_fp32(logits), labels)
+    per_image = F.cross_entropy(at_least_fp32(logits.flatten(0, 1)), labels.flatten(), reduction="none")
+    return per_image.view(labels.shape).mean(-1)
 
 
 def sgd_virtual_step(
@@ -72,12 +82,13 @@ class SearchStep:
             self.forward = self.model
 
     def loss(self, batch: Batch) -> Tensor:
-        """Cross-entropy of the supernet on ``batch`` under the loop's autocast (fp32 loss)."""
+        """Cross-entropy of the supernet on ``batch`` under the loop's autocast (fp32 loss), per seed
+        (:func:`seed_cross_entropy`)."""
         assert self.forward is not None
         x, y = batch
         with self.autocast():
             logits = self.forward(x)
-        return F.cross_entropy(logits.float(), y)
+        return seed_cross_entropy(logits, y)
 
     def __call__(
         self, train_batch: Batch, arch_batch: Batch, arch_ctx: StepContext, search_arch: bool
@@ -104,18 +115,19 @@ class SearchStep:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             logits = self.forward(x)
-        loss = F.cross_entropy(logits.float(), y)
-        loss.backward(inputs=self.weights)  # no alpha gradients: this half never uses them (DARTS' code does)
+        loss = seed_cross_entropy(logits, y)
+        # no alpha gradients: this half never uses them (DARTS' code computes and drops them)
+        loss.sum().backward(inputs=self.weights)
         self.reduce_grads(self.weights)  # torchrun: one all-reduce, before clipping
         if self.check_weights is not None and not self.check_weights(loss):
             return self._drop()
-        grad_norm = nn.utils.clip_grad_norm_(self.weights, self.grad_clip)
+        grad_norm = self.model.clip_weight_grads(self.grad_clip)  # per seed in a grouped supernet
         self.optimizer.step()
         for a in self.model.arch_parameters():  # the weight step must not leave gradients on alphas
             a.grad = None
         return {
             "loss": loss.detach(),
-            "correct": (logits.detach().argmax(1) == y).sum(),
+            "correct": (logits.detach().argmax(-1) == y).sum(-1),
             "grad_norm": grad_norm.detach(),  # before clipping
         }
 
