@@ -5,12 +5,15 @@ channel's group alone (a conv with ``groups``, a per-channel BatchNorm, a pool),
 channel groups of one network: tensors are ``[B, N*C, H, W]`` seed-major (channels ``[s*C, (s+1)*C)`` are
 seed s's), a ``C_in -> C_out`` conv with ``g`` groups becomes ``N*C_in -> N*C_out`` with ``N*g`` groups, a
 BatchNorm over C channels one over N*C (per-channel statistics: N separate BatchNorms), and the classifier a
-batched contraction. Each of the supernet's kernels then runs once for all seeds.
+batched contraction. Each of the supernet's kernels then runs once for all seeds. PC-DARTS' partial channels
+stay within a seed's block too: its ops see the first C/K channels of the block, the rest bypass them, and
+the channel shuffle permutes the block (:func:`seed_channels`, :class:`GroupedEdge`).
 
 Every grouped tensor holds seed s's numbers in the s-th of N equal blocks along dim 0 (:func:`seed_blocks`);
 :mod:`pflnas.supernet.grouped_state` converts states and handles per-seed gradients on that one rule. The
 module names are those of the ``per_source`` :class:`~pflnas.supernet.network.DartsSupernet`, so the
-state_dict keys match it except the classifier and the alphas (one ``[N, num_edges, num_ops]`` per group).
+state_dict keys match it except the classifier and the alphas (one ``[N, num_edges, num_ops]`` per group);
+PC-DARTS' edge-normalisation parameters keep their per-seed keys with a leading seed dim.
 """
 
 from __future__ import annotations
@@ -28,13 +31,27 @@ from pflnas.ops.primitives import FactorizedReduce
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.labels import edge_key
 from pflnas.supernet.cells import DartsSearchCell
-from pflnas.supernet.mixed import MixedEdge
-from pflnas.supernet.network import DartsSupernet, Mixing, build_supernet, softmax_mixing
+from pflnas.supernet.mixed import MixedEdge, reassemble_partial
+from pflnas.supernet.network import (
+    DartsSupernet,
+    Mixing,
+    build_supernet,
+    edge_norm_parameters,
+    node_softmax,
+    softmax_mixing,
+)
 
 
 def seed_blocks(t: Tensor, seeds: int) -> Tensor:
     """``[N, -1]``: row s holds seed s's entries of the grouped tensor ``t`` (dim 0 in N equal blocks)."""
     return t.reshape(seeds, -1)
+
+
+def seed_channels(x: Tensor, seeds: int, part: int) -> Tensor:
+    """``[B, N*part, H, W]``: the first ``part`` channels of each seed's block of ``x`` (``[B, N*C, H, W]``),
+    what PC-DARTS' ops of each seed see."""
+    b, _, h, w = x.shape
+    return x.view(b, seeds, -1, h, w)[:, :, :part].reshape(b, seeds * part, h, w)
 
 
 def _grouped_conv(conv: nn.Conv2d, n: int) -> nn.Conv2d:
@@ -104,36 +121,50 @@ def group_module(module: nn.Module, n: int) -> nn.Module:
 
 
 class GroupedEdge(nn.Module):
-    """N :class:`MixedEdge` (dense mixing): ``[B, N, C, H, W]``, each seed's weighted sum over the ops."""
+    """N :class:`MixedEdge` (dense mixing): ``[B, N, C, H, W]``, each seed's weighted sum over the ops.
+
+    With PC-DARTS' partial channels (``partial`` K > 1) the ops run on the first C/K channels of each seed's
+    block and each seed's block is then reassembled as :class:`MixedEdge` does it: the fold ``[B*N, C, H, W]``
+    makes every seed a sample of the per-seed :func:`~pflnas.supernet.mixed.reassemble_partial`."""
 
     def __init__(self, edge: MixedEdge, n: int):
         super().__init__()
-        if edge.partial != 1 or edge.own_free is not None:
-            raise ConfigError("grouped supernets need the per_source layout without partial channels")
-        self.n = n
+        if edge.own_free is not None:
+            raise ConfigError("grouped supernets need the per_source layout (parameter-free ops per source)")
+        self.n, self.partial = n, edge.partial
         self.terms = [(i, name) for i, name in enumerate(edge.names) if not get_op(name).is_zero]
         self.trainable = nn.ModuleDict({k: group_module(m, n) for k, m in edge.trainable.items()})
+        self.bypass = None if edge.bypass is None else group_module(edge.bypass, n)
 
-    def forward(self, x: Tensor, weights: Tensor, free: dict[str, Tensor]) -> Tensor:
-        """``weights``: ``[N, num_ops]``; ``free``: the source's parameter-free outputs, ``[B, N*C, H, W]``
-        each."""
+    def forward(self, x: Tensor, part: Tensor, weights: Tensor, free: dict[str, Tensor]) -> Tensor:
+        """``x``: the source, ``[B, N*C, H, W]``; ``part``: its ops' input (:func:`seed_channels`, or ``x``
+        itself without partial channels); ``weights``: ``[N, num_ops]``; ``free``: the source's
+        parameter-free outputs of ``part``."""
         out: Tensor | None = None
         for i, name in self.terms:
-            y = free[name] if name in free else self.trainable[name](x)
+            y = free[name] if name in free else self.trainable[name](part)
             y = y.view(y.shape[0], self.n, -1, *y.shape[2:])
             w = weights[:, i].view(1, self.n, 1, 1, 1)
             out = y * w if out is None else torch.addcmul(out, y, w)
         assert out is not None
-        return out
+        if self.partial == 1:
+            return out
+        b, h, w = x.shape[0], x.shape[2], x.shape[3]
+        folded = reassemble_partial(
+            x.view(b * self.n, -1, h, w), out.flatten(0, 1), self.partial, self.bypass
+        )
+        return folded.view(b, self.n, *folded.shape[1:])
 
 
 class GroupedCell(nn.Module):
     """N :class:`DartsSearchCell` (per_source): preprocessing, the edges, the parameter-free ops once per
-    source node, and the seed-major concatenation of the output nodes."""
+    source node (on each seed's first C/K channels with partial channels), and the seed-major concatenation
+    of the output nodes."""
 
     def __init__(self, cell: DartsSearchCell, n: int):
         super().__init__()
-        self.n, self.space, self.edge_list = n, cell.space, cell.edge_list
+        self.n, self.space, self.edge_list, self.part = n, cell.space, cell.edge_list, cell.part
+        self.partial = next(iter(cell.edges.values())).partial  # type: ignore[union-attr]
         self.preprocess0 = group_module(cell.preprocess0, n)
         self.preprocess1 = group_module(cell.preprocess1, n)
         self.edges = nn.ModuleDict({k: GroupedEdge(e, n) for k, e in cell.edges.items()})  # type: ignore[arg-type]
@@ -143,13 +174,16 @@ class GroupedCell(nn.Module):
         """``weights``: ``[N, num_edges, num_ops]`` in ``space.edges()`` order."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         free: dict[int, dict[str, Tensor]] = {}
+        parts: dict[int, Tensor] = {}
         index = 0
         for node in self.space.node_ids():
             total: Tensor | None = None
             for src in range(node):
                 if src not in free:
-                    free[src] = self.source_ops[str(src)](states[src])
-                y = self.edges[edge_key(node, src)](states[src], weights[:, index], free[src])
+                    x = states[src]
+                    parts[src] = x if self.partial == 1 else seed_channels(x, self.n, self.part)
+                    free[src] = self.source_ops[str(src)](parts[src])
+                y = self.edges[edge_key(node, src)](states[src], parts[src], weights[:, index], free[src])
                 total = y if total is None else total + y
                 index += 1
             assert total is not None
@@ -166,15 +200,36 @@ class GroupedSupernet(nn.Module):
     Alphas: ``arch[group]`` of shape ``[N, num_choices, num_ops]`` (choices in ``space.choice_keys()``
     order); optimizers are elementwise, so one optimizer over the grouped parameters steps every seed as
     its own optimizer would. :mod:`pflnas.supernet.grouped_state` converts to and from per-seed states.
+
+    ``partial_channels`` and ``edge_norm``: PC-DARTS' supernet, as :func:`build_supernet` takes them. The
+    edge-normalisation parameters are ``edge_norm[group][f"node{n}"]`` of shape ``[N, edges into node n]``
+    (seed s's row is the per-seed parameter of the same key); they scale the mixing weights as
+    :meth:`Supernet.edge_weights` does and follow the alphas in :meth:`arch_parameters`.
     """
 
-    def __init__(self, space: SpaceConfig, num_classes: int, seeds: int, in_channels: int = 3):
+    def __init__(
+        self,
+        space: SpaceConfig,
+        num_classes: int,
+        seeds: int,
+        in_channels: int = 3,
+        *,
+        partial_channels: int = 1,
+        edge_norm: bool = False,
+    ):
         super().__init__()
         if space.kind != "darts_cell":
             raise ConfigError(f"grouped supernets are for darts_cell spaces; {space.name!r} is {space.kind}")
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ConfigError(f"a grouped supernet needs a positive whole number of seeds, got {seeds!r}")
-        proto = build_supernet(space, num_classes, in_channels, layout="per_source")
+        proto = build_supernet(
+            space,
+            num_classes,
+            in_channels,
+            layout="per_source",
+            partial_channels=partial_channels,
+            edge_norm=edge_norm,
+        )
         assert isinstance(proto, DartsSupernet)
         self.space, self.seeds, self.groups = space, seeds, list(proto.groups)
         self.stem = group_module(proto.stem, seeds)
@@ -194,17 +249,38 @@ class GroupedSupernet(nn.Module):
                 for g, _ in space.alpha_groups()
             }
         )
+        self.edge_norm = edge_norm_parameters(space, seeds) if edge_norm else None
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.arch.values())
+        """The alphas and, with edge normalisation, the edge weights (the order :class:`Supernet` uses)."""
+        alphas = list(self.arch.values())
+        if self.edge_norm is None:
+            return alphas
+        return alphas + [p for params in self.edge_norm.values() for p in params.values()]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch_ids = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch_ids]
 
+    def edge_scales(self, group: str) -> Tensor | None:
+        """``[N, num_edges]`` edge-normalisation weights of ``group`` in ``space.edges()`` order, or None."""
+        return None if self.edge_norm is None else node_softmax(self.edge_norm[group], self.space)
+
     def edge_weights(self) -> dict[str, Tensor]:
-        """DARTS' softmax mixing weights per group: ``[N, num_choices, num_ops]``."""
-        return {g: torch.softmax(a, dim=-1) for g, a in self.arch.items()}
+        """DARTS' softmax mixing weights per group, ``[N, num_choices, num_ops]``; with edge normalisation
+        each edge's row is scaled by its weight, as :meth:`Supernet.edge_weights` does."""
+        out = {}
+        for g, a in self.arch.items():
+            w = softmax_mixing(a)
+            scales = self.edge_scales(g)
+            out[g] = w if scales is None else w * scales.to(w.dtype).unsqueeze(-1)
+        return out
+
+    def set_mixing(self, mixing: Mixing, single_path: bool = False) -> None:
+        """What :meth:`Strategy.attach` calls: a grouped supernet mixes by softmax only (dense DARTS and
+        PC-DARTS); any other mixing, or a single path, is refused."""
+        if mixing is not softmax_mixing or single_path:
+            raise ConfigError("grouped supernets mix by softmax only (darts, darts2, pcdarts), densely")
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[0] != self.seeds:
@@ -221,11 +297,6 @@ class GroupedSupernet(nn.Module):
         return logits + self.classifier["bias"].unsqueeze(1)
 
     # --- the hooks the step and the strategies use per seed (a plain Supernet holds one seed) -------------
-    def set_mixing(self, mixing: Mixing, single_path: bool = False) -> None:
-        """Only DARTS' dense softmax mixing: the grouped forward computes it (GDAS/SPOS run single seeds)."""
-        if mixing is not softmax_mixing or single_path:
-            raise ConfigError("a grouped supernet mixes with a softmax only (darts, darts2, pcdarts)")
-
     def seed_norms(self, tensors: Sequence[Tensor]) -> Tensor:
         """``[N]``: each seed's 2-norm over ``tensors`` (shaped like the weights or alphas)."""
         squares = [seed_blocks(t, self.seeds).square().sum(1) for t in tensors]

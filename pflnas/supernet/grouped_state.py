@@ -1,12 +1,13 @@
 """A grouped supernet's state per seed: converters to and from N ``per_source`` DARTS supernets' states,
-each seed's probabilities (for ``derive_architecture``) and optimizer states.
+each seed's probabilities and edge strengths (for ``derive_architecture``), and optimizer states.
 
 A grouped tensor holds seed s's numbers in the s-th of N equal blocks along dim 0
 (:func:`~pflnas.supernet.grouped.seed_blocks`). How each block relates to the per-seed state is one of:
 conv weights and BatchNorm tensors are concatenated (``CAT``: seed s's ``[C, ...]`` is rows
-``[s*C, (s+1)*C)``), the classifier is stacked (``STACK``: a leading seed dim), each alpha group stacks its
-choices and then the seeds (``ALPHAS``), and ``num_batches_tracked`` is one count every seed shares
-(``FIRST``: all seeds run the same number of forwards).
+``[s*C, (s+1)*C)``), the classifier and PC-DARTS' edge-normalisation parameters are stacked (``STACK``: a
+leading seed dim), each alpha group stacks its choices and then the seeds (``ALPHAS``), and
+``num_batches_tracked`` is one count every seed shares (``FIRST``: all seeds run the same number of
+forwards).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from pflnas.errors import ConfigError
+from pflnas.spaces.labels import edge_key
 from pflnas.supernet.grouped import GroupedSupernet
 
 CAT, STACK, ALPHAS, FIRST = "cat", "stack", "alphas", "first"
@@ -28,7 +30,7 @@ def _entries(grouped: GroupedSupernet) -> Iterator[tuple[str, list[str], str]]:
     for key in grouped.state_dict():
         if key.startswith("arch."):
             yield key, [f"{key}.{c}" for c in choices], ALPHAS
-        elif key.startswith("classifier."):
+        elif key.startswith(("classifier.", "edge_norm.")):
             yield key, [key], STACK
         elif key.endswith("num_batches_tracked"):
             yield key, [key], FIRST
@@ -105,6 +107,20 @@ def seed_probabilities(grouped: GroupedSupernet, seed: int) -> dict[str, dict[st
         ops = grouped.space.group_ops(group)
         for key, row in zip(choices, alphas[seed]):
             out[f"{group}.{key}"] = dict(zip(ops, torch.softmax(row.detach().float(), dim=-1).tolist()))
+    return out
+
+
+@torch.no_grad()
+def seed_strengths(grouped: GroupedSupernet, seed: int) -> dict[str, float]:
+    """Seed ``seed``'s edge-normalisation weights, as :meth:`Supernet.edge_strengths` gives them (``{edge
+    label: weight}``, empty without edge normalisation), for ``derive_architecture``."""
+    _check_seed(grouped, seed)
+    out: dict[str, float] = {}
+    for group in grouped.edge_norm or {}:
+        scales = grouped.edge_scales(group)
+        assert scales is not None
+        for (n, src), w in zip(grouped.space.edges(), scales[seed].float().tolist()):
+            out[f"{group}.{edge_key(n, src)}"] = w
     return out
 
 

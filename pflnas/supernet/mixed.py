@@ -37,6 +37,16 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+def reassemble_partial(x: Tensor, mixed: Tensor, partial: int, bypass: nn.Module | None) -> Tensor:
+    """PC-DARTS' edge output: ``mixed`` (the ops' mix of the first ``mixed.shape[1]`` channels of ``x``),
+    the untouched channels of ``x`` after it (through ``bypass``, the max-pool of a stride-2 edge), then the
+    channel shuffle with ``partial`` groups."""
+    rest = x[:, mixed.shape[1] :]
+    if bypass is not None:
+        rest = bypass(rest)
+    return channel_shuffle(torch.cat([mixed, rest], dim=1), partial)
+
+
 class SourceOps(nn.Module):
     """The parameter-free candidates applied to one tensor; returns ``{op name: output}``."""
 
@@ -100,11 +110,7 @@ class MixedEdge(nn.Module):
         return weights[index] * y + (weights.sum() - weights[index])
 
     def _reassemble(self, x: Tensor, mixed: Tensor) -> Tensor:
-        """PC-DARTS: the untouched channels bypass the ops (max-pooled at stride 2), then shuffle."""
-        rest = x[:, self.part :]
-        if self.bypass is not None:
-            rest = self.bypass(rest)
-        return channel_shuffle(torch.cat([mixed, rest], dim=1), self.partial)
+        return reassemble_partial(x, mixed, self.partial, self.bypass)
 
     def forward(self, x: Tensor, weights: Tensor, free: dict[str, Tensor] | None = None) -> Tensor:
         """``free``: the parameter-free outputs of the edge's (partial) input, from its source's SourceOps."""

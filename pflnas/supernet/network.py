@@ -30,6 +30,30 @@ def softmax_mixing(alphas: Tensor) -> Tensor:
     return torch.softmax(alphas, dim=-1)
 
 
+def edge_norm_parameters(space: SpaceConfig, *lead: int) -> nn.ModuleDict:
+    """PC-DARTS' edge-normalisation parameters: per alpha group and node, one per incoming edge
+    (``edge_norm.cell3.node2``), of shape ``[*lead, edges of the node]``."""
+    return nn.ModuleDict(
+        {
+            group: nn.ParameterDict(
+                {
+                    f"node{n}": nn.Parameter(
+                        1e-3 * torch.randn(*lead, sum(1 for m, _ in space.edges() if m == n))
+                    )
+                    for n in space.node_ids()
+                }
+            )
+            for group, _ in space.alpha_groups()
+        }
+    )
+
+
+def node_softmax(params: nn.ParameterDict, space: SpaceConfig) -> Tensor:
+    """Edge-normalisation weights of one group (:func:`edge_norm_parameters`): each node's softmax over its
+    incoming edges, concatenated in ``space.edges()`` order along the last dim."""
+    return torch.cat([torch.softmax(params[f"node{n}"], dim=-1) for n in space.node_ids()], dim=-1)
+
+
 class Supernet(nn.Module):
     """Base class: architecture weights, the mixing function and the parameter split.
 
@@ -62,19 +86,7 @@ class Supernet(nn.Module):
         if edge_norm:
             if space.is_block:
                 raise ConfigError(f"edge normalisation needs a cell space; {space.name!r} is a block space")
-            self.edge_norm = nn.ModuleDict(
-                {
-                    group: nn.ParameterDict(
-                        {
-                            f"node{n}": nn.Parameter(
-                                1e-3 * torch.randn(sum(1 for m, _ in space.edges() if m == n))
-                            )
-                            for n in space.node_ids()
-                        }
-                    )
-                    for group, _ in space.alpha_groups()
-                }
-            )
+            self.edge_norm = edge_norm_parameters(space)
         self.arch = nn.ModuleDict(
             {
                 group: nn.ParameterDict(
@@ -107,8 +119,7 @@ class Supernet(nn.Module):
         """``[num_edges]`` edge-normalisation weights of ``group`` in ``space.edges()`` order, or None."""
         if self.edge_norm is None:
             return None
-        params = self.edge_norm[group]
-        return torch.cat([torch.softmax(params[f"node{n}"], dim=-1) for n in self.space.node_ids()])
+        return node_softmax(self.edge_norm[group], self.space)
 
     @torch.no_grad()
     def edge_strengths(self) -> dict[str, float]:

@@ -27,8 +27,8 @@ Batch = Sequence[Tensor]  # (images, labels)
 
 
 def seed_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross-entropy in fp32 (or wider): 0-d for ``[B, classes]`` logits; for a grouped supernet's ``[N, B,
-    classes]`` one mean per seed, ``[N]`` (each seed's loss is its own; gradients are of the sum)."""
+    """Mean cross-entropy in fp32 (or wider): 0-d for ``[B, classes]`` logits; for a grouped supernet's
+    ``[N, B, classes]`` one mean per seed, ``[N]`` (each seed's loss is its own; gradients are of the sum)."""
     if logits.dim() == 2:
         return F.cross_entropy(at_least_fp32(logits), labels)
     per_image = F.cross_entropy(at_least_fp32(logits.flatten(0, 1)), labels.flatten(), reduction="none")
