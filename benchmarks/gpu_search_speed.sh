@@ -6,17 +6,19 @@
 #   * bf16 + channels_last batched graphed;
 #   * 3 real search epochs (`pflnas search`) of the batched layout under run.cuda_graph on $PFLNAS_DATA, and
 #     the projected 50-epoch search time from their epoch_time (metrics.jsonl);
+#   * issue 18: 10 seeds as one grouped network (`search --seeds`) against 10 separate supernets, graphed
+#     (benchmarks/seed_batch.py, rows in seed_batch.json);
 #   * last (compiling is slow): graphed + torch.compile in every layout, as time allows: the whole forward
 #     (run.compile) and, for batched, each cell compiled on its own (search_step.py --compile cells).
 # Every stage runs under `timeout`, capped by what is left of BUDGET_S (default 450 s); a failing or skipped
-# stage prints one line and the script goes on. OUT_DIR gets three files: rows.json (every row, tagged with
-# its stage; the darts2/darts ratio; the projection; the failed stages), log.txt (every stage's output) and
-# search_metrics.jsonl; scratch files go to a temporary folder.
+# stage prints one line and the script goes on. OUT_DIR gets four files: rows.json (every row, tagged with
+# its stage; the darts2/darts ratio; the projection; the failed stages), log.txt (every stage's output),
+# search_metrics.jsonl and seed_batch.json; scratch files go to a temporary folder.
 # Usage: PFLNAS_DATA=path/to/cifar10 benchmarks/gpu_search_speed.sh [OUT_DIR]
 #        On the lent machine (only the repo travels): copy the archive into an ignored folder of the checkout
 #        (`mkdir -p .gpu-data && cp "$PFLNAS_DATA" .gpu-data/ && echo /.gpu-data/ >>.git/info/exclude`), carry
 #        .gpu-data, and run `PFLNAS_DATA=.gpu-data/cifar10-jpeg.tar.gz benchmarks/gpu_search_speed.sh $OUT`
-#        with timeout_s 480 (the three files in OUT_DIR come back).
+#        with timeout_s 480 (the files in OUT_DIR come back).
 #        benchmarks/gpu_search_speed.sh --dry-run [OUT_DIR]   (or SMOKE=1): on the CPU with tiny settings
 #        (no graphs: they need CUDA; the compile stage of the batched layout only), to test the script.
 #        COMPILE_STAGES="batched:forward batched:cells ..." picks the compiled stages ("" for none),
@@ -117,6 +119,12 @@ stage search_batched_3_epochs 150 "$py" -m pflnas search --space cell_v1 --strat
 if [[ -f $work/search/metrics.jsonl ]]; then
   cp "$work/search/metrics.jsonl" "$out/search_metrics.jsonl"
 fi
+
+# pflnas search --seeds: 10 seeds in one grouped network against 10 separate supernets (issue 18's target:
+# at most 2x one seed's step, graphed); its rows go to $out/seed_batch.json, its table to the log
+if [[ $smoke == 1 ]]; then seed_counts=1,2; else seed_counts=1,10; fi
+stage seeds_grouped_graphed 90 "$py" benchmarks/seed_batch.py --seeds "$seed_counts" --device "$device" \
+  "${shape[@]}" "${graph[@]}" --json "$out/seed_batch.json"
 
 for item in $compile_stages; do  # layout:forward (run.compile) or layout:cells (each cell compiled)
   layout=${item%%:*} how=${item#*:} name=darts_${item%%:*}_graphed_compiled

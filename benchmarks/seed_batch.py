@@ -4,16 +4,16 @@ stepped one after another in one process (``sequential``: what N separate search
 not N times one supernet's step). cell_v1 at the DARTS settings by default (C=16, 8 cells, batch 64, 32x32).
 
     python benchmarks/seed_batch.py [--seeds 1,2,5,10] [--device cpu|cuda] [--batch-size 64]
-        [--init-channels 16] [--layers 8] [--repeats 3] [--warmup 1] [--threads T] [--json OUT]
+        [--strategy darts|darts2|pcdarts] [--cuda-graph] [--init-channels 16] [--layers 8] [--repeats 3]
+        [--warmup 1] [--threads T] [--json OUT]
 
-A "step" for each seed: one architecture step (cross-entropy on a held-out batch, gradients for the alphas
-only, Adam as the darts strategy configures it), then one weight step (cross-entropy on a training batch,
-backward for the weights only, the seed's gradient norm clipped at 5, SGD lr 0.025 momentum 0.9 wd 3e-4).
-Every seed has its own random batches. Grouped: one forward/backward for all N seeds (the loss is the sum of
-the seeds' mean losses, so each seed's gradients are its own), per-seed clipping by ``GroupedSupernet.clip_weight_grads``.
-Sequential: N ``per_source`` supernets (``--layout``; per_source is the layout the grouped network mirrors
-and a search's default), each stepped in turn with its own Adam, SGD and ``clip_grad_norm_``; one step is all
-N of them.
+A "step" is the search loop's step body (``SearchStep``, what ``pflnas search`` and ``--seeds`` run): the
+strategy's architecture step on a held-out batch (Adam), then the weight step on a training batch (the
+gradient norm clipped at 5 per seed, SGD lr 0.025 momentum 0.9 wd 3e-4). Every seed has its own random
+batches. Grouped: one network for all N seeds (the loss is the sum of the seeds' mean losses, so each seed's
+gradients are its own). Sequential: N ``per_source`` supernets (``--layout``; per_source is the layout the
+grouped network mirrors and a search's default), each stepped in turn; one step is all N of them.
+``--cuda-graph`` replays every step body as a CUDA graph, as ``run.cuda_graph`` does.
 
 Each configuration runs in a fresh process (peak memory is its own), in the order grouped 1, sequential 1,
 sequential 2, grouped 2, ... (alternating, and which goes first alternates) so machine noise hits both.
@@ -40,6 +40,7 @@ from search_step import count_aten_ops, cuda_available, rss_mb, run_worker  # no
 KINDS = ("grouped", "sequential")
 LAYOUTS = ("per_edge", "per_source", "batched")
 GRAD_CLIP = 5.0
+STRATEGIES = ("darts", "darts2", "pcdarts")  # the strategies pflnas search --seeds groups
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -59,73 +60,66 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
-def _grouped_step(args, space, device):
-    """One grouped network of ``args.n`` seeds, its optimizers and batches; returns ``step()``."""
+def _body(args, net, lead: tuple[int, ...], device):
+    """``step()``: the search loop's step body (:class:`~pflnas.train.search_step.SearchStep`: the strategy's
+    architecture step, then the weight step with clipping at 5 and SGD) for ``net`` on fixed random batches of
+    shape ``[*lead, batch]``; under ``--cuda-graph`` replayed as one CUDA graph (:class:`GraphedStep`)."""
     import torch
-    from torch import nn
 
-    from pflnas.config.search import ArchOptimConfig
-    from pflnas.supernet.grouped import GroupedSupernet
+    from pflnas.strategies import StepContext
+    from pflnas.train.search_step import SearchStep, sgd_virtual_step
 
-    n, b = args.n, args.batch_size
-    net = GroupedSupernet(space, 10, n).to(device)
-    alphas, weights = net.arch_parameters(), net.weight_parameters()
-    cfg = ArchOptimConfig()
-    adam = torch.optim.Adam(alphas, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    strategy = _strategy(args)
+    net = net.to(device)
+    strategy.attach(net)
+    weights = net.weight_parameters()
     sgd = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
+    body = SearchStep(net, strategy, sgd, weights, GRAD_CLIP)
+    ctx = StepContext(loss=body.loss, virtual_step=sgd_virtual_step(sgd), lr=0.025)
+    shape = (*lead, args.batch_size)
 
     def batch():
-        return torch.randn(n, b, 3, 32, 32, device=device), torch.randint(0, 10, (n, b), device=device)
+        return torch.randn(*shape, 3, 32, 32, device=device), torch.randint(0, 10, shape, device=device)
 
-    (xt, yt), (xv, yv) = batch(), batch()
+    train, held_out = batch(), batch()
+    if not args.cuda_graph:
+        return lambda: body(train, held_out, ctx, True)
+    from pflnas.train.graph_step import GraphedStep
 
-    def loss(x, y):  # the sum over seeds of each seed's mean cross-entropy
-        logits = net(x)
-        return nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / b
+    graphed = GraphedStep(body, [sgd, *strategy.optimizers()], device)  # type: ignore[arg-type]
+    graphed.set_body(lambda t, a: body(t, a, ctx, True))
+    return lambda: graphed(train, held_out)
 
-    def step():
-        adam.zero_grad()
-        loss(xv, yv).backward(inputs=alphas)
-        adam.step()
-        sgd.zero_grad()
-        loss(xt, yt).backward(inputs=weights)
-        net.clip_weight_grads(GRAD_CLIP)
-        sgd.step()
 
-    return step
+def _strategy(args):
+    from pflnas.config.search import ArchOptimConfig
+    from pflnas.strategies import create_strategy
+
+    return create_strategy(args.strategy, ArchOptimConfig())
+
+
+def _grouped_step(args, space, device):
+    """One grouped network of ``args.n`` seeds stepped by the loop's step body; returns ``step()``."""
+    from pflnas.supernet.grouped import GroupedSupernet
+
+    options = _strategy(args).supernet_options()
+    return _body(args, GroupedSupernet(space, 10, args.n, **options), (args.n,), device)
 
 
 def _sequential_step(args, space, device):
-    """``args.n`` separate supernets, each with its darts strategy (Adam), SGD and batches; ``step()`` steps
-    them one after another."""
-    import torch
-    from torch import nn
-
-    from pflnas.config.search import ArchOptimConfig
-    from pflnas.strategies import create_strategy
+    """``args.n`` separate supernets, each with its own strategy, SGD and batches; ``step()`` steps them one
+    after another."""
     from pflnas.supernet import build_supernet
 
-    seeds = []
-    for _ in range(args.n):
-        net = build_supernet(space, 10, layout=args.layout).to(device)
-        strategy = create_strategy("darts", ArchOptimConfig())
-        strategy.attach(net)
-        weights = net.weight_parameters()
-        sgd = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
-        b = args.batch_size
-        tb = torch.randn(b, 3, 32, 32, device=device), torch.randint(0, 10, (b,), device=device)
-        vb = torch.randn(b, 3, 32, 32, device=device), torch.randint(0, 10, (b,), device=device)
-        seeds.append((net, strategy.optimizer, sgd, weights, tb, vb))
+    options = _strategy(args).supernet_options()
+    steps = [
+        _body(args, build_supernet(space, 10, layout=args.layout, **options), (), device)
+        for _ in range(args.n)
+    ]
 
     def step():
-        for net, adam, sgd, weights, (xt, yt), (xv, yv) in seeds:
-            adam.zero_grad()
-            nn.functional.cross_entropy(net(xv), yv).backward(inputs=net.arch_parameters())
-            adam.step()
-            sgd.zero_grad()
-            nn.functional.cross_entropy(net(xt), yt).backward(inputs=weights)
-            nn.utils.clip_grad_norm_(weights, GRAD_CLIP)
-            sgd.step()
+        for one in steps:
+            one()
 
     return step
 
@@ -150,7 +144,7 @@ def worker(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
 
     base_rss = rss_mb()
-    for _ in range(args.warmup):
+    for _ in range(max(args.warmup, 4) if args.cuda_graph else args.warmup):  # 3 eager steps, then capture
         step()
     sync()
     if device.type == "cuda":
@@ -172,6 +166,8 @@ def worker(args: argparse.Namespace) -> dict:
         "aten_ops": aten_ops,
         "threads": torch.get_num_threads(),
         "layout": "grouped" if args.worker == "grouped" else args.layout,
+        "strategy": args.strategy,
+        "cuda_graph": args.cuda_graph,
         "load_before": load_before,
         "load_after": _load(),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -198,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--layout", choices=LAYOUTS, default="per_source", help="the separate supernets' layout (sequential)"
     )
+    p.add_argument(
+        "--strategy", choices=STRATEGIES, default="darts", help="the step's strategy (default darts)"
+    )
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="replay each step body as one CUDA graph, as run.cuda_graph does (--device cuda)",
+    )
     p.add_argument("--json", help="also write the rows as JSON to this file")
     p.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
@@ -214,6 +218,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[int
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         p.error(str(exc))
+    if args.cuda_graph and args.device != "cuda":
+        p.error("--cuda-graph needs --device cuda")
     if args.device is None:  # checked last: it imports torch
         args.device = "cuda" if cuda_available() else "cpu"
     elif args.device == "cuda" and not cuda_available():
@@ -239,7 +245,10 @@ def main() -> None:
         "--device", args.device, "--batch-size", str(args.batch_size),
         "--init-channels", str(args.init_channels), "--layers", str(args.layers),
         "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--layout", args.layout,
-    ] + (["--threads", str(args.threads)] if args.threads else [])  # fmt: skip
+        "--strategy", args.strategy,
+    ] + (["--threads", str(args.threads)] if args.threads else []) + (
+        ["--cuda-graph"] if args.cuda_graph else []
+    )  # fmt: skip
     load_before = os.getloadavg()
     rows, failed = [], 0
     for i, n in enumerate(seeds):
@@ -274,7 +283,8 @@ def print_table(rows: list[dict], args: argparse.Namespace, before, after) -> No
     threads = sorted({r["threads"] for r in rows})
     print(
         f"\ncell_v1, C={args.init_channels}, {args.layers} cells, batch {args.batch_size} per seed, 32x32, "
-        f"first-order DARTS step, device {rows[0]['device']}, torch threads {'/'.join(map(str, threads))}, "
+        f"{args.strategy} step{' (CUDA graph)' if args.cuda_graph else ''}, device {rows[0]['device']}, "
+        f"torch threads {'/'.join(map(str, threads))}, "
         f"median of {args.repeats}; sequential = N separate {args.layout} supernets stepped in turn\n"
         f"load average (1/5/15 min) before {' '.join(f'{x:.2f}' for x in before)}, "
         f"after {' '.join(f'{x:.2f}' for x in after)}\n"

@@ -45,7 +45,13 @@ def test_smoke_mode_writes_every_row(tmp_path):
     # the compile stage is left out here (inductor on 2 shared cores takes minutes); run it by hand
     done = _run(tmp_path, "--dry-run", str(out), PFLNAS_DATA=data, COMPILE_STAGES="")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "rows.json", "search_metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "log.txt", "rows.json", "search_metrics.jsonl", "seed_batch.json"
+    ]  # fmt: skip
+    seeds = json.loads((out / "seed_batch.json").read_text())["rows"]
+    assert sorted((r["kind"], r["seeds"]) for r in seeds) == [
+        ("grouped", 1), ("grouped", 2), ("sequential", 1), ("sequential", 2)
+    ]  # fmt: skip
     result = json.loads((out / "rows.json").read_text())
     assert result["smoke"] is True and result["failed"] == []
     rows = result["rows"]

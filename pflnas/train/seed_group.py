@@ -34,8 +34,10 @@ from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet.grouped import GroupedSupernet
 from pflnas.supernet.grouped_state import from_grouped, join_optimizer, split_optimizer, to_grouped
+from pflnas.supernet.network import resolve_layout
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.epoch_record import EpochSums, epoch_line, epoch_record
+from pflnas.train.graph_step import GraphedStep
 from pflnas.train.guard import FiniteGuard
 from pflnas.train.layout import CHECKPOINT
 from pflnas.train.loaders import evaluate_seeds
@@ -97,10 +99,15 @@ class SeedGroupRun:
     def setup(self, say: Say = quiet) -> None:
         """Each seed's run set up as its single-seed search would be, then the group holding their
         numbers: the grouped supernet, its strategy, optimizer, schedule and step body."""
+        strategy = create_strategy(self.cfg.strategy.name, self.cfg.arch)
+        check_groupable(
+            self.cfg,
+            strategy,
+            strategy.layout_for(resolve_layout(self.cfg.run.share_param_free, self.cfg.space.layout)),
+        )
         for seed, run in zip(self.seeds, self.runs):
             say(f"seed {seed}: its data split and supernet")
             run.setup(quiet)
-            check_groupable(run.cfg, run.strategy, run.layout)
         first = self.runs[0]
         n = len(self.runs)
         model = GroupedSupernet(
@@ -121,7 +128,7 @@ class SeedGroupRun:
         )
         run = self.cfg.run
         self.guard = FiniteGuard(run.nonfinite, run.nonfinite_max_skips, self.device, kept=self._kept)
-        self.checks = StepChecks(self.guard, model, self.strategy, graphed=False)  # type: ignore[arg-type]
+        self.checks = StepChecks(self.guard, model, self.strategy, graphed=run.cuda_graph)  # type: ignore[arg-type]
         self.step_body = SearchStep(
             model,  # type: ignore[arg-type]
             self.strategy,
@@ -129,9 +136,11 @@ class SeedGroupRun:
             self.weights,
             w.grad_clip,
             autocast=first.autocast,
-            check_arch=self.checks.arch,
-            check_weights=self.checks.weights,
+            check_arch=None if run.cuda_graph else self.checks.arch,  # a graph's outputs are checked after
+            check_weights=None if run.cuda_graph else self.checks.weights,
         )
+        optimizers = [self.optimizer, *self.strategy.optimizers()]
+        self.graphed = GraphedStep(self.step_body, optimizers, self.device) if run.cuda_graph else None
         self.start = Position()
         self.elapsed = 0.0
         self.stop = StopSignals()
@@ -163,13 +172,18 @@ class SeedGroupRun:
     def _restore(self) -> None:
         positions = []
         for run in self.runs:
+            if not os.path.lexists(run.run_dir / CHECKPOINT):
+                raise PflnasError(
+                    f"{run.run_dir} has no checkpoint while the other members of its group have; the group "
+                    "cannot continue as one: start it again with --overwrite"
+                )
             positions.append(run.checkpoint.restore(run.run_dir / CHECKPOINT, self.device))
         where = {(p.epoch, p.step) for p in positions}
         if len(where) > 1:
             raise PflnasError(
-                f"the group's checkpoints stand at different points {sorted(where)}; resume each seed's run "
-                "directory on its own (pflnas search --resume DIR after removing resolved_group from its "
-                "config.yaml) or start the group again"
+                f"the group's checkpoints stand at different (epoch, step) {sorted(where)} (a kill while "
+                "they were written); resume each member alone: delete resolved_group from its config.yaml, "
+                "then pflnas search --resume DIR"
             )
         self.from_seeds()
         self.start = dataclasses.replace(positions[0], partial=None)
@@ -191,8 +205,9 @@ class SeedGroupRun:
         with startup_lines(self.cfg.run.progress) as say:
             self.setup(say)
         self.partials: list[dict[str, float] | None] = [None] * len(self.runs)
-        if resume and all((r.run_dir / CHECKPOINT).is_file() for r in self.runs):
-            self._restore()
+        saved = [os.path.lexists(r.run_dir / CHECKPOINT) for r in self.runs]
+        if resume and any(saved):
+            self._restore()  # a member without a checkpoint is named there
         else:
             group = self.group_record()
             for run in self.runs:
@@ -269,6 +284,13 @@ class SeedGroupRun:
         loaders = [r.loaders.train for r in runs] + [r.loaders.arch for r in runs]
         steps = min(len(loader) for loader in loaders)
         self.model.train()
+
+        def run_step(train: Batch, arch: Batch) -> dict[str, Tensor] | None:
+            return self.step_body(train, arch, ctx, search_arch)
+
+        if self.graphed is not None:  # this epoch's learning rate and schedule: captured anew
+            self.graphed.set_body(run_step)
+            run_step = self.graphed  # type: ignore[assignment]
         bar = tqdm(
             total=steps,
             initial=start,
@@ -282,7 +304,7 @@ class SeedGroupRun:
                 continue
             self.guard.at(epoch, step)
             train, arch = _stack(batches[:n]), _stack(batches[n:])
-            out = self.step_body(train, arch, ctx, search_arch)
+            out = run_step(train, arch)
             assert out is not None  # run.nonfinite=stop: a bad batch raises
             self.checks.outputs(out, search_arch)
             sums.add(out, train[1].shape[-1])
