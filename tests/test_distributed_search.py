@@ -147,7 +147,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(
 
     cfg = build_config(SearchConfig, [], [*SETS, f"data.data_dir={cifar_source}", f"run.epochs={EPOCHS}"])
     run = SearchRun(cfg, tmp_path / "unused")
-    run._setup()  # seeds and builds the supernet as a run does: the initial weights
+    run.setup()  # seeds and builds the supernet as a run does: the initial weights
     init = {k: v.clone() for k, v in run.model.state_dict().items()}
     a = torch.load(one_out / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(two_out / "checkpoint.pt", weights_only=True)["model"]

@@ -21,7 +21,12 @@ STEP_STAGES = {
     "darts2_batched_graphed",
     "darts_batched_bf16_channels_last_graphed",
 }
-ALL_STAGES = [*sorted(STEP_STAGES), "search_batched_3_epochs", "darts_batched_graphed_compiled"]
+ALL_STAGES = [
+    *sorted(STEP_STAGES),
+    "search_batched_3_epochs",
+    "seeds_grouped_graphed",
+    "darts_batched_graphed_compiled",
+]
 
 
 def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

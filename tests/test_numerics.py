@@ -124,7 +124,7 @@ def test_nan_training_loss_stops_the_cli_with_one_line_and_keeps_the_checkpoint(
 
         run.model.register_forward_pre_hook(snapshot)
 
-    after_setup(monkeypatch, SearchRun, "_setup", install)
+    after_setup(monkeypatch, SearchRun, "setup", install)
     out = tmp_path / "run"
     capsys.readouterr()
     assert main(search_argv(source, out, 2)) == 2
@@ -147,7 +147,7 @@ def test_nan_weight_gradient_is_named(tmp_path, source, monkeypatch):
         picked["name"] = name
         nan_grad_of(param, clock, {(0, 2)})
 
-    after_setup(monkeypatch, SearchRun, "_setup", install)
+    after_setup(monkeypatch, SearchRun, "setup", install)
     with pytest.raises(NonFiniteError) as err:
         SearchRun(search_cfg(source), tmp_path / "run").run()
     assert f"NaN/Inf in grad of {picked['name']} at epoch 1 step 3" in str(err.value)
@@ -164,7 +164,7 @@ def test_nan_alpha_gradient_is_named(tmp_path, source, monkeypatch):
         picked["label"] = label
         nan_grad_of(alpha, clock, {(0, 1)}, first_only=True)
 
-    after_setup(monkeypatch, SearchRun, "_setup", install)
+    after_setup(monkeypatch, SearchRun, "setup", install)
     with pytest.raises(NonFiniteError) as err:
         SearchRun(search_cfg(source), tmp_path / "run").run()
     assert f"NaN/Inf in grad of alpha {picked['label']} at epoch 1 step 2" in str(err.value)
@@ -186,7 +186,7 @@ def test_an_alpha_turned_inf_stops_even_in_skip_mode(tmp_path, source, monkeypat
 
         weight.register_hook(corrupt)
 
-    after_setup(monkeypatch, SearchRun, "_setup", install)
+    after_setup(monkeypatch, SearchRun, "setup", install)
     with pytest.raises(NonFiniteError) as err:
         SearchRun(search_cfg(source, "run.nonfinite=skip"), tmp_path / "run").run()
     assert f"NaN/Inf in alpha {picked['label']} at epoch 1 step 3" in str(err.value)
@@ -211,7 +211,7 @@ def test_skip_mode_drops_bad_batches_counts_them_and_leaves_the_state(tmp_path, 
 
         run.model.register_forward_pre_hook(snapshot)
 
-    after_setup(monkeypatch, SearchRun, "_setup", install)
+    after_setup(monkeypatch, SearchRun, "setup", install)
     out = tmp_path / "run"
     SearchRun(search_cfg(source, "run.nonfinite=skip"), out).run()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -234,7 +234,7 @@ def test_skip_mode_stops_past_its_cap(tmp_path, source, monkeypatch):
     after_setup(
         monkeypatch,
         SearchRun,
-        "_setup",
+        "setup",
         lambda run: nan_training_loss(run.model, clock, {(0, 0), (0, 2)}),
     )
     with pytest.raises(NonFiniteError) as err:
@@ -253,7 +253,7 @@ def test_deferred_checks_never_let_a_checkpoint_through(tmp_path, source, monkey
         run.guard.every = 3  # 4 steps per epoch: the NaN at step 4 is not due before the epoch ends
         nan_training_loss(run.model, clock, {(0, 3)})
 
-    after_setup(monkeypatch, SearchRun, "_setup", install)
+    after_setup(monkeypatch, SearchRun, "setup", install)
     with pytest.raises(NonFiniteError) as err:
         SearchRun(search_cfg(source), tmp_path / "run").run()
     assert "NaN/Inf in the training loss at epoch 1 step 4" in str(err.value)

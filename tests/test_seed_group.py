@@ -169,6 +169,8 @@ def test_one_directory_per_seed(source: str, tmp_path: Path, capsys: pytest.Capt
     assert {p.name for p in (tmp_path / "same").iterdir()} == {"seed4", "seed6"}
     assert main(["search", "--resume", str(tmp_path / "same" / "seed4"), "--seeds", "1"]) == 2
     assert "drop --seeds" in capsys.readouterr().err
+    cli([*search_argv(source, tmp_path / "one-s{seed}", 1), "--seed", "9"])  # one seed fills {seed} in too
+    assert (tmp_path / "one-s9" / "found.json").is_file()
 
 
 @pytest.mark.parametrize(
@@ -182,3 +184,28 @@ def test_parse_seeds(text: str, seeds: list[int]) -> None:
 def test_parse_seeds_refuses(text: str) -> None:
     with pytest.raises(ConfigError, match="--seeds"):
         parse_seeds(text)
+
+
+def test_nan_in_one_seed_stops_the_group_naming_that_seed(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from pflnas.train.seed_group import SeedGroupRun
+
+    original = SeedGroupRun.setup
+
+    def setup(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+
+        def poison(module, inputs, output):  # seed 7's (index 1) logits in the training steps
+            if module.training:
+                return torch.cat([output[:1], output[1:] * float("nan")])
+            return None
+
+        self.model.register_forward_hook(poison)
+
+    monkeypatch.setattr(SeedGroupRun, "setup", setup)
+    assert main([*search_argv(source, tmp_path / "n-s{seed}", 1), "--seeds", "4,7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN/Inf in" in err[0], err
+    assert err[0].endswith("(seeds whose numbers went non-finite: 7)"), err[0]
+    assert not (tmp_path / "n-s4" / "found.json").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pflnas.arch.chance import chance_share
 from pflnas.arch.record import Architecture
-from pflnas.cli.search_group import group_dirs, read_group, run_group
+from pflnas.cli.search_group import SEED_FIELD, group_dirs, read_group, run_group
 from pflnas.config.build import build_search_config
 from pflnas.config.loader import build_config, read_yaml
 from pflnas.config.presets import list_presets, preset_path
@@ -121,7 +121,9 @@ def _add_latency_and_trial_flags(p: argparse.ArgumentParser, d: SearchConfig) ->
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """Where the run goes and what it is built from: --out, --config, --set, --preset, --resume."""
     p.add_argument(
-        "--out", metavar="DIR", help="run directory (default: runs/search-<space>-<strategy>-<time>)"
+        "--out",
+        metavar="DIR",
+        help="run directory; {seed} in it becomes the seed (default: runs/search-<space>-<strategy>-<time>)",
     )
     p.add_argument(
         "--config",
@@ -280,6 +282,7 @@ def _run_multi_trial(
 
 def _new_run_dir(args: argparse.Namespace, cfg: SearchConfig, held: contextlib.ExitStack) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.out or f"runs/search-{cfg.space.name}-{cfg.strategy.name}-{stamp}")
+    out = args.out.replace(SEED_FIELD, str(cfg.run.seed)) if args.out else None  # as --seeds fills it in
+    run_dir = Path(out or f"runs/search-{cfg.space.name}-{cfg.strategy.name}-{stamp}")
     held.enter_context(claim_new(run_dir, "search", reuse=args.overwrite, again="--resume"))
     return run_dir

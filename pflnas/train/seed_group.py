@@ -32,13 +32,13 @@ from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
-from pflnas.supernet.grouped import GroupedSupernet
+from pflnas.supernet.grouped import GroupedSupernet, seed_blocks
 from pflnas.supernet.grouped_state import from_grouped, join_optimizer, split_optimizer, to_grouped
 from pflnas.supernet.network import resolve_layout
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.epoch_record import EpochSums, epoch_line, epoch_record
 from pflnas.train.graph_step import GraphedStep
-from pflnas.train.guard import FiniteGuard
+from pflnas.train.guard import FiniteGuard, NonFiniteError
 from pflnas.train.layout import CHECKPOINT
 from pflnas.train.loaders import evaluate_seeds
 from pflnas.train.progress import Say, quiet, startup_lines
@@ -213,7 +213,13 @@ class SeedGroupRun:
             for run in self.runs:
                 run.start_fresh({"resolved_group": group[str(run.run_dir)]})
         with StopSignals() as self.stop:
-            self._epochs()
+            try:
+                self._epochs()
+            except NonFiniteError as exc:  # name the seeds: the others' runs were fine
+                bad = ", ".join(str(self.seeds[i]) for i in nonfinite_seeds(self.model))
+                raise NonFiniteError(
+                    f"{exc} (seeds whose numbers went non-finite: {bad or 'none'})"
+                ) from None
         self.to_seeds()
         found = []
         for run in self.runs:
@@ -354,3 +360,14 @@ def _group_sums(partials: list[dict[str, float] | None], device: torch.device) -
 
 def _seed_sums(sums: EpochSums, seed: int) -> EpochSums:
     return EpochSums({k: v[seed] for k, v in sums.values.items()}, sums.seen, sums.skipped)
+
+
+@torch.no_grad()
+def nonfinite_seeds(model: GroupedSupernet) -> list[int]:
+    """The seed indices whose weights, alphas or their gradients hold a NaN or Inf."""
+    bad = torch.zeros(model.seeds, dtype=torch.bool)
+    for p in model.parameters():
+        for t in (p, p.grad):
+            if t is not None:
+                bad |= ~torch.isfinite(seed_blocks(t.detach(), model.seeds)).all(1).cpu()
+    return [i for i, b in enumerate(bad.tolist()) if b]
