@@ -95,8 +95,8 @@ class SearchCheckpoint:
             )
         if saved == "batched" and state.get("batched_format") != BATCHED_FORMAT:
             raise PflnasError(
-                f"checkpoint in {run_dir} was written by an older batched layout (its depthwise weights are "
-                "ordered differently); start a new run"
+                f"checkpoint in {run_dir} was written by an older batched layout (its wide tensors are "
+                "laid out differently); start a new run"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
