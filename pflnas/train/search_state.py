@@ -66,7 +66,7 @@ class SearchCheckpoint:
             "buffers_ranks": self.sync.gather(self._buffers()) if inside and distributed else None,
             "nonfinite_skipped": at.skipped,
             "layout": self.model.layout,  # the model's state_dict keys depend on it
-            "batched_format": BATCHED_FORMAT,  # how wide tensors order their edges' slices
+            "batched_format": BATCHED_FORMAT,  # how the batched layout lays out its tensors
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
