@@ -6,10 +6,11 @@ same shape are stacked on the channel axis and share one fan (grouped convs, ``g
 inputs), so every wide op runs once for both DARTS inputs. All the fan's candidates end in affine-free,
 per-channel BatchNorms (a pooling op's when ``space.pool_bn``), so one BatchNorm over their concatenation
 computes exactly what the separate ones compute. The mixing of the fan's edges is then one batched matrix
-product over C-channel blocks: ``[edges, blocks]`` weights, zero where a block is not the edge's (exact zeros
-add nothing), gathered for the whole cell at once. Each edge keeps its own weights and statistics (slices of
-the wide ones), so the layout computes exactly what the per-edge layout computes;
-:mod:`pflnas.supernet.layouts` converts the parameters between the two.
+product over C-channel blocks: ``[edges, blocks]`` weights, zero where a block is not the edge's (an exact
+zero adds nothing to a finite value; a non-finite output makes the loss non-finite in every layout), gathered
+for the whole cell at once: more multiply-adds than separate products, in one kernel and one pass over
+memory. Each edge keeps its own weights and statistics (slices of the wide ones), so the layout computes
+exactly what the per-edge layout computes; :mod:`pflnas.supernet.layouts` converts the parameters.
 
 Wide tensors are source-major, then edge-major: channels ``[j*C, (j+1)*C)`` belong to the j-th edge of the
 fan (its sources' edges in ``space.edges()`` order, one source after the other).
