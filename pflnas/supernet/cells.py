@@ -52,7 +52,7 @@ class SearchCell(nn.Module):
             }
         )
         self.source_ops = nn.ModuleDict()
-        if share:
+        if share and not batched:  # the batched fans run the parameter-free ops themselves
             for src in sources:
                 stride = space.edge_stride(cell_type, src)
                 free = split_ops(space.ops, stride)[1]
@@ -64,7 +64,7 @@ class SearchCell(nn.Module):
         if self.batched is not None:
             if self.active is not None:
                 raise NotImplementedError("the batched layout has no single-path forward")
-            return self.batched(inputs, weights, self.source_ops)
+            return self.batched(inputs, weights)
         states = list(inputs)
         free: dict[int, dict[str, Tensor]] = {}
         index = 0

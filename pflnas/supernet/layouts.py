@@ -1,9 +1,11 @@
 """Converting a cell supernet's state_dict (DARTS or NB201 cells) between the per-edge and batched layouts.
 
 The layouts hold the same numbers in other places: a wide op of the batched layout
-(:mod:`pflnas.supernet.batched`) is its edges' tensors joined by the rule each of its tensors declares, and
-a parameter-free op's BatchNorm statistics, kept once per source node in the ``per_source`` and ``batched``
-layouts, are equal on every edge of the ``per_edge`` layout (the same op on the same input). Every other
+(:mod:`pflnas.supernet.wide`) is its edges' tensors joined by the rule each of its tensors declares; a fan's
+BatchNorm (:mod:`pflnas.supernet.batched`) is its wide ops' final BatchNorms, edge by edge, followed by its
+pooling ops' BatchNorms, source by source; and a parameter-free op's BatchNorm statistics, kept once per
+source node in the ``per_source`` layout, are equal on every edge of the ``per_edge`` layout (the same op on
+the same input), so ``per_edge`` states pass through the ``per_source`` form. Every other
 entry (stem, preprocessing, classifier, alphas, PC-DARTS' edge-normalisation weights) is the same in all
 layouts. With PC-DARTS' partial channels the ops are narrower but the keys are the same, and the bypass
 max-pool has no state, so the same conversion applies.
@@ -19,9 +21,10 @@ from torch import Tensor
 
 from pflnas.errors import ConfigError
 from pflnas.spaces.labels import edge_key
-from pflnas.supernet.batched import CAT, FIRST, BatchedNodes
+from pflnas.supernet.batched import BatchedNodes
 from pflnas.supernet.cells import SearchCell
 from pflnas.supernet.network import Supernet
+from pflnas.supernet.wide import CAT, FIRST
 
 _SOURCE_OPS = re.compile(r"^(?P<head>.*\.source_ops\.\d+\.)(?P<rest>.*)$")
 _OWN_FREE = re.compile(r"^(?P<cell>.*)\.edges\.edge\d+<-(?P<src>\d+)\.own_free\.(?P<rest>.*)$")
@@ -50,34 +53,48 @@ def _split(wide: Tensor, rule: str, m: int) -> list[Tensor]:
 
 
 def _wide_entries(net: Supernet) -> Iterator[tuple[str, list[str], str]]:
-    """``(wide key, [per-edge keys in edge order], rule)`` for every tensor of every wide op of ``net``."""
+    """``(wide key, [per_source keys in order], rule)`` for every tensor of every fan of ``net``: a wide op's
+    tensors join its edges' (the fan's edges in order); the fan's BatchNorm joins, block after block, its
+    wide ops' final BatchNorms (edge by edge) and then its pooling ops' (source by source)."""
     for prefix, cell, nodes in _batched_cells(net):
-        for src, edges in nodes.out_edges.items():
-            keys = [edge_key(*cell.edge_list[i]) for i in edges]
-            for op, wide in nodes.fans[str(src)].wide.items():
+        for name, fan in nodes.fans.items():
+            head = f"{prefix}.batched.fans.{name}"
+            edges = [
+                f"{prefix}.edges.{edge_key(*cell.edge_list[i])}.trainable" for i in nodes.fan_edges[name]
+            ]
+            for op, wide in fan.wide.items():
                 for suffix, (edge_suffix, rule) in wide.rules.items():
-                    per_edge = [f"{prefix}.edges.{k}.trainable.{op}.{edge_suffix}" for k in keys]
-                    yield f"{prefix}.batched.fans.{src}.wide.{op}.{suffix}", per_edge, rule
+                    yield f"{head}.wide.{op}.{suffix}", [f"{e}.{op}.{edge_suffix}" for e in edges], rule
+            if fan.bn is None:
+                continue
+            sources = [f"{prefix}.source_ops.{s}.ops" for s in nodes.fan_sources[name]]
+            blocks = [
+                f"{k}.{op}.{bn}"
+                for op, bn, per_edge in fan.bn_parts
+                for k in (edges if per_edge else sources)
+            ]
+            for buf, rule in (("running_mean", CAT), ("running_var", CAT), ("num_batches_tracked", FIRST)):
+                yield f"{head}.bn.{buf}", [f"{k}.{buf}" for k in blocks], rule
 
 
 def to_batched(state: dict[str, Tensor], net: Supernet) -> dict[str, Tensor]:
     """The state of a ``per_edge`` or ``per_source`` supernet as a state of ``net`` (batched, same space)."""
+    per_source: dict[str, Tensor] = {}
+    for key, value in state.items():
+        own = _OWN_FREE.match(key)
+        if own:  # per_edge: the same statistics on every edge leaving the source; keep one copy
+            per_source.setdefault(f"{own['cell']}.source_ops.{own['src']}.{own['rest']}", value)
+        else:
+            per_source[key] = value
     out: dict[str, Tensor] = {}
     used: set[str] = set()
     for key, parts, rule in _wide_entries(net):
-        missing = [p for p in parts if p not in state]
+        missing = [p for p in parts if p not in per_source]
         if missing:
             raise ConfigError(f"not a per-edge state of this supernet: {missing[0]} is missing")
-        out[key] = _join([state[p] for p in parts], rule)
+        out[key] = _join([per_source[p] for p in parts], rule)
         used.update(parts)
-    for key, value in state.items():
-        if key in used:
-            continue
-        own = _OWN_FREE.match(key)
-        if own:  # per_edge: the same statistics on every edge leaving the source; keep one copy
-            out.setdefault(f"{own['cell']}.source_ops.{own['src']}.{own['rest']}", value.clone())
-        else:
-            out[key] = value
+    out.update({k: v for k, v in per_source.items() if k not in used})
     return out
 
 
@@ -91,19 +108,20 @@ def from_batched(state: dict[str, Tensor], net: Supernet, layout: str = "per_sou
     for key, parts, rule in _wide_entries(net):
         out.update(zip(parts, _split(state[key], rule, len(parts))))
         used.add(key)
+    out.update({k: v for k, v in state.items() if k not in used})
+    if layout == "per_source":
+        return out
     fans: dict[str, list[str]] = {}  # "<cell>.source_ops.<src>." -> the keys of the edges leaving it
-    if layout == "per_edge":
-        for prefix, cell, nodes in _batched_cells(net):
-            for src, edges in nodes.out_edges.items():
-                keys = [edge_key(*cell.edge_list[i]) for i in edges]
-                fans[f"{prefix}.source_ops.{src}."] = [f"{prefix}.edges.{k}.own_free." for k in keys]
-    for key, value in state.items():
-        if key in used:
-            continue
+    for prefix, cell, nodes in _batched_cells(net):
+        for src, edges in nodes.out_edges.items():
+            keys = [edge_key(*cell.edge_list[i]) for i in edges]
+            fans[f"{prefix}.source_ops.{src}."] = [f"{prefix}.edges.{k}.own_free." for k in keys]
+    per_edge: dict[str, Tensor] = {}
+    for key, value in out.items():
         shared = _SOURCE_OPS.match(key)
         if shared and shared["head"] in fans:
             for edge in fans[shared["head"]]:
-                out[edge + shared["rest"]] = value.clone()
+                per_edge[edge + shared["rest"]] = value.clone()
         else:
-            out[key] = value
-    return out
+            per_edge[key] = value
+    return per_edge

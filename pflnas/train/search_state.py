@@ -66,7 +66,7 @@ class SearchCheckpoint:
             "buffers_ranks": self.sync.gather(self._buffers()) if inside and distributed else None,
             "nonfinite_skipped": at.skipped,
             "layout": self.model.layout,  # the model's state_dict keys depend on it
-            "batched_format": BATCHED_FORMAT,  # how wide tensors order their edges' slices
+            "batched_format": BATCHED_FORMAT,  # how the batched layout lays out its tensors
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -95,8 +95,8 @@ class SearchCheckpoint:
             )
         if saved == "batched" and state.get("batched_format") != BATCHED_FORMAT:
             raise PflnasError(
-                f"checkpoint in {run_dir} was written by an older batched layout (its depthwise weights are "
-                "ordered differently); start a new run"
+                f"checkpoint in {run_dir} was written by an older batched layout (its wide tensors are "
+                "laid out differently); start a new run"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
