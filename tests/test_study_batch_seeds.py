@@ -9,6 +9,7 @@ import json
 import math
 import shlex
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,30 @@ def test_batch_seeds_is_for_search_studies(tmp_path, capsys):
     rc, _, err = _dry(capsys, layer, tmp_path / "study", "--batch-seeds", "2")
     assert rc == 2 and "--batch-seeds groups the searches of a search study; this is a layer study" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_group_is_one_process_and_each_member_is_reported(tmp_path):
+    from pflnas.study.config import StudyRun
+    from pflnas.study.plan import PlannedRun
+    from pflnas.study.runner import _execute
+
+    runs = [StudyRun(f"{ARM}-s{i}", "cell_v1", "darts", "default", i, {}) for i in range(2)]
+    members = [PlannedRun(r, tmp_path / r.run_id, "start") for r in runs]
+    command = [sys.executable, "-c", "print('the group ran')"]
+    group = PlannedRun(runs[0], members[0].run_dir, "start", command, members=members)
+    lines: list[str] = []
+    done, failed = _execute([group], 1, lines.append, progress=False)
+    assert not done and [(p.run.run_id, why) for p, why in failed] == [
+        (r.run_id, f"exit 0 but no valid found.json in seed group {ARM}-s{{0,1}}") for r in runs
+    ]
+    assert lines[0].startswith(f"[1/1] start   {ARM}-s{{0,1}}  (fresh, 2 seeds as one grouped search; log: ")
+    assert lines[1].startswith(f"[1/1] failed  {ARM}-s{{0,1}}") and "the group ran" in lines[1]
+    first = (members[0].run_dir / "log.txt").read_text().splitlines()
+    second = (members[1].run_dir / "log.txt").read_text().splitlines()
+    assert first == [f"$ {shlex.join(command)}", "the group ran"]
+    assert second == [first[0], f"(seed group {ARM}-s{{0,1}}: its output is in {members[0].log})"]
+    for r in runs:
+        assert json.loads((tmp_path / r.run_id / "run.json").read_text()) == r.record()
 
 
 # --- end to end ----------------------------------------------------------------------------------------

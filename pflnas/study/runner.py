@@ -309,14 +309,13 @@ def _poll(
                 active.remove(a)
                 a.log.close()
                 bar.update(len(a.planned.runs))
-                ok, bad = _ended(a)
+                ok, bad, why = _ended(a)
                 done += ok
                 failed += bad
                 p, wall = a.planned, _clock(time.perf_counter() - a.started)
                 if not bad:
                     say(f"{number[id(p)]} {'done':<7} {p.name}  {wall}")
                 else:
-                    why = bad[0][1].split(" in seed group")[0]
                     last = _last_line(p.log)
                     say(f"{number[id(p)]} {'failed':<7} {p.name}  {wall}  {why}: {last}  (log: {p.log})")
     except (KeyboardInterrupt, _Terminated):
@@ -325,20 +324,20 @@ def _poll(
     return done, failed
 
 
-def _ended(a: _Active) -> tuple[list[_Outcome], list[_Outcome]]:
-    """(done, failed) for each run of a process that ended: done with its wall time when the process
-    exited 0 and the run's found.json loads."""
+def _ended(a: _Active) -> tuple[list[_Outcome], list[_Outcome], str]:
+    """(done, failed) for each run of a process that ended, and why the process failed: a run is done
+    (with its wall time) when the process exited 0 and the run's found.json loads."""
     rc, wall = a.proc.returncode, _clock(time.perf_counter() - a.started)
+    why = f"exit {rc}" if rc != 0 else f"exit 0 but no valid {FOUND}"
+    where = f" in seed group {a.planned.name}" if a.planned.members else ""
     done: list[_Outcome] = []
     failed: list[_Outcome] = []
-    where = f" in seed group {a.planned.name}" if a.planned.members else ""
     for r in a.planned.runs:
         if rc == 0 and is_complete(r.run_dir):
             done.append((r, wall))
         else:
-            why = f"exit {rc}" if rc != 0 else f"exit 0 but no valid {FOUND}"
             failed.append((r, why + where))
-    return done, failed
+    return done, failed, why
 
 
 class _Interrupted(Exception):
