@@ -166,7 +166,8 @@ def test_dry_run_reports_skip_resume_start_and_runs_nothing(tmp_path, capsys):
     study = load_study(path)
     runs = {r.seed: r for r in expand_grid(study)}
     out = tmp_path / "study"
-    rc, text, _ = _dry(capsys, path, out)
+    one = "--batch-seeds", "1"  # one search per seed (seed groups: tests/test_study_batch_seeds.py)
+    rc, text, _ = _dry(capsys, path, out, *one)
     assert rc == 0 and text.count("\nwould start ") == 4 and not out.exists()
 
     out.mkdir()
@@ -180,7 +181,7 @@ def test_dry_run_reports_skip_resume_start_and_runs_nothing(tmp_path, capsys):
                 shutil.copy(FOUND_JSON, d / name)
             else:
                 (d / name).write_text("x")
-    rc, text, _ = _dry(capsys, path, out)
+    rc, text, _ = _dry(capsys, path, out, *one)
     assert rc == 0
     lines = text.splitlines()
     assert "would skip    cell_v1-darts-default-s0  (complete: found.json)" in lines
@@ -201,9 +202,9 @@ def test_dry_run_reports_skip_resume_start_and_runs_nothing(tmp_path, capsys):
     # a run directory holding another run is refused, or replaced with --overwrite
     other = {**runs[2].record(), "overrides": {"run.epochs": 5}}
     (_run_dir(out, runs[2].run_id) / "run.json").write_text(json.dumps(other))
-    rc, _, err = _dry(capsys, path, out)
+    rc, _, err = _dry(capsys, path, out, *one)
     assert rc == 2 and "holds another run" in err and runs[2].run_id in err
-    rc, text, _ = _dry(capsys, path, out, "--overwrite")
+    rc, text, _ = _dry(capsys, path, out, "--overwrite", *one)
     assert rc == 0 and "would start   cell_v1-darts-default-s2  (replaces a run with other settings)" in text
     assert "would skip    cell_v1-darts-default-s0" in text  # a complete run that still matches is kept
 

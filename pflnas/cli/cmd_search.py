@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pflnas.arch.chance import chance_share
 from pflnas.arch.record import Architecture
-from pflnas.cli.search_group import SEED_FIELD, group_dirs, read_group, run_group
+from pflnas.cli.search_group import SEED_FIELD, group_dirs, run_group
 from pflnas.config.build import build_search_config
 from pflnas.config.loader import build_config, read_yaml
 from pflnas.config.presets import list_presets, preset_path
@@ -26,6 +26,7 @@ from pflnas.rundir import check_resume, claim_new, claim_resume
 from pflnas.spaces import list_spaces, resolve_space
 from pflnas.strategies import MULTI_TRIAL_STRATEGIES, describe_strategies
 from pflnas.strategies.registry import check_strategy
+from pflnas.train.group_rules import read_group
 from pflnas.train.layout import CONFIG, FOUND, METRICS
 
 # CLI flag -> config key; a flag left unset does not override the config

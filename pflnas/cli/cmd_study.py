@@ -20,6 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE.yaml", help="study file, e.g. experiments/studies/quick.yaml")
     p.add_argument("--out", metavar="DIR", help="study directory (default: runs/study-<name>)")
     p.add_argument("--jobs", type=int, metavar="N", help="runs at a time (default: the file's jobs)")
+    p.add_argument(
+        "--batch-seeds",
+        type=int,
+        metavar="N",
+        help="the most seeds of an arm run as one grouped search (darts, darts2, pcdarts on cell spaces), "
+        "to cap its memory; 1: one search per seed (default: the file's batch_seeds, else all of an arm's)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print each run's status and command; run nothing")
     p.add_argument(
         "--overwrite",
@@ -55,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not args.data_dir.strip():  # "" would drop the flag: other data
         raise ConfigError("--data-dir is empty; give the folder or archive of the data, or leave it out")
     data = read_yaml(args.file)
+    if args.batch_seeds is not None and data.get("kind", "search") != "search":
+        raise ConfigError(
+            f"--batch-seeds groups the searches of a search study; this is a {data['kind']} study"
+        )
     if data.get("kind", "search") == "layer":  # retrain homogeneous networks (pflnas.study.layer)
         layer = load_layer_study(data, args.file)
         out = Path(args.out) if args.out else Path("runs") / f"study-{layer.name}"
@@ -70,9 +81,13 @@ def run(args: argparse.Namespace) -> int:
     jobs = study.jobs if args.jobs is None else args.jobs
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    batch = study.batch_seeds if args.batch_seeds is None else args.batch_seeds
+    if batch is not None and batch < 1:
+        raise ConfigError(f"--batch-seeds must be >= 1 (1: one search per seed), got {batch}")
     out = Path(args.out) if args.out else default_out(study)
     again = ["pflnas", "study", args.file, "--out", str(out)]
-    for flag, value in (("--jobs", args.jobs), ("--data-dir", args.data_dir), ("--device", args.device)):
+    flags = {"--jobs": args.jobs, "--batch-seeds": args.batch_seeds, "--data-dir": args.data_dir}
+    for flag, value in {**flags, "--device": args.device}.items():
         if value is not None:
             again += [flag, str(value)]
     options = StudyOptions(
@@ -82,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         dry_run=args.dry_run,
+        batch_seeds=batch,
         rerun=shlex.join(again),
     )
     with _claim(out, args.dry_run):

@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 from pflnas.arch.record import Architecture
-from pflnas.config.loader import read_yaml
 from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError
 from pflnas.rundir import claim_new, claim_resume
@@ -28,23 +26,6 @@ def group_dirs(out: str | None, cfg: SearchConfig, seeds: list[int]) -> list[Pat
     if SEED_FIELD in out:
         return [Path(out.replace(SEED_FIELD, str(s))) for s in seeds]
     return [Path(out) / f"seed{s}" for s in seeds]
-
-
-def read_group(run_dir: Path) -> tuple[list[int], list[Path]] | None:
-    """The group ``run_dir`` belongs to (its config.yaml's ``resolved_group``), or None for a single run."""
-    group: Any = read_yaml(run_dir / CONFIG).get("resolved_group")
-    if group is None:
-        return None
-    seeds, dirs = (
-        group.get("seeds") if isinstance(group, dict) else None,
-        group.get("dirs") if isinstance(group, dict) else None,
-    )
-    if not (isinstance(seeds, list) and isinstance(dirs, list) and len(seeds) == len(dirs) and seeds):
-        raise ConfigError(
-            f"{run_dir / CONFIG}: resolved_group must hold the seeds and one directory each; start the group "
-            "again with --overwrite"
-        )
-    return [int(s) for s in seeds], [(run_dir / d) for d in dirs]
 
 
 def run_group(

@@ -13,6 +13,7 @@ from pflnas.strategies.registry import (
     describe_strategies,
     list_strategies,
     register_strategy,
+    seed_group_strategies,
     strategy_infos,
     strategy_kinds,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "describe_strategies",
     "list_strategies",
     "register_strategy",
+    "seed_group_strategies",
     "set_grads",
     "strategy_infos",
     "strategy_kinds",

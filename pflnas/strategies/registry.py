@@ -30,16 +30,21 @@ class StrategyInfo:
     kind: str  # "one-shot" or "multi-trial"
     description: str
     factory: Callable[..., Any] | None = None  # None for multi-trial strategies
+    # the class's Strategy.seed_groups, by name: a study decides which arms to group without torch
+    seed_groups: bool = False
 
 
 _STRATEGIES: dict[str, StrategyInfo] = {}
 
 
-def register_strategy(name: str, description: str = "") -> Callable[[StrategyFactory], StrategyFactory]:
-    """Decorator: register a one-shot strategy factory ``(ArchOptimConfig) -> Strategy`` under ``name``."""
+def register_strategy(
+    name: str, description: str = "", seed_groups: bool = False
+) -> Callable[[StrategyFactory], StrategyFactory]:
+    """Decorator: register a one-shot strategy factory ``(ArchOptimConfig) -> Strategy`` under ``name``
+    (``seed_groups``: what the class's ``Strategy.seed_groups`` says)."""
 
     def decorator(factory: StrategyFactory) -> StrategyFactory:
-        _add(StrategyInfo(name, "one-shot", description, factory))
+        _add(StrategyInfo(name, "one-shot", description, factory, seed_groups))
         return factory
 
     return decorator
@@ -51,14 +56,18 @@ def _add(info: StrategyInfo) -> None:
     _STRATEGIES[info.name] = info
 
 
-def _declare(name: str, target: str, description: str) -> None:
-    _add(StrategyInfo(name, "one-shot", description, LazyFactory(f"pflnas.strategies.{target}")))
+def _declare(name: str, target: str, description: str, seed_groups: bool = False) -> None:
+    factory = LazyFactory(f"pflnas.strategies.{target}")
+    _add(StrategyInfo(name, "one-shot", description, factory, seed_groups))
 
 
-_declare("darts", "darts:darts", "DARTS, first order: softmax-mixed ops, alternating weight and alpha steps")
-_declare("darts2", "darts:darts2", "DARTS, second order: unrolled weight step, finite-difference Hessian")
+_DARTS1 = "DARTS, first order: softmax-mixed ops, alternating weight and alpha steps"
+_declare("darts", "darts:darts", _DARTS1, seed_groups=True)
+_DARTS2 = "DARTS, second order: unrolled weight step, finite-difference Hessian"
+_declare("darts2", "darts:darts2", _DARTS2, seed_groups=True)
 _declare("gdas", "gdas:gdas", "GDAS: one hard Gumbel-softmax path per edge or block, temperature 10 -> 0.1")
-_declare("pcdarts", "pcdarts:pcdarts", "PC-DARTS: partial channels (K=4), edge normalisation, 30% warm-up")
+_PCDARTS = "PC-DARTS: partial channels (K=4), edge normalisation, 30% warm-up"
+_declare("pcdarts", "pcdarts:pcdarts", _PCDARTS, seed_groups=True)
 _declare("spos", "spos:spos", "single-path one-shot: uniform path training, then evolution on the supernet")
 _declare("spos_random", "spos:spos_random", "the SPOS supernet with random candidates (matched baseline)")
 for _name, _what in (
@@ -74,6 +83,11 @@ MULTI_TRIAL_STRATEGIES: tuple[str, ...] = tuple(n for n, i in _STRATEGIES.items(
 def list_strategies() -> list[str]:
     """The registered one-shot strategies (:class:`Strategy` classes stepped by the supernet loop)."""
     return sorted(n for n, i in _STRATEGIES.items() if i.kind == "one-shot")
+
+
+def seed_group_strategies() -> list[str]:
+    """The one-shot strategies whose seeds can run as one grouped network (``pflnas search --seeds``)."""
+    return sorted(n for n, i in _STRATEGIES.items() if i.seed_groups)
 
 
 def strategy_infos() -> list[StrategyInfo]:

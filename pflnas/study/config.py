@@ -68,6 +68,8 @@ class StudyConfig:
     search: StudySearch = field(default_factory=StudySearch)
     grid: StudyGrid = field(default_factory=StudyGrid)
     jobs: int = 1  # runs at a time; `pflnas study --jobs` overrides
+    # most seeds of an arm in one grouped search (None: all of them; 1: none grouped); --batch-seeds overrides
+    batch_seeds: int | None = None
 
     def overrides(self, setting: str) -> dict[str, Any]:
         """The ``--set`` overrides of one setting's runs: ``search.set`` updated by the setting's own."""
@@ -89,6 +91,11 @@ class StudyRun:
     overrides: dict[str, Any]  # "section.key" -> value: search.set updated by the setting's overrides
     preset: str | None = None
 
+    @property
+    def arm(self) -> str:
+        """The run id without its seed: the runs of one space, strategy and setting share it."""
+        return arm_id(self.space, self.strategy, self.setting)
+
     def record(self) -> dict[str, Any]:
         """What run.json holds; a run directory whose run.json differs holds another run."""
         return {
@@ -105,6 +112,11 @@ class StudyRun:
 def space_label(space: str) -> str:
     """The run-id part for a space: its name, or the stem of a YAML path."""
     return Path(space).stem if space.endswith((".yaml", ".yml")) else space
+
+
+def arm_id(space: str, strategy: str, setting: str) -> str:
+    """``{space}-{strategy}-{setting}``: a run's id is this with ``-s{seed}`` after it."""
+    return f"{space_label(space)}-{strategy}-{setting}"
 
 
 def load_study(path: str | Path) -> StudyConfig:
@@ -131,6 +143,8 @@ def _check_shape(study: StudyConfig) -> None:
         )
     if study.jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {study.jobs}")
+    if study.batch_seeds is not None and study.batch_seeds < 1:
+        raise ConfigError(f"batch_seeds must be >= 1 (1: no seed groups), got {study.batch_seeds}")
     if study.search.preset is not None:
         preset_path(study.search.preset)
     grid = study.grid
@@ -228,8 +242,10 @@ class SearchArgs:
             out["run.device"] = self.device
         return out
 
-    def argv(self) -> list[str]:
-        args = ["--space", self.space, "--strategy", self.strategy, "--seed", str(self.seed)]
+    def argv(self, seeds: Sequence[int] | None = None) -> list[str]:
+        """The arguments; with ``seeds``, ``--seeds a,b,c`` in place of ``--seed`` (a seed group)."""
+        seed = ["--seeds", ",".join(map(str, seeds))] if seeds else ["--seed", str(self.seed)]
+        args = ["--space", self.space, "--strategy", self.strategy, *seed]
         if self.preset:
             args += ["--preset", self.preset]
         if self.data_dir:

@@ -4,7 +4,9 @@
 A study directory holds ``study.yaml`` (the resolved study) and ``runs/<run_id>/`` per run: the search's own
 files (config.yaml, metrics.jsonl, checkpoint.pt, found.json) plus ``run.json`` (which grid point it is)
 and ``log.txt`` (the search's output). A run whose found.json loads is complete; one with a checkpoint is
-resumed; any other starts afresh. So re-running an interrupted study continues it.
+resumed; any other starts afresh. So re-running an interrupted study continues it. Seeds of one arm that
+can share a grouped network run as one ``pflnas search --seeds`` process (:mod:`pflnas.study.plan`), which
+writes the same run directories; such a process counts as one of ``--jobs``.
 """
 
 from __future__ import annotations
@@ -18,25 +20,23 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
 from tqdm import tqdm
 
-from pflnas.arch import load_architecture
-from pflnas.errors import ConfigError, PflnasError
-from pflnas.parsing import parse_json, parse_yaml
+from pflnas.errors import ConfigError
+from pflnas.parsing import parse_yaml
 from pflnas.rundir import mark, user_entries
-from pflnas.study.config import StudyConfig, StudyRun, check_runs, search_args, space_label
+from pflnas.study.config import SearchArgs, StudyConfig, StudyRun, arm_id, check_runs, search_args
+from pflnas.study.plan import LOG, RUN_RECORD, RUNS, PlannedRun, is_complete, plan_arm, plan_run
+from pflnas.train.group_rules import leave_group
 from pflnas.train.layout import CHECKPOINT, CONFIG, FOUND, METRICS
-from pflnas.utils_io import atomic_write_json, atomic_write_text, open_log, read_regular_text
+from pflnas.utils_io import atomic_write_json, atomic_write_text, open_log
 
 STUDY_FILE = "study.yaml"
-RUNS = "runs"
-RUN_RECORD = "run.json"
-LOG = "log.txt"
 POLL_S = 0.2
 # study.yaml keys that decide what runs; a study whose other keys (description, jobs) changed is the same
 _IDENTITY = ("name", "search", "grid")
@@ -47,7 +47,7 @@ def expand_grid(study: StudyConfig) -> list[StudyRun]:
     grid = study.grid
     return [
         StudyRun(
-            run_id=f"{space_label(space)}-{strategy}-{setting}-s{seed}",
+            run_id=f"{arm_id(space, strategy, setting)}-s{seed}",
             space=space,
             strategy=strategy,
             setting=setting,
@@ -80,57 +80,8 @@ class StudyOptions:
     device: str | None = None
     overwrite: bool = False  # replace a different study.yaml and runs that no longer match
     dry_run: bool = False
+    batch_seeds: int | None = None  # most seeds of an arm in one grouped search (None: all; 1: no groups)
     rerun: str = "pflnas study ..."  # the command that continues this study, for messages
-
-
-@dataclass
-class PlannedRun:
-    run: StudyRun
-    run_dir: Path
-    status: str  # "skip" (complete), "resume" (from checkpoint.pt) or "start"
-    command: list[str] = field(default_factory=list)  # empty for "skip"
-    replace: bool = False  # the directory holds another run's files: remove them before starting
-
-    @property
-    def log(self) -> Path:
-        return self.run_dir / LOG
-
-
-def is_complete(run_dir: Path) -> bool:
-    """A run is complete when its found.json exists and loads."""
-    try:
-        load_architecture(run_dir / FOUND)
-    except (PflnasError, OSError, ValueError):
-        return False
-    return True
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return parse_json(read_regular_text(path, "record"), str(path))  # a FIFO never blocks the plan
-    except (PflnasError, OSError, ValueError):
-        return None
-
-
-def plan_run(run: StudyRun, run_dir: Path, search_args: list[str], overwrite: bool) -> PlannedRun:
-    """What to do with one run, from what its directory holds. A directory that holds another run (its
-    run.json differs, or is missing beside other files) is an error unless ``overwrite``."""
-    search = [sys.executable, "-m", "pflnas", "search"]
-    start = [*search, *search_args, "--out", str(run_dir), "--overwrite"]  # run.json is written first
-    if not user_entries(run_dir):
-        return PlannedRun(run, run_dir, "start", start)
-    if _read_json(run_dir / RUN_RECORD) != run.record():
-        if not overwrite:
-            raise ConfigError(
-                f"{run_dir} holds another run (its {RUN_RECORD} differs from the study's); "
-                "use another --out, or --overwrite to replace it"
-            )
-        return PlannedRun(run, run_dir, "start", start, replace=True)
-    if is_complete(run_dir):
-        return PlannedRun(run, run_dir, "skip")
-    if (run_dir / CHECKPOINT).is_file() and (run_dir / CONFIG).is_file():
-        return PlannedRun(run, run_dir, "resume", [*search, "--resume", str(run_dir)])
-    return PlannedRun(run, run_dir, "start", start)
 
 
 def _normalised(data: Any) -> Any:
@@ -160,21 +111,22 @@ def check_study_dir(study: StudyConfig, out: Path, overwrite: bool) -> None:
 
 
 def plan_study(study: StudyConfig, options: StudyOptions) -> list[PlannedRun]:
-    """Check the study and its directory, and decide what to do with each run. Runs nothing."""
+    """Check the study and its directory, and decide what to do with each run and which runs go together
+    as seed groups (:func:`~pflnas.study.plan.plan_arm`). Runs nothing."""
     runs = expand_grid(study)
     threads = threads_per_run(options.jobs)
     kw: dict[str, Any] = dict(threads=threads, data_dir=options.data_dir, device=options.device)
     check_runs(study, runs, **kw)
     check_study_dir(study, options.out, options.overwrite)
-    return [
-        plan_run(
-            run,
-            options.out / RUNS / run.run_id,
-            search_args(study, run.space, run.strategy, run.seed, run.overrides, **kw).argv(),
-            options.overwrite,
-        )
-        for run in runs
-    ]
+    arms: dict[str, list[tuple[PlannedRun, SearchArgs]]] = {}
+    for run in runs:
+        args = search_args(study, run.space, run.strategy, run.seed, run.overrides, **kw)
+        planned = plan_run(run, options.out / RUNS / run.run_id, args.argv(), options.overwrite)
+        arms.setdefault(run.arm, []).append((planned, args))
+    plan: list[PlannedRun] = []
+    for arm in arms.values():
+        plan += plan_arm([p for p, _ in arm], arm[0][1], options.batch_seeds, options.out / RUNS)
+    return plan
 
 
 def _clock(seconds: float) -> str:
@@ -184,20 +136,38 @@ def _clock(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def _runs(plan: list[PlannedRun]) -> list[PlannedRun]:
+    return [r for p in plan for r in p.runs]
+
+
 def print_plan(study: StudyConfig, plan: list[PlannedRun], options: StudyOptions) -> None:
+    """Each run's status; each command once, after the runs it runs (a seed group's after its members)."""
     print(
-        f"study {study.name}: {len(plan)} runs in {options.out}, {options.jobs} at a time, "
+        f"study {study.name}: {len(_runs(plan))} runs in {options.out}, {options.jobs} at a time, "
         f"{threads_per_run(options.jobs)} thread(s) each (dry run: nothing is run)"
     )
+    noted: set[str] = set()
     for p in plan:
-        note = {"skip": "  (complete: found.json)", "resume": "  (from checkpoint.pt)"}.get(p.status, "")
-        if p.replace:
-            note = "  (replaces a run with other settings)"
-        print(f"would {p.status:<7} {p.run.run_id}{note}")
+        if p.ungrouped and p.run.arm not in noted:
+            noted.add(p.run.arm)
+            print(f"{p.run.arm}: one search per seed, no seed groups: {p.ungrouped}")
+        for r in p.runs:
+            note = {"skip": "complete: found.json", "resume": "from checkpoint.pt"}.get(r.status, "")
+            if r.replace:
+                note = "replaces a run with other settings"
+            if p.members:
+                note = ", ".join(filter(None, [note, f"seed group {p.name}"]))
+            elif r.leave_group:
+                note += ", alone: its seed group does not resume as one here"
+            print(f"would {r.status:<7} {r.run.run_id}" + (f"  ({note})" if note else ""))
         if p.command:
             print(f"    {shlex.join(p.command)}")
-    counts = {s: sum(p.status == s for p in plan) for s in ("skip", "resume", "start")}
-    print(", ".join(f"{n} would {s}" for s, n in counts.items()))
+    counts = {s: sum(r.status == s for r in _runs(plan)) for s in ("skip", "resume", "start")}
+    groups = sum(bool(p.members) for p in plan)
+    print(
+        ", ".join(f"{n} would {s}" for s, n in counts.items())
+        + (f"; {groups} seed group(s)" if groups else "")
+    )
 
 
 @dataclass
@@ -208,15 +178,28 @@ class _Active:
     started: float
 
 
-def _launch(p: PlannedRun) -> _Active:
-    p.run_dir.mkdir(parents=True, exist_ok=True)
-    mark(p.run_dir, "search")  # the study made it: its search may replace what is there (--overwrite)
-    if p.replace:
+def _prepare(r: PlannedRun) -> None:
+    r.run_dir.mkdir(parents=True, exist_ok=True)
+    mark(r.run_dir, "search")  # the study made it: its search may replace what is there (--overwrite)
+    if r.replace:
         for name in (FOUND, CHECKPOINT, CONFIG, METRICS):
-            (p.run_dir / name).unlink(missing_ok=True)
-    atomic_write_json(p.run_dir / RUN_RECORD, p.run.record())
+            (r.run_dir / name).unlink(missing_ok=True)
+    atomic_write_json(r.run_dir / RUN_RECORD, r.run.record())
+
+
+def _launch(p: PlannedRun) -> _Active:
+    """Start one search process: a run's, or a seed group's. A group's output goes to its first member's
+    log.txt; every other member's log.txt holds the command and where its output is."""
+    for r in p.runs:
+        _prepare(r)
+    if p.leave_group:
+        leave_group(p.run_dir)
+    command = f"$ {shlex.join(p.command)}\n"
+    for r in p.runs[1:]:
+        with open_log(r.log, truncate=r.status != "resume") as other:
+            other.write(f"{command}(seed group {p.name}: its output is in {p.log})\n")
     log = open_log(p.log, truncate=p.status != "resume")  # closed when the run ends; never via a link
-    log.write(f"$ {shlex.join(p.command)}\n")
+    log.write(command)
     log.flush()
     proc = subprocess.Popen(
         p.command,
@@ -287,10 +270,15 @@ _Outcome = tuple[PlannedRun, str]  # a finished run and its wall time (done) or 
 def _execute(
     todo: list[PlannedRun], jobs: int, say: Callable[[str], None], progress: bool = True
 ) -> tuple[list[_Outcome], list[_Outcome]]:
-    """Run ``todo``, ``jobs`` at a time, polling for the ones that end. Returns (done, failed). A bar on
-    stderr counts the runs that ended, with an ETA (tqdm hides it when stderr is not a terminal)."""
+    """Run ``todo`` (runs and seed groups, each one process), ``jobs`` at a time, polling for the ones that
+    end. Returns (done, failed), one entry per run. A bar on stderr counts the runs that ended, with an ETA
+    (tqdm hides it when stderr is not a terminal)."""
     bar = tqdm(
-        total=len(todo), desc="study", unit="run", disable=None if progress else True, dynamic_ncols=True
+        total=len(_runs(todo)),
+        desc="study",
+        unit="run",
+        disable=None if progress else True,
+        dynamic_ncols=True,
     )
     try:
         return _poll(todo, jobs, say, bar)
@@ -312,28 +300,44 @@ def _poll(
                 p = pending.popleft()
                 active.append(_launch(p))
                 how = "from its checkpoint" if p.status == "resume" else "fresh"
-                say(f"{number[id(p)]} {p.status:<7} {p.run.run_id}  ({how}; log: {p.log})")
+                if p.members:
+                    how += f", {len(p.members)} seeds as one grouped search"
+                say(f"{number[id(p)]} {p.status:<7} {p.name}  ({how}; log: {p.log})")
             time.sleep(POLL_S)
             bar.refresh()  # the elapsed time moves while runs go on
             for a in [a for a in active if a.proc.poll() is not None]:
                 active.remove(a)
                 a.log.close()
-                bar.update(1)
-                p, rc, wall = a.planned, a.proc.returncode, _clock(time.perf_counter() - a.started)
-                if rc == 0 and is_complete(p.run_dir):
-                    done.append((p, wall))
-                    say(f"{number[id(p)]} {'done':<7} {p.run.run_id}  {wall}")
+                bar.update(len(a.planned.runs))
+                ok, bad, why = _ended(a)
+                done += ok
+                failed += bad
+                p, wall = a.planned, _clock(time.perf_counter() - a.started)
+                if not bad:
+                    say(f"{number[id(p)]} {'done':<7} {p.name}  {wall}")
                 else:
-                    why = f"exit {rc}" if rc != 0 else f"exit 0 but no valid {FOUND}"
                     last = _last_line(p.log)
-                    failed.append((p, why))
-                    say(
-                        f"{number[id(p)]} {'failed':<7} {p.run.run_id}  {wall}  {why}: {last}  (log: {p.log})"
-                    )
+                    say(f"{number[id(p)]} {'failed':<7} {p.name}  {wall}  {why}: {last}  (log: {p.log})")
     except (KeyboardInterrupt, _Terminated):
         _stop(active)
         raise _Interrupted([a.planned for a in active], list(pending)) from None
     return done, failed
+
+
+def _ended(a: _Active) -> tuple[list[_Outcome], list[_Outcome], str]:
+    """(done, failed) for each run of a process that ended, and why the process failed: a run is done
+    (with its wall time) when the process exited 0 and the run's found.json loads."""
+    rc, wall = a.proc.returncode, _clock(time.perf_counter() - a.started)
+    why = f"exit {rc}" if rc != 0 else f"exit 0 but no valid {FOUND}"
+    where = f" in seed group {a.planned.name}" if a.planned.members else ""
+    done: list[_Outcome] = []
+    failed: list[_Outcome] = []
+    for r in a.planned.runs:
+        if rc == 0 and is_complete(r.run_dir):
+            done.append((r, wall))
+        else:
+            failed.append((r, why + where))
+    return done, failed, why
 
 
 class _Interrupted(Exception):
@@ -358,9 +362,12 @@ def run_study(study: StudyConfig, options: StudyOptions) -> int:
 
     skipped = [p for p in plan if p.status == "skip"]
     todo = [p for p in plan if p.status != "skip"]
+    groups = sum(bool(p.members) for p in todo)
+    grouped = f" in {len(todo)} processes ({groups} seed group(s))" if groups else ""
     say(
-        f"study {study.name}: {len(plan)} runs in {options.out} ({len(skipped)} complete, "
-        f"{len(todo)} to run, {options.jobs} at a time, {threads_per_run(options.jobs)} thread(s) each)"
+        f"study {study.name}: {len(_runs(plan))} runs in {options.out} ({len(skipped)} complete, "
+        f"{len(_runs(todo))} to run{grouped}, {options.jobs} at a time, "
+        f"{threads_per_run(options.jobs)} thread(s) each)"
     )
     for p in skipped:
         say(f"{'skip':<7} {p.run.run_id}  (complete)")
@@ -384,14 +391,15 @@ def run_study(study: StudyConfig, options: StudyOptions) -> int:
 
 
 def _report_interrupt(stop: _Interrupted, options: StudyOptions) -> None:
-    resumable = [p.run.run_id for p in stop.running if (p.run_dir / CHECKPOINT).is_file()]
-    restart = [p.run.run_id for p in stop.running if not (p.run_dir / CHECKPOINT).is_file()]
-    lines = [f"pflnas study: interrupted; stopped {len(stop.running)} running run(s)"]
+    running = _runs(stop.running)
+    resumable = [p.run.run_id for p in running if (p.run_dir / CHECKPOINT).is_file()]
+    restart = [p.run.run_id for p in running if not (p.run_dir / CHECKPOINT).is_file()]
+    lines = [f"pflnas study: interrupted; stopped {len(running)} running run(s)"]
     if resumable:
         lines.append(f"  resume from their last checkpoint: {', '.join(resumable)}")
     if restart:
         lines.append(f"  start again (no checkpoint yet): {', '.join(restart)}")
     if stop.pending:
-        lines.append(f"  not started: {len(stop.pending)} run(s)")
+        lines.append(f"  not started: {len(_runs(stop.pending))} run(s)")
     lines.append(f"re-run the same command to continue: {options.rerun}")
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -38,6 +38,7 @@ from pflnas.supernet.network import resolve_layout
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.epoch_record import EpochSums, epoch_line, epoch_record
 from pflnas.train.graph_step import GraphedStep
+from pflnas.train.group_rules import group_refusal
 from pflnas.train.guard import FiniteGuard, NonFiniteError
 from pflnas.train.layout import CHECKPOINT
 from pflnas.train.loaders import evaluate_seeds
@@ -56,22 +57,9 @@ def group_config(cfg: SearchConfig, seed: int) -> SearchConfig:
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed))
 
 
-def check_groupable(cfg: SearchConfig, strategy: Strategy, layout: str) -> None:
-    """One line for what a grouped search cannot run (before any data loads)."""
-    run = cfg.run
-    why = None
-    if not strategy.seed_groups:
-        why = f"strategy {strategy.name!r} has no grouped form (darts, darts2 and pcdarts have)"
-    elif layout != "per_source":
-        why = f"it runs the per_source layout; drop space.layout={layout}"
-    elif cfg.latency.weight > 0:
-        why = "the latency-aware objective runs per search; drop latency.weight"
-    elif run.nonfinite == "skip":
-        why = "run.nonfinite=skip would drop a batch of every seed for one seed's NaN; use run.nonfinite=stop"
-    elif run.channels_last:
-        why = "the grouped network runs in the default memory format; drop run.channels_last"
-    elif run.compile:
-        why = "run.compile is not supported for grouped searches yet; drop run.compile"
+def check_groupable(cfg: SearchConfig, strategy: Strategy, layout: str, space_kind: str) -> None:
+    """One line for what a grouped search cannot run (:func:`~pflnas.train.group_rules.group_refusal`)."""
+    why = group_refusal(cfg, seed_groups=strategy.seed_groups, space_kind=space_kind, layout=layout)
     if why:
         raise ConfigError(f"--seeds cannot be used: {why} (or run the seeds one at a time with --seed)")
 
@@ -104,6 +92,7 @@ class SeedGroupRun:
             self.cfg,
             strategy,
             strategy.layout_for(resolve_layout(self.cfg.run.share_param_free, self.cfg.space.layout)),
+            self.space.kind,
         )
         for seed, run in zip(self.seeds, self.runs):
             say(f"seed {seed}: its data split and supernet")
