@@ -160,6 +160,7 @@ def test_refusals_are_one_line(
     assert main([*search_argv(source, tmp_path / "r-s{seed}", 1), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
+    assert not list(tmp_path.glob("r-s*"))  # refused before any run directory was claimed
 
 
 def test_one_directory_per_seed(source: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

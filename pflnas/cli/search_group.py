@@ -12,6 +12,7 @@ from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError
 from pflnas.rundir import claim_new, claim_resume
 from pflnas.spaces.config import SpaceConfig
+from pflnas.train.group_rules import config_refusal
 from pflnas.train.layout import CONFIG
 
 SEED_FIELD = "{seed}"  # in --out: where each seed's number goes
@@ -42,6 +43,9 @@ def run_group(
         raise ConfigError(
             f"--seeds needs a run directory per seed: put {SEED_FIELD} in --out, e.g. --out runs/x-s{{seed}}"
         )
+    why = config_refusal(cfg, space.kind)  # before any directory is claimed
+    if why:
+        raise ConfigError(f"--seeds cannot be used: {why} (or run the seeds one at a time with --seed)")
     claimed = Path(resume).resolve() if resume else None
     for d in dirs:
         if resume is None:

@@ -21,10 +21,8 @@ from pflnas.errors import ConfigError, PflnasError
 from pflnas.parsing import parse_json
 from pflnas.rundir import user_entries
 from pflnas.spaces import resolve_space
-from pflnas.strategies import seed_group_strategies
 from pflnas.study.config import SearchArgs, StudyRun, search_config
-from pflnas.supernet.network import resolve_layout
-from pflnas.train.group_rules import group_refusal, read_group
+from pflnas.train.group_rules import config_refusal, read_group
 from pflnas.train.layout import CHECKPOINT, CONFIG, FOUND
 from pflnas.utils_io import read_regular_text
 
@@ -107,12 +105,9 @@ def arm_refusal(args: SearchArgs) -> str | None:
     from the config alone, as the group itself decides (:func:`group_refusal`)."""
     try:
         cfg = search_config(args)
-        layout = resolve_layout(cfg.run.share_param_free, cfg.space.layout)
-        kind = resolve_space(cfg.space).kind
+        return config_refusal(cfg, resolve_space(cfg.space).kind)
     except PflnasError as exc:
         return str(exc)
-    grouped = cfg.strategy.name in seed_group_strategies()
-    return group_refusal(cfg, seed_groups=grouped, space_kind=kind, layout=layout)
 
 
 def plan_arm(arm: list[PlannedRun], args: SearchArgs, batch: int | None, runs_dir: Path) -> list[PlannedRun]:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from pflnas.errors import ConfigError
 from pflnas.ops.blocks import ResNetBasicBlock
-from pflnas.options import SUPERNET_LAYOUTS
+from pflnas.options import resolve_layout
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.kinds import BlockKind
 from pflnas.spaces.labels import edge_key
@@ -380,17 +380,6 @@ def _check_partial(space: SpaceConfig, partial: int) -> None:
             f"partial channel connections with K={partial} need init_channels divisible by {partial} "
             f"(space {space.name!r} has {space.init_channels})"
         )
-
-
-def resolve_layout(share_param_free: bool = True, layout: str | None = None) -> str:
-    """The supernet layout: ``layout`` if given (checked), else ``per_source`` / ``per_edge``."""
-    if layout is None:
-        return "per_source" if share_param_free else "per_edge"
-    if layout not in SUPERNET_LAYOUTS:
-        raise ConfigError(f"space.layout must be one of {', '.join(SUPERNET_LAYOUTS)}; got {layout!r}")
-    if not share_param_free and layout != "per_edge":
-        raise ConfigError(f"run.share_param_free=false contradicts space.layout={layout}; drop one")
-    return layout
 
 
 def check_supernet_options(

@@ -17,6 +17,7 @@ import yaml
 from pflnas.config.loader import read_yaml
 from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError
+from pflnas.options import resolve_layout
 from pflnas.strategies import seed_group_strategies
 from pflnas.train.layout import CONFIG
 from pflnas.utils_io import atomic_write_text
@@ -43,6 +44,15 @@ def group_refusal(cfg: SearchConfig, *, seed_groups: bool, space_kind: str, layo
     if run.compile:
         return "run.compile is not supported for grouped searches yet; drop run.compile"
     return None
+
+
+def config_refusal(cfg: SearchConfig, space_kind: str) -> str | None:
+    """:func:`group_refusal` decided from the config alone (the strategy's registry entry, the layout the
+    config asks for): what ``pflnas search --seeds`` checks before it claims a directory, and ``pflnas
+    study`` before it plans a group."""
+    grouped = cfg.strategy.name in seed_group_strategies()
+    layout = resolve_layout(cfg.run.share_param_free, cfg.space.layout)
+    return group_refusal(cfg, seed_groups=grouped, space_kind=space_kind, layout=layout)
 
 
 def read_group(run_dir: Path) -> tuple[list[int], list[Path]] | None:

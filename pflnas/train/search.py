@@ -29,6 +29,7 @@ from pflnas.config.search import SearchConfig
 from pflnas.device import build_within_memory, resolve_device, seed_everything, set_determinism
 from pflnas.errors import ConfigError
 from pflnas.measure.latency_objective import LatencyTerm
+from pflnas.options import resolve_layout
 from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.spaces.config import SpaceConfig
@@ -36,7 +37,7 @@ from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.strategies.base import SINGLE_PATH_WHY
 from pflnas.strategies.subnet_eval import SubnetEvaluator
 from pflnas.supernet import Supernet
-from pflnas.supernet.network import check_supernet_options, construct_supernet, resolve_layout
+from pflnas.supernet.network import check_supernet_options, construct_supernet
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.dist_search import AlphaDump, SearchSync, check_global_batch
 from pflnas.train.distributed import DistInfo

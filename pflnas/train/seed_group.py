@@ -28,13 +28,13 @@ from tqdm import tqdm
 from pflnas.arch.record import Architecture
 from pflnas.config.search import SearchConfig
 from pflnas.errors import ConfigError, PflnasError
+from pflnas.options import resolve_layout
 from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet.grouped import GroupedSupernet, seed_blocks
 from pflnas.supernet.grouped_state import from_grouped, join_optimizer, split_optimizer, to_grouped
-from pflnas.supernet.network import resolve_layout
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
 from pflnas.train.epoch_record import EpochSums, epoch_line, epoch_record
 from pflnas.train.graph_step import GraphedStep
