@@ -1,15 +1,15 @@
 """N seeds' searches of one config as one grouped network (``pflnas search --seeds 0-9``).
 
 On a GPU a search step is bound by the number of kernels, not by arithmetic, so N searches folded into one
-network (:class:`~pflnas.supernet.grouped.GroupedSupernet`: every op grouped by seed) cost about the kernels
-of one. Each seed still is its own search: a :class:`~pflnas.train.search.SearchRun` per seed is set up
-exactly as ``pflnas search --seed s`` sets it up (its data split, batch order and augmentation, its
-initial weights and alphas), and the group trains the numbers those runs hold: the loss is the sum of the
-seeds' mean losses (so each seed's gradients are its own), clipping and second-order DARTS' step size are
-per seed (the supernet's seed hooks), and the optimizers act elementwise. At every epoch's end the group's
-state goes back into the per-seed runs (:mod:`pflnas.supernet.grouped_state`), which write their ordinary
-run directories: config.yaml (with ``resolved_group``), metrics.jsonl, the checkpoint, found.json. A group
-resumes from those checkpoints.
+network (:class:`~pflnas.supernet.grouped.GroupedSupernet`: every op grouped by seed, in the form of the
+space's kind) cost about the kernels of one. Each seed still is its own search: a
+:class:`~pflnas.train.search.SearchRun` per seed is set up exactly as ``pflnas search --seed s`` sets it up
+(its data split, batch order and augmentation, its initial weights and alphas), and the group trains the
+numbers those runs hold: the loss is the sum of the seeds' mean losses (so each seed's gradients are its
+own), clipping and second-order DARTS' step size are per seed (the supernet's seed hooks), and the
+optimizers act elementwise. At every epoch's end the group's state goes back into the per-seed runs
+(:mod:`pflnas.supernet.grouped_state`), which write their ordinary run directories: config.yaml (with
+``resolved_group``), metrics.jsonl, the checkpoint, found.json. A group resumes from those checkpoints.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
-from pflnas.supernet.grouped import GroupedSupernet
+from pflnas.supernet.grouped import GROUPED_FORMS, GroupedSupernet
 from pflnas.supernet.grouped_state import from_grouped, join_optimizer, split_optimizer, to_grouped
 from pflnas.supernet.network import resolve_layout
 from pflnas.train.checkpoint import remove_stale_temp_files, save_checkpoint
@@ -56,12 +56,15 @@ def group_config(cfg: SearchConfig, seed: int) -> SearchConfig:
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=seed))
 
 
-def check_groupable(cfg: SearchConfig, strategy: Strategy, layout: str) -> None:
+def check_groupable(cfg: SearchConfig, space: SpaceConfig, strategy: Strategy, layout: str) -> None:
     """One line for what a grouped search cannot run (before any data loads)."""
     run = cfg.run
     why = None
     if not strategy.seed_groups:
         why = f"strategy {strategy.name!r} has no grouped form (darts, darts2 and pcdarts have)"
+    elif space.kind not in GROUPED_FORMS:
+        kinds = " and ".join(GROUPED_FORMS)
+        why = f"space {space.name!r} is a {space.kind} space; grouped supernets are for {kinds} spaces"
     elif layout != "per_source":
         why = f"it runs the per_source layout; drop space.layout={layout}"
     elif cfg.latency.weight > 0:
@@ -102,6 +105,7 @@ class SeedGroupRun:
         strategy = create_strategy(self.cfg.strategy.name, self.cfg.arch)
         check_groupable(
             self.cfg,
+            self.space,
             strategy,
             strategy.layout_for(resolve_layout(self.cfg.run.share_param_free, self.cfg.space.layout)),
         )
