@@ -49,8 +49,9 @@ def tiny_archive(root: Path, n_train: int = 8) -> str:
     return str(make_archive(root / "tree", root / "cifar10-tiny.tar.gz"))
 
 
-def search_argv(source: str, out: Path, epochs: int, *sets: str) -> list[str]:
-    argv = ["search", "--space", "cell_v1", "--data-dir", source, "--out", str(out), "--epochs", str(epochs)]
+def search_argv(source: str, out: Path, epochs: int, *sets: str, space: str = "cell_v1") -> list[str]:
+    """A tiny search (:data:`SEARCH_SETS`, then ``sets``, which may override them) of ``space``."""
+    argv = ["search", "--space", space, "--data-dir", source, "--out", str(out), "--epochs", str(epochs)]
     for item in (*SEARCH_SETS, *sets):
         argv += ["--set", item]
     return argv

@@ -29,6 +29,9 @@ GROUPED = [
     for s in list_strategies()
     if s not in MULTI_TRIAL_STRATEGIES and create_strategy(s, ArchOptimConfig()).seed_groups
 ]
+# every strategy that groups on cell_v1; NAS-Bench-201's skeleton (reduction blocks, BN-ReLU head) with darts
+CASES = [("cell_v1", s) for s in GROUPED] + [("nb201", "darts")]
+SPACE_SETS = {"nb201": ("space.layers=1",)}  # one search cell per stage (SEARCH_SETS' 3 are for DARTS cells)
 SEEDS = (0, 1, 2)
 EPOCHS = 2  # the second epoch steps with the first one's momentum and Adam statistics
 
@@ -93,15 +96,14 @@ def _same_run(grouped: Path, single: Path) -> None:
 
 
 @pytest.mark.usefixtures(float64.__name__)
-@pytest.mark.parametrize("strategy", GROUPED)
-def test_group_equals_separate_searches(strategy: str, source: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("space", "strategy"), CASES)
+def test_group_equals_separate_searches(space: str, strategy: str, source: str, tmp_path: Path) -> None:
+    sets = (f"strategy.name={strategy}", *SPACE_SETS.get(space, ()))
     seeds = ",".join(map(str, SEEDS))
-    out = cli(
-        [*search_argv(source, tmp_path / "g-s{seed}", EPOCHS, f"strategy.name={strategy}"), "--seeds", seeds]
-    )
+    out = cli([*search_argv(source, tmp_path / "g-s{seed}", EPOCHS, *sets, space=space), "--seeds", seeds])
     for s in SEEDS:
         assert f"g-s{s}/found.json" in out
-        cli(search_argv(source, tmp_path / f"one-s{s}", EPOCHS, f"strategy.name={strategy}", f"run.seed={s}"))
+        cli(search_argv(source, tmp_path / f"one-s{s}", EPOCHS, *sets, f"run.seed={s}", space=space))
         _same_run(tmp_path / f"g-s{s}", tmp_path / f"one-s{s}")
 
 
@@ -161,6 +163,18 @@ def test_refusals_are_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
     assert not list(tmp_path.glob("r-s*"))  # refused before any run directory was claimed
+
+
+def test_block_space_refusals_are_one_line(
+    source: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = search_argv(source, tmp_path / "b-s{seed}", 1, space="resnet50_block")
+    for cell_only in ("space.init_channels=4", "space.layers=3"):  # a block space has a skeleton instead
+        del argv[argv.index(cell_only) - 1 : argv.index(cell_only) + 1]
+    assert main([*argv, "--seeds", "0-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'resnet50_block' is a resnet_block space" in err[0], err
+    assert "grouped supernets are for darts_cell and nb201_cell spaces" in err[0]
 
 
 def test_one_directory_per_seed(source: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,19 +1,21 @@
-"""N independent DARTS-cell supernets folded into one grouped network: N seeds' searches, one set of kernels.
+"""N independent cell supernets (DARTS or NAS-Bench-201 cells) folded into one grouped network: N seeds'
+searches, one set of kernels.
 
-N seeds search the same space with separate weights, alphas and batches. Every op of a DARTS cell acts on each
-channel's group alone (a conv with ``groups``, a per-channel BatchNorm, a pool), so the N supernets stack as
-channel groups of one network: tensors are ``[B, N*C, H, W]`` seed-major (channels ``[s*C, (s+1)*C)`` are
-seed s's), a ``C_in -> C_out`` conv with ``g`` groups becomes ``N*C_in -> N*C_out`` with ``N*g`` groups, a
-BatchNorm over C channels one over N*C (per-channel statistics: N separate BatchNorms), and the classifier a
-batched contraction. Each of the supernet's kernels then runs once for all seeds. PC-DARTS' partial channels
-stay within a seed's block too: its ops see the first C/K channels of the block, the rest bypass them, and
-the channel shuffle permutes the block (:func:`seed_channels`, :class:`GroupedEdge`).
+N seeds search the same space with separate weights, alphas and batches. Every op of a DARTS or NB201 cell,
+and of NB201's residual reduction blocks, acts on each channel's group alone (a conv with ``groups``, a
+per-channel BatchNorm, a pool, a sum), so the N supernets stack as channel groups of one network: tensors
+are ``[B, N*C, H, W]`` seed-major (channels ``[s*C, (s+1)*C)`` are seed s's), a ``C_in -> C_out`` conv with
+``g`` groups becomes ``N*C_in -> N*C_out`` with ``N*g`` groups, a BatchNorm over C channels one over N*C
+(per-channel statistics: N separate BatchNorms), and the classifier a batched contraction. Each of the
+supernet's kernels then runs once for all seeds. PC-DARTS' partial channels stay within a seed's block too:
+its ops see the first C/K channels of the block, the rest bypass them, and the channel shuffle permutes the
+block (:func:`seed_channels`, :class:`GroupedEdge`).
 
 Every grouped tensor holds seed s's numbers in the s-th of N equal blocks along dim 0 (:func:`seed_blocks`);
 :mod:`pflnas.supernet.grouped_state` converts states and handles per-seed gradients on that one rule. The
-module names are those of the ``per_source`` :class:`~pflnas.supernet.network.DartsSupernet`, so the
-state_dict keys match it except the classifier and the alphas (one ``[N, num_edges, num_ops]`` per group);
-PC-DARTS' edge-normalisation parameters keep their per-seed keys with a leading seed dim.
+module names are those of the ``per_source`` supernet of the space's kind, so the state_dict keys match it
+except the classifier and the alphas (one ``[N, num_edges, num_ops]`` per group); PC-DARTS'
+edge-normalisation parameters keep their per-seed keys with a leading seed dim.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from pflnas.ops import get_op
 from pflnas.ops.primitives import FactorizedReduce
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.labels import edge_key
-from pflnas.supernet.cells import DartsSearchCell
+from pflnas.supernet.cells import DartsSearchCell, SearchCell
 from pflnas.supernet.mixed import MixedEdge, reassemble_partial
 from pflnas.supernet.network import (
-    DartsSupernet,
+    CellSupernet,
     Mixing,
     build_supernet,
     edge_norm_parameters,
@@ -156,23 +158,22 @@ class GroupedEdge(nn.Module):
         return folded.view(b, self.n, *folded.shape[1:])
 
 
-class GroupedCell(nn.Module):
-    """N :class:`DartsSearchCell` (per_source): preprocessing, the edges, the parameter-free ops once per
-    source node (on each seed's first C/K channels with partial channels), and the seed-major concatenation
-    of the output nodes."""
+class GroupedSearchCell(nn.Module):
+    """N per_source :class:`SearchCell`: the edges and the node DAG, with the parameter-free ops once per
+    source node (on each seed's first C/K channels with partial channels), as
+    :meth:`SearchCell.forward_nodes` runs them. The cell kinds add their inputs and output around it."""
 
-    def __init__(self, cell: DartsSearchCell, n: int):
+    def __init__(self, cell: SearchCell, n: int):
         super().__init__()
         self.n, self.space, self.edge_list, self.part = n, cell.space, cell.edge_list, cell.part
         self.partial = next(iter(cell.edges.values())).partial  # type: ignore[union-attr]
-        self.preprocess0 = group_module(cell.preprocess0, n)
-        self.preprocess1 = group_module(cell.preprocess1, n)
         self.edges = nn.ModuleDict({k: GroupedEdge(e, n) for k, e in cell.edges.items()})  # type: ignore[arg-type]
         self.source_ops = group_module(cell.source_ops, n)
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
-        """``weights``: ``[N, num_edges, num_ops]`` in ``space.edges()`` order."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+    def forward_nodes(self, states: list[Tensor], weights: Tensor) -> list[Tensor]:
+        """``states``: the cell's inputs; returns them followed by every node. ``weights``: ``[N, num_edges,
+        num_ops]`` in ``space.edges()`` order."""
+        states = list(states)
         free: dict[int, dict[str, Tensor]] = {}
         parts: dict[int, Tensor] = {}
         index = 0
@@ -188,13 +189,39 @@ class GroupedCell(nn.Module):
                 index += 1
             assert total is not None
             states.append(total.flatten(1, 2))
+        return states
+
+
+class GroupedDartsCell(GroupedSearchCell):
+    """N :class:`DartsSearchCell`: preprocessing of both inputs, the DAG, and the seed-major concatenation
+    of the output nodes."""
+
+    def __init__(self, cell: DartsSearchCell, n: int):
+        super().__init__(cell, n)
+        self.preprocess0 = group_module(cell.preprocess0, n)
+        self.preprocess1 = group_module(cell.preprocess1, n)
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        states = self.forward_nodes([self.preprocess0(s0), self.preprocess1(s1)], weights)
         b, _, h, w = states[-1].shape
         out = torch.cat([states[i].view(b, self.n, -1, h, w) for i in self.space.concat()], dim=2)
         return out.view(b, -1, h, w)
 
 
+class GroupedNB201Cell(GroupedSearchCell):
+    """N :class:`NB201SearchCell`: one input, the last node out (already seed-major: one node's channels)."""
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        return self.forward_nodes([x], weights)[-1]
+
+
 class GroupedSupernet(nn.Module):
-    """``seeds`` DARTS-cell supernets of ``space`` (darts_cell kind, dense softmax mixing) as one network.
+    """``seeds`` per_source cell supernets of ``space`` (dense softmax mixing) as one network.
+
+    ``GroupedSupernet(space, ...)`` builds the grouped form of the space's kind (:func:`grouped_form`:
+    :class:`GroupedDartsSupernet`, :class:`GroupedNB201Supernet`), so callers need not know kinds; the form
+    groups the per-seed skeleton (``group_body``) and pools its features (``forward_body``), this class
+    holds what every form shares: the alphas, the classifier and the per-seed hooks.
 
     ``forward(x)``: ``x`` ``[N, B, C_in, H, W]`` (seed s's batch at ``x[s]``) -> logits ``[N, B, classes]``.
     Alphas: ``arch[group]`` of shape ``[N, num_choices, num_ops]`` (choices in ``space.choice_keys()``
@@ -207,6 +234,12 @@ class GroupedSupernet(nn.Module):
     :meth:`Supernet.edge_weights` does and follow the alphas in :meth:`arch_parameters`.
     """
 
+    def __new__(cls, space: SpaceConfig | None = None, *args: object, **kwargs: object) -> GroupedSupernet:
+        """The kind dispatch: ``GroupedSupernet(space, ...)`` is an instance of the space's form (copies and
+        unpickling call this with no arguments on the form itself)."""
+        form = grouped_form(space) if cls is GroupedSupernet and space is not None else cls
+        return super().__new__(form)
+
     def __init__(
         self,
         space: SpaceConfig,
@@ -218,8 +251,8 @@ class GroupedSupernet(nn.Module):
         edge_norm: bool = False,
     ):
         super().__init__()
-        if space.kind != "darts_cell":
-            raise ConfigError(f"grouped supernets are for darts_cell spaces; {space.name!r} is {space.kind}")
+        if type(self) is not grouped_form(space):
+            raise ConfigError(f"{type(self).__name__} is not the grouped form of {space.kind} spaces")
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ConfigError(f"a grouped supernet needs a positive whole number of seeds, got {seeds!r}")
         proto = build_supernet(
@@ -230,10 +263,10 @@ class GroupedSupernet(nn.Module):
             partial_channels=partial_channels,
             edge_norm=edge_norm,
         )
-        assert isinstance(proto, DartsSupernet)
+        assert isinstance(proto, CellSupernet)
         self.space, self.seeds, self.groups = space, seeds, list(proto.groups)
         self.stem = group_module(proto.stem, seeds)
-        self.cells = nn.ModuleList(GroupedCell(c, seeds) for c in proto.cells)  # type: ignore[arg-type]
+        self.group_body(proto)
         c_final = proto.classifier.in_features
         bound = 1 / math.sqrt(c_final)  # nn.Linear's default initialisation, per seed
         self.classifier = nn.ParameterDict(
@@ -250,6 +283,15 @@ class GroupedSupernet(nn.Module):
             }
         )
         self.edge_norm = edge_norm_parameters(space, seeds) if edge_norm else None
+
+    def group_body(self, proto: CellSupernet) -> None:
+        """Register the grouped forms of ``proto``'s modules between its stem and its classifier, under
+        the same names (so the same state_dict keys)."""
+        raise NotImplementedError
+
+    def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        """``x``: the stem's output ``[B, N*C, H, W]``; returns the pooled features ``[B, N*C_final]``."""
+        raise NotImplementedError
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The alphas and, with edge normalisation, the edge weights (the order :class:`Supernet` uses)."""
@@ -288,11 +330,8 @@ class GroupedSupernet(nn.Module):
                 f"a grouped supernet takes [{self.seeds}, B, C, H, W] inputs, got {list(x.shape)}"
             )
         n, b = x.shape[:2]
-        weights = self.edge_weights()
-        s0 = s1 = self.stem(x.transpose(0, 1).reshape(b, -1, *x.shape[3:]))
-        for cell, group in zip(self.cells, self.groups):
-            s0, s1 = s1, cell(s0, s1, weights[group])
-        pooled = s1.mean((2, 3)).view(b, n, -1)  # global average pool, per channel
+        stem = self.stem(x.transpose(0, 1).reshape(b, -1, *x.shape[3:]))
+        pooled = self.forward_body(stem, self.edge_weights()).view(b, n, -1)
         logits = torch.einsum("bnc,nkc->nbk", pooled, self.classifier["weight"])
         return logits + self.classifier["bias"].unsqueeze(1)
 
@@ -325,3 +364,50 @@ class GroupedSupernet(nn.Module):
             if p.grad is not None:
                 p.grad.mul_(self.per_seed(coef, p.grad))
         return norms
+
+
+class GroupedDartsSupernet(GroupedSupernet):
+    """N :class:`DartsSupernet` (darts_cell kind): the cells, each reading the two before it."""
+
+    def group_body(self, proto: CellSupernet) -> None:
+        self.cells = nn.ModuleList(GroupedDartsCell(c, self.seeds) for c in proto.cells)  # type: ignore[arg-type]
+
+    def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        s0 = s1 = x
+        for cell, group in zip(self.cells, self.groups):
+            s0, s1 = s1, cell(s0, s1, weights[group])
+        return s1.mean((2, 3))  # global average pool, per channel
+
+
+class GroupedNB201Supernet(GroupedSupernet):
+    """N :class:`NB201Supernet` (nb201_cell kind): search cells, the residual reduction blocks between the
+    stages (:func:`group_module`: their convs, BatchNorms, pool and residual sum all act per channel group),
+    and the BN-ReLU head."""
+
+    def group_body(self, proto: CellSupernet) -> None:
+        n = self.seeds
+        self.cells = nn.ModuleList(
+            group_module(c, n) if g is None else GroupedNB201Cell(c, n)  # type: ignore[arg-type]
+            for c, g in zip(proto.cells, proto.groups)
+        )
+        self.lastact = group_module(proto.lastact, n)
+
+    def forward_body(self, x: Tensor, weights: dict[str, Tensor]) -> Tensor:
+        for cell, group in zip(self.cells, self.groups):
+            x = cell(x) if group is None else cell(x, weights[group])
+        return self.lastact(x).mean((2, 3))
+
+
+GROUPED_FORMS: dict[str, type[GroupedSupernet]] = {
+    "darts_cell": GroupedDartsSupernet,
+    "nb201_cell": GroupedNB201Supernet,
+}
+
+
+def grouped_form(space: SpaceConfig) -> type[GroupedSupernet]:
+    """The grouped supernet class of ``space``'s kind; a one-line ConfigError for kinds without one."""
+    form = GROUPED_FORMS.get(space.kind)
+    if form is None:
+        kinds = " and ".join(GROUPED_FORMS)
+        raise ConfigError(f"grouped supernets are for {kinds} spaces; {space.name!r} is {space.kind}")
+    return form

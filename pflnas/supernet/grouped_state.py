@@ -1,4 +1,4 @@
-"""A grouped supernet's state per seed: converters to and from N ``per_source`` DARTS supernets' states,
+"""A grouped supernet's state per seed: converters to and from N ``per_source`` cell supernets' states,
 each seed's probabilities and edge strengths (for ``derive_architecture``), and optimizer states.
 
 A grouped tensor holds seed s's numbers in the s-th of N equal blocks along dim 0
@@ -62,7 +62,7 @@ def _split(value: Tensor, rule: str, seeds: int) -> list[list[Tensor]]:
 
 
 def to_grouped(state_dicts: list[dict[str, Tensor]], grouped: GroupedSupernet) -> dict[str, Tensor]:
-    """The states of ``grouped.seeds`` ``per_source`` DARTS supernets of ``grouped.space`` (seed s's at
+    """The states of ``grouped.seeds`` ``per_source`` supernets of ``grouped.space`` (seed s's at
     index s) as one state of ``grouped``."""
     if len(state_dicts) != grouped.seeds:
         raise ConfigError(f"the grouped supernet has {grouped.seeds} seeds; got {len(state_dicts)} states")
@@ -79,7 +79,7 @@ def to_grouped(state_dicts: list[dict[str, Tensor]], grouped: GroupedSupernet) -
 
 
 def from_grouped(state: dict[str, Tensor], grouped: GroupedSupernet) -> list[dict[str, Tensor]]:
-    """``state`` of ``grouped`` as ``grouped.seeds`` states of ``per_source`` DARTS supernets."""
+    """``state`` of ``grouped`` as ``grouped.seeds`` states of ``per_source`` supernets."""
     out: list[dict[str, Tensor]] = [{} for _ in range(grouped.seeds)]
     for key, keys, rule in _entries(grouped):
         if key not in state:

@@ -22,6 +22,9 @@ from pflnas.strategies import seed_group_strategies
 from pflnas.train.layout import CONFIG
 from pflnas.utils_io import atomic_write_text
 
+# the space kinds with a grouped supernet (pflnas.supernet.grouped.GROUPED_FORMS, which a test holds equal)
+GROUPED_KINDS = ("darts_cell", "nb201_cell")
+
 
 def group_refusal(cfg: SearchConfig, *, seed_groups: bool, space_kind: str, layout: str) -> str | None:
     """Why the searches of ``cfg`` cannot run as a seed group, or None if they can. ``seed_groups`` is the
@@ -31,8 +34,9 @@ def group_refusal(cfg: SearchConfig, *, seed_groups: bool, space_kind: str, layo
     if not seed_groups:
         names = ", ".join(seed_group_strategies())
         return f"strategy {cfg.strategy.name!r} has no grouped form ({names} have)"
-    if space_kind != "darts_cell":
-        return f"space {cfg.space.name!r} is {space_kind}; groups run darts_cell spaces (cell_v1, darts)"
+    if space_kind not in GROUPED_KINDS:
+        kinds = " and ".join(GROUPED_KINDS)
+        return f"space {cfg.space.name!r} is a {space_kind} space; grouped supernets are for {kinds} spaces"
     if layout != "per_source":
         return f"it runs the per_source layout; drop space.layout={layout}"
     if cfg.latency.weight > 0:

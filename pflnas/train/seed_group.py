@@ -1,15 +1,15 @@
 """N seeds' searches of one config as one grouped network (``pflnas search --seeds 0-9``).
 
 On a GPU a search step is bound by the number of kernels, not by arithmetic, so N searches folded into one
-network (:class:`~pflnas.supernet.grouped.GroupedSupernet`: every op grouped by seed) cost about the kernels
-of one. Each seed still is its own search: a :class:`~pflnas.train.search.SearchRun` per seed is set up
-exactly as ``pflnas search --seed s`` sets it up (its data split, batch order and augmentation, its
-initial weights and alphas), and the group trains the numbers those runs hold: the loss is the sum of the
-seeds' mean losses (so each seed's gradients are its own), clipping and second-order DARTS' step size are
-per seed (the supernet's seed hooks), and the optimizers act elementwise. At every epoch's end the group's
-state goes back into the per-seed runs (:mod:`pflnas.supernet.grouped_state`), which write their ordinary
-run directories: config.yaml (with ``resolved_group``), metrics.jsonl, the checkpoint, found.json. A group
-resumes from those checkpoints.
+network (:class:`~pflnas.supernet.grouped.GroupedSupernet`: every op grouped by seed, in the form of the
+space's kind) cost about the kernels of one. Each seed still is its own search: a
+:class:`~pflnas.train.search.SearchRun` per seed is set up exactly as ``pflnas search --seed s`` sets it up
+(its data split, batch order and augmentation, its initial weights and alphas), and the group trains the
+numbers those runs hold: the loss is the sum of the seeds' mean losses (so each seed's gradients are its
+own), clipping and second-order DARTS' step size are per seed (the supernet's seed hooks), and the
+optimizers act elementwise. At every epoch's end the group's state goes back into the per-seed runs
+(:mod:`pflnas.supernet.grouped_state`), which write their ordinary run directories: config.yaml (with
+``resolved_group``), metrics.jsonl, the checkpoint, found.json. A group resumes from those checkpoints.
 """
 
 from __future__ import annotations
