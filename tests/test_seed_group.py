@@ -224,3 +224,13 @@ def test_nan_in_one_seed_stops_the_group_naming_that_seed(
     assert len(err) == 1 and "NaN/Inf in" in err[0], err
     assert err[0].endswith("(seeds whose numbers went non-finite: 7)"), err[0]
     assert not (tmp_path / "n-s4" / "found.json").exists()
+
+
+def test_torchrun_is_refused_in_one_line(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*search_argv(source, tmp_path / "t-s{seed}", 1), "--seeds", "0,1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "without torchrun" in err[0], err
+    assert not list(tmp_path.glob("t-s*"))

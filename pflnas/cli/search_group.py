@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 from pathlib import Path
 
 from pflnas.arch.record import Architecture
@@ -44,6 +45,8 @@ def run_group(
             f"--seeds needs a run directory per seed: put {SEED_FIELD} in --out, e.g. --out runs/x-s{{seed}}"
         )
     why = config_refusal(cfg, space.kind)  # before any directory is claimed
+    if why is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        why = "a group runs in one process (its seeds already share each kernel); start it without torchrun"
     if why:
         raise ConfigError(f"--seeds cannot be used: {why} (or run the seeds one at a time with --seed)")
     claimed = Path(resume).resolve() if resume else None
