@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from pflnas.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class DatasetPreset:
@@ -42,14 +40,3 @@ SPEED_BATCH_SIZE, SPEED_WARMUP, SPEED_REPEATS = 64, 10, 30
 # Supernet layouts (``space.layout``): every candidate on every edge as its own module (DARTS), parameter-free
 # ops computed once per source node, or trainable ops of one kind on all edges leaving a node as one wider op.
 SUPERNET_LAYOUTS = ("per_edge", "per_source", "batched")
-
-
-def resolve_layout(share_param_free: bool = True, layout: str | None = None) -> str:
-    """The supernet layout: ``layout`` if given (checked), else ``per_source`` / ``per_edge``."""
-    if layout is None:
-        return "per_source" if share_param_free else "per_edge"
-    if layout not in SUPERNET_LAYOUTS:
-        raise ConfigError(f"space.layout must be one of {', '.join(SUPERNET_LAYOUTS)}; got {layout!r}")
-    if not share_param_free and layout != "per_edge":
-        raise ConfigError(f"run.share_param_free=false contradicts space.layout={layout}; drop one")
-    return layout

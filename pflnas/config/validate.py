@@ -198,3 +198,14 @@ def _check_trials(t: TrialsConfig, strategy: str) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def resolve_layout(share_param_free: bool = True, layout: str | None = None) -> str:
+    """The supernet layout: ``layout`` if given (checked), else ``per_source`` / ``per_edge``."""
+    if layout is None:
+        return "per_source" if share_param_free else "per_edge"
+    if layout not in SUPERNET_LAYOUTS:
+        raise ConfigError(f"space.layout must be one of {', '.join(SUPERNET_LAYOUTS)}; got {layout!r}")
+    if not share_param_free and layout != "per_edge":
+        raise ConfigError(f"run.share_param_free=false contradicts space.layout={layout}; drop one")
+    return layout

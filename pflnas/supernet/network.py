@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from pflnas.config.validate import resolve_layout
 from pflnas.errors import ConfigError
 from pflnas.ops.blocks import ResNetBasicBlock
-from pflnas.options import resolve_layout
 from pflnas.spaces.config import SpaceConfig
 from pflnas.spaces.kinds import BlockKind
 from pflnas.spaces.labels import edge_key

@@ -16,8 +16,8 @@ import yaml
 
 from pflnas.config.loader import read_yaml
 from pflnas.config.search import SearchConfig
+from pflnas.config.validate import resolve_layout
 from pflnas.errors import ConfigError
-from pflnas.options import resolve_layout
 from pflnas.strategies import seed_group_strategies
 from pflnas.train.layout import CONFIG
 from pflnas.utils_io import atomic_write_text

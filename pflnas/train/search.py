@@ -26,10 +26,10 @@ from tqdm import tqdm
 from pflnas.arch.record import Architecture, save_architecture
 from pflnas.config.loader import to_dict
 from pflnas.config.search import SearchConfig
+from pflnas.config.validate import resolve_layout
 from pflnas.device import build_within_memory, resolve_device, seed_everything, set_determinism
 from pflnas.errors import ConfigError
 from pflnas.measure.latency_objective import LatencyTerm
-from pflnas.options import resolve_layout
 from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.spaces.config import SpaceConfig

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from pflnas.arch.record import Architecture
 from pflnas.config.search import SearchConfig
+from pflnas.config.validate import resolve_layout
 from pflnas.errors import ConfigError, PflnasError
-from pflnas.options import resolve_layout
 from pflnas.rundir import hold
 from pflnas.spaces import resolve_space
 from pflnas.spaces.config import SpaceConfig
