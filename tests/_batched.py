@@ -13,6 +13,7 @@ from pflnas.config.search import ArchOptimConfig
 from pflnas.spaces.config import SpaceConfig
 from pflnas.strategies import StepContext, Strategy, create_strategy
 from pflnas.supernet import build_supernet
+from pflnas.supernet.grouped_state import from_grouped
 from pflnas.supernet.layouts import to_batched
 from pflnas.supernet.network import Supernet
 from pflnas.train.search_step import SearchStep, sgd_virtual_step
@@ -61,6 +62,14 @@ def grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
         **net.state_dict(),
         **{k: torch.zeros_like(p) if p.grad is None else p.grad for k, p in net.named_parameters()},
     }
+
+
+def per_seed_gap(nets: list, grouped: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> float:
+    """The largest difference between each separate net and its seed's part of ``grouped``: their states,
+    or (``state``: a grouped state of gradients, as :func:`grads` gives) their gradients."""
+    seeds = from_grouped(grouped.state_dict() if state is None else state, grouped)  # type: ignore[arg-type]
+    refs = [n.state_dict() for n in nets] if state is None else [grads(n) for n in nets]
+    return max(gap(ref, mine) for ref, mine in zip(refs, seeds))
 
 
 def search_steps(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from _batched import TOL, float64
+from _batched import TOL, float64, gap, grads, per_seed_gap
 from _spaces import tiny
 from torch import nn
 
@@ -58,22 +58,6 @@ def _batch():
     return torch.randn(SEEDS, 4, 3, 16, 16), torch.randint(0, 10, (SEEDS, 4))
 
 
-def _gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert set(a) == set(b)
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
-
-
-def _grads(net) -> dict[str, torch.Tensor]:
-    """The state_dict with every parameter replaced by its gradient (so the converters apply)."""
-    return {**net.state_dict(), **{k: p.grad for k, p in net.named_parameters()}}
-
-
-def _per_seed_gap(nets, grouped, state: dict[str, torch.Tensor] | None = None) -> float:
-    seeds = from_grouped(grouped.state_dict() if state is None else state, grouped)
-    refs = [n.state_dict() for n in nets] if state is None else [_grads(n) for n in nets]
-    return max(_gap(ref, mine) for ref, mine in zip(refs, seeds))
-
-
 def test_the_space_kind_picks_the_grouped_form():
     assert type(GroupedSupernet(tiny("nb201"), 10, 2)) is GroupedNB201Supernet
     assert type(GroupedSupernet(tiny("darts"), 10, 2)) is GroupedDartsSupernet
@@ -97,8 +81,8 @@ def test_outputs_gradients_and_statistics_agree(options):
     sum(nn.functional.cross_entropy(logits[s], y[s]) for s in range(SEEDS)).backward()
     arch = grouped.arch_parameters()  # node1's beta has one edge: its softmax is 1, its gradient 0
     assert all(p.grad is not None and (p.grad.abs().max() > 0 or p.shape[-1] == 1) for p in arch)
-    assert _per_seed_gap(nets, grouped, _grads(grouped)) < TOL  # weight, alpha (and beta) gradients
-    assert _per_seed_gap(nets, grouped) < TOL  # BatchNorm running statistics of the two forwards
+    assert per_seed_gap(nets, grouped, grads(grouped)) < TOL  # weight, alpha (and beta) gradients
+    assert per_seed_gap(nets, grouped) < TOL  # BatchNorm running statistics of the two forwards
 
 
 @pytest.mark.parametrize("options", OPTIONS)
@@ -107,9 +91,9 @@ def test_converters_round_trip(options):
     state = grouped.state_dict()
     back = from_grouped(state, grouped)
     for net, seed_state in zip(nets, back):
-        assert _gap(net.state_dict(), seed_state) == 0.0
+        assert gap(net.state_dict(), seed_state) == 0.0
         build_supernet(tiny("nb201"), 10, layout="per_source", **OPTIONS[options]).load_state_dict(seed_state)
-    assert _gap(to_grouped(back, grouped), state) == 0.0
+    assert gap(to_grouped(back, grouped), state) == 0.0
     darts = build_supernet(tiny("darts"), 10, layout="per_source").state_dict()
     with pytest.raises(ConfigError, match="state 2 is not a per_source supernet state"):
         to_grouped([n.state_dict() for n in nets[:2]] + [darts], grouped)
@@ -161,7 +145,7 @@ def test_three_search_steps_agree(strategy_name):
             assert ref is not None and out.keys() == ref.keys()
             assert max((out[k][s].double() - ref[k].double()).abs().item() for k in ref) < TOL
     assert (torch.stack(norms) > clip).any() and (torch.stack(norms) <= clip).any()
-    assert _per_seed_gap(nets, grouped) < TOL  # weights, alphas, betas and BatchNorm statistics
+    assert per_seed_gap(nets, grouped) < TOL  # weights, alphas, betas and BatchNorm statistics
     sgds = [sgd for _, sgd, _, _ in separate]
     adams = [strategy.optimizer for strategy, _, _, _ in separate]
     assert _optimizer_gap(grouped, g_sgd, nets, sgds, lambda n: n.weight_parameters()) < TOL

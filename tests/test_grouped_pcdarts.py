@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _batched import TOL, float64
+from _batched import TOL, float64, gap, grads, per_seed_gap
 from _spaces import tiny
 from torch import nn
 
@@ -57,22 +57,6 @@ def _batch(size: int = 16):
     return torch.randn(SEEDS, 4, 3, size, size), torch.randint(0, 10, (SEEDS, 4))
 
 
-def _gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert set(a) == set(b)
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
-
-
-def _grads(net) -> dict[str, torch.Tensor]:
-    """The state_dict with every parameter replaced by its gradient (so the converters apply)."""
-    return {**net.state_dict(), **{k: p.grad for k, p in net.named_parameters()}}
-
-
-def _per_seed_gap(nets, grouped, state: dict[str, torch.Tensor] | None = None) -> float:
-    seeds = from_grouped(grouped.state_dict() if state is None else state, grouped)
-    refs = [n.state_dict() for n in nets] if state is None else [_grads(n) for n in nets]
-    return max(_gap(ref, mine) for ref, mine in zip(refs, seeds))
-
-
 @pytest.mark.parametrize("partial", PARTIAL)
 @pytest.mark.parametrize("name", SPACES)
 def test_outputs_gradients_and_statistics_agree(name, partial):
@@ -92,8 +76,8 @@ def test_outputs_gradients_and_statistics_agree(name, partial):
     )  # the alphas (one per group) and the betas (one per group and node)
     betas = arch[len(grouped.arch) :]
     assert betas and all(p.grad is not None and p.grad.abs().min() > 0 for p in betas)
-    assert _per_seed_gap(nets, grouped, _grads(grouped)) < TOL  # weight, alpha and beta gradients
-    assert _per_seed_gap(nets, grouped) < TOL  # BatchNorm running statistics of the two forwards
+    assert per_seed_gap(nets, grouped, grads(grouped)) < TOL  # weight, alpha and beta gradients
+    assert per_seed_gap(nets, grouped) < TOL  # BatchNorm running statistics of the two forwards
 
 
 @pytest.mark.parametrize("partial", PARTIAL)
@@ -101,7 +85,7 @@ def test_converters_round_trip(partial):
     nets, grouped = _nets("darts", partial)
     assert any(k.startswith("edge_norm.") for k in grouped.state_dict())
     for net, state in zip(nets, from_grouped(grouped.state_dict(), grouped)):
-        assert _gap(net.state_dict(), state) == 0.0
+        assert gap(net.state_dict(), state) == 0.0
         _build("darts", partial).load_state_dict(state)  # strict: every key
     dense = build_supernet(tiny("darts"), 10, layout="per_source").state_dict()  # no edge_norm entries
     with pytest.raises(ConfigError, match="state 0 is not a per_source supernet state.*edge_norm"):
@@ -153,7 +137,7 @@ def test_three_pcdarts_steps_agree(name, partial):
         g_sgd.step()
     after = grouped.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in after if k.startswith(("arch.", "edge_norm.")))
-    assert _per_seed_gap(nets, grouped) < TOL  # weights, alphas, betas and BatchNorm statistics
+    assert per_seed_gap(nets, grouped) < TOL  # weights, alphas, betas and BatchNorm statistics
     space = tiny(name)
     for s, (strategy, net) in enumerate(zip(strategies, nets)):
         strengths, ref = seed_strengths(grouped, s), net.edge_strengths()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _batched import TOL, float64
+from _batched import TOL, float64, gap, grads, per_seed_gap
 from _spaces import tiny
 from torch import nn
 
@@ -52,22 +52,6 @@ def _losses(nets, grouped, x, y):
     return separate, sum(nn.functional.cross_entropy(logits[s], y[s]) for s in range(len(nets)))
 
 
-def _gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert set(a) == set(b)
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
-
-
-def _grads(net) -> dict[str, torch.Tensor]:
-    """The state_dict with every parameter replaced by its gradient (so the converters apply)."""
-    return {**net.state_dict(), **{k: p.grad for k, p in net.named_parameters()}}
-
-
-def _per_seed_gap(nets, grouped, state: dict[str, torch.Tensor] | None = None) -> float:
-    seeds = from_grouped(grouped.state_dict() if state is None else state, grouped)
-    refs = [n.state_dict() for n in nets] if state is None else [_grads(n) for n in nets]
-    return max(_gap(ref, mine) for ref, mine in zip(refs, seeds))
-
-
 @pytest.mark.parametrize("name", SPACES)
 def test_outputs_gradients_and_statistics_agree(name):
     nets, grouped = _nets(name)
@@ -80,15 +64,15 @@ def test_outputs_gradients_and_statistics_agree(name):
     for loss in separate:
         loss.backward()
     total.backward()
-    assert _per_seed_gap(nets, grouped, _grads(grouped)) < TOL  # weight and alpha gradients
-    assert _per_seed_gap(nets, grouped) < TOL  # BatchNorm running statistics of the two forwards
+    assert per_seed_gap(nets, grouped, grads(grouped)) < TOL  # weight and alpha gradients
+    assert per_seed_gap(nets, grouped) < TOL  # BatchNorm running statistics of the two forwards
 
 
 def test_converters_round_trip_and_refuse_other_states():
     nets, grouped = _nets("darts")
     back = from_grouped(grouped.state_dict(), grouped)
     for net, state in zip(nets, back):
-        assert _gap(net.state_dict(), state) == 0.0
+        assert gap(net.state_dict(), state) == 0.0
         build_supernet(tiny("darts"), 10, layout="per_source").load_state_dict(state)  # strict: every key
     states = [n.state_dict() for n in nets]
     with pytest.raises(ConfigError, match="has 3 seeds; got 2 states"):
@@ -114,7 +98,7 @@ def test_per_seed_clipping_equals_clip_grad_norm():
     assert (norms - torch.stack(expected)).abs().max() < TOL
     assert (norms > max_norm).any() and (norms <= max_norm).any()
     assert (grouped.clip_weight_grads(max_norm) - norms).abs().max() == 0.0
-    assert _per_seed_gap(nets, grouped, _grads(grouped)) < TOL
+    assert per_seed_gap(nets, grouped, grads(grouped)) < TOL
     with pytest.raises(ConfigError, match="must be positive"):
         grouped.clip_weight_grads(0.0)
 
@@ -162,7 +146,7 @@ def test_three_darts_steps_agree(name):
         total.backward(inputs=grouped.weight_parameters())
         grouped.clip_weight_grads(5.0)
         g_sgd.step()
-    assert _per_seed_gap(nets, grouped) < TOL  # weights, alphas and BatchNorm statistics
+    assert per_seed_gap(nets, grouped) < TOL  # weights, alphas and BatchNorm statistics
     space = tiny(name)
     for s, net in enumerate(nets):
         probs, ref = seed_probabilities(grouped, s), net.probabilities()
